@@ -50,7 +50,8 @@ impl HostTensor {
     /// Uniform random values in `[lo, hi)` from a caller's generator (integers: floor).
     pub fn random(dtype: DType, shape: &[usize], lo: f64, hi: f64, rng: &mut impl rand::Rng) -> Self {
         let n: usize = shape.iter().product();
-        let vals: Vec<f64> = (0..n).map(|_| rng.random_range(lo..hi)).map(|x: f64| if dtype.is_int() { x.floor() } else { x }).collect();
+        let vals: Vec<f64> =
+            (0..n).map(|_| rng.random_range(lo..hi)).map(|x: f64| if dtype.is_int() { x.floor() } else { x }).collect();
         Self::from_f64(dtype, shape, &vals)
     }
 

@@ -171,7 +171,8 @@ pub fn matmul(c: &Config) -> Result<Kernel, VerifyError> {
     let kdim = b.dim(a, 1);
     b.for_range(k0, kdim, bk as i64, "k", |b, k| {
         let at = b.load(a, vec![Index::Range { start: row0, len: bm }, Index::Range { start: k, len: bk }], None, 0.0);
-        let btile = b.load(bt, vec![Index::Range { start: k, len: bk }, Index::Range { start: col0, len: bn }], None, 0.0);
+        let btile =
+            b.load(bt, vec![Index::Range { start: k, len: bk }, Index::Range { start: col0, len: bn }], None, 0.0);
         let prod = b.dot(at, btile, false);
         let next = b.add(acc, prod);
         b.assign(acc, next);
@@ -251,7 +252,12 @@ pub fn flash_decode(c: &Config) -> Result<Kernel, VerifyError> {
     let q_head0 = b.mul(head, g_c);
     b.name(q_head0, "q_head0");
     let zero = b.const_i32(0);
-    let out_index = vec![Index::At(batch), Index::Range { start: q_head0, len: g }, Index::At(split), Index::Range { start: zero, len: d }];
+    let out_index = vec![
+        Index::At(batch),
+        Index::Range { start: q_head0, len: g },
+        Index::At(split),
+        Index::Range { start: zero, len: d },
+    ];
     let lse_index = vec![Index::At(batch), Index::Range { start: q_head0, len: g }, Index::At(split)];
 
     let empty = b.binary(crate::ir::BinaryOp::Ge, start, stop);
@@ -263,7 +269,12 @@ pub fn flash_decode(c: &Config) -> Result<Kernel, VerifyError> {
         b.ret();
     });
 
-    let qt = b.load(q, vec![Index::At(batch), Index::Range { start: q_head0, len: g }, Index::Range { start: zero, len: d }], None, 0.0);
+    let qt = b.load(
+        q,
+        vec![Index::At(batch), Index::Range { start: q_head0, len: g }, Index::Range { start: zero, len: d }],
+        None,
+        0.0,
+    );
     b.name(qt, "q_tile");
     let m0 = b.full(&[g], f64::NEG_INFINITY, DType::F32);
     let m = b.var(m0, "row_max");
@@ -277,7 +288,12 @@ pub fn flash_decode(c: &Config) -> Result<Kernel, VerifyError> {
         let valid = b.lt(pos, stop);
         b.name(valid, "valid");
         let valid_rows = b.expand_dims(valid, 1);
-        let kv_index = vec![Index::At(batch), Index::At(head), Index::Range { start: t, len: bn }, Index::Range { start: zero, len: d }];
+        let kv_index = vec![
+            Index::At(batch),
+            Index::At(head),
+            Index::Range { start: t, len: bn },
+            Index::Range { start: zero, len: d },
+        ];
         let kt = b.load(k, kv_index.clone(), Some(valid_rows), 0.0);
         b.name(kt, "k_tile");
         let vt = b.load(v, kv_index, Some(valid_rows), 0.0);
@@ -327,7 +343,12 @@ pub fn flash_decode_combine(c: &Config) -> Result<Kernel, VerifyError> {
     let head = b.program_id(0);
     let batch = b.program_id(1);
     let zero = b.const_i32(0);
-    let lse = b.load(lse_part, vec![Index::At(batch), Index::At(head), Index::Range { start: zero, len: s_max }], None, f64::NEG_INFINITY);
+    let lse = b.load(
+        lse_part,
+        vec![Index::At(batch), Index::At(head), Index::Range { start: zero, len: s_max }],
+        None,
+        f64::NEG_INFINITY,
+    );
     let m = b.reduce(ReduceOp::Max, lse, 0);
     let centred = b.sub(lse, m);
     let w = b.exp2(centred);
@@ -335,7 +356,12 @@ pub fn flash_decode_combine(c: &Config) -> Result<Kernel, VerifyError> {
     let denom = b.reduce(ReduceOp::Sum, w, 0);
     let parts = b.load(
         o_part,
-        vec![Index::At(batch), Index::At(head), Index::Range { start: zero, len: s_max }, Index::Range { start: zero, len: d }],
+        vec![
+            Index::At(batch),
+            Index::At(head),
+            Index::Range { start: zero, len: s_max },
+            Index::Range { start: zero, len: d },
+        ],
         None,
         0.0,
     );

@@ -224,7 +224,14 @@ impl KernelBuilder {
     }
 
     /// `for i in (start..end).step_by(step) { body(i) }`.
-    pub fn for_range(&mut self, start: ValueId, end: ValueId, step: i64, name: &str, body: impl FnOnce(&mut Self, ValueId)) {
+    pub fn for_range(
+        &mut self,
+        start: ValueId,
+        end: ValueId,
+        step: i64,
+        name: &str,
+        body: impl FnOnce(&mut Self, ValueId),
+    ) {
         let var = self.new_value(TileType::scalar(DType::I32));
         self.name(var, name);
         self.blocks.push(Vec::new());

@@ -85,10 +85,7 @@ pub enum UnaryOp {
 impl UnaryOp {
     /// Transcendental ops need a float operand.
     pub fn needs_float(self) -> bool {
-        matches!(
-            self,
-            UnaryOp::Exp2 | UnaryOp::Log2 | UnaryOp::Exp | UnaryOp::Sqrt | UnaryOp::Rsqrt
-        )
+        matches!(self, UnaryOp::Exp2 | UnaryOp::Log2 | UnaryOp::Exp | UnaryOp::Sqrt | UnaryOp::Rsqrt)
     }
 
     pub fn name(self) -> &'static str {
@@ -150,7 +147,10 @@ pub enum AtomicOp {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     /// A compile-time constant scalar (integers are exact in `f64` up to 2^53).
-    Const { value: f64, dtype: DType },
+    Const {
+        value: f64,
+        dtype: DType,
+    },
     /// A runtime scalar kernel argument.
     Arg(ParamId),
     /// `blockIdx.{x,y,z}` as i32.
@@ -158,30 +158,75 @@ pub enum Op {
     /// `gridDim.{x,y,z}` as i32.
     NumPrograms(u8),
     /// Runtime size of a tensor dimension, as i64.
-    Dim { tensor: ParamId, axis: usize },
+    Dim {
+        tensor: ParamId,
+        axis: usize,
+    },
     /// `[start, start + len)` as a 1-D i32 tile.
-    Arange { start: i64, len: usize },
+    Arange {
+        start: i64,
+        len: usize,
+    },
     /// A tile of `shape` filled with a scalar value.
-    Splat { value: ValueId, shape: Vec<usize> },
+    Splat {
+        value: ValueId,
+        shape: Vec<usize>,
+    },
     /// Broadcasts a tile to a larger shape (NumPy rules).
-    Broadcast { value: ValueId, shape: Vec<usize> },
+    Broadcast {
+        value: ValueId,
+        shape: Vec<usize>,
+    },
     /// Inserts a unit axis at `axis`.
-    ExpandDims { value: ValueId, axis: usize },
-    Unary { op: UnaryOp, value: ValueId },
-    Binary { op: BinaryOp, lhs: ValueId, rhs: ValueId },
+    ExpandDims {
+        value: ValueId,
+        axis: usize,
+    },
+    Unary {
+        op: UnaryOp,
+        value: ValueId,
+    },
+    Binary {
+        op: BinaryOp,
+        lhs: ValueId,
+        rhs: ValueId,
+    },
     /// Element-wise `cond ? on_true : on_false` (all broadcast together).
-    Select { cond: ValueId, on_true: ValueId, on_false: ValueId },
-    Cast { value: ValueId, dtype: DType },
+    Select {
+        cond: ValueId,
+        on_true: ValueId,
+        on_false: ValueId,
+    },
+    Cast {
+        value: ValueId,
+        dtype: DType,
+    },
     /// Reduction along `axis`; the axis is removed.
-    Reduce { op: ReduceOp, value: ValueId, axis: usize },
+    Reduce {
+        op: ReduceOp,
+        value: ValueId,
+        axis: usize,
+    },
     /// Tile matrix product with f32 accumulation: `[M,K] x [K,N]`, or `[M,K] x [N,K]^T`
     /// when `trans_b`. Operands must share a dtype.
-    Dot { a: ValueId, b: ValueId, trans_b: bool },
+    Dot {
+        a: ValueId,
+        b: ValueId,
+        trans_b: bool,
+    },
     /// The `k` largest elements along the last axis, in descending order (ties: smaller
     /// index first). Results: values (input dtype) and indices (i32), shape `[.., k]`.
-    TopK { value: ValueId, k: usize },
+    TopK {
+        value: ValueId,
+        k: usize,
+    },
     /// A tile from a global tensor; masked-off or out-of-bounds elements read `other`.
-    Load { tensor: ParamId, index: Vec<Index>, mask: Option<ValueId>, other: f64 },
+    Load {
+        tensor: ParamId,
+        index: Vec<Index>,
+        mask: Option<ValueId>,
+        other: f64,
+    },
     /// A fresh copy of a value, used to start a mutable variable.
     Copy(ValueId),
 }

@@ -16,15 +16,7 @@ pub enum DType {
 
 impl DType {
     /// Every dtype, in a stable order (used by tests and docs).
-    pub const ALL: [DType; 7] = [
-        DType::F32,
-        DType::F16,
-        DType::BF16,
-        DType::I32,
-        DType::U32,
-        DType::I64,
-        DType::Bool,
-    ];
+    pub const ALL: [DType; 7] = [DType::F32, DType::F16, DType::BF16, DType::I32, DType::U32, DType::I64, DType::Bool];
 
     /// Floating-point types (f32, f16, bf16).
     pub fn is_float(self) -> bool {

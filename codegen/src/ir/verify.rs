@@ -31,7 +31,11 @@ fn err<T>(op: &str, reason: impl Into<String>) -> Result<T, VerifyError> {
 }
 
 /// Result types of `op`, given the types of the values defined so far.
-pub fn infer(kernel_params: &[super::kernel::Param], types: &dyn Fn(ValueId) -> Option<TileType>, op: &Op) -> Result<Vec<TileType>, VerifyError> {
+pub fn infer(
+    kernel_params: &[super::kernel::Param],
+    types: &dyn Fn(ValueId) -> Option<TileType>,
+    op: &Op,
+) -> Result<Vec<TileType>, VerifyError> {
     let name = op.name();
     let ty = |v: ValueId| -> Result<TileType, VerifyError> {
         types(v).ok_or_else(|| VerifyError { op: name.into(), reason: format!("operand %{} is not defined here", v.0) })
@@ -46,7 +50,9 @@ pub fn infer(kernel_params: &[super::kernel::Param], types: &dyn Fn(ValueId) -> 
         }
         Op::Arg(p) => match kernel_params.get(p.0 as usize).map(|p| &p.kind) {
             Some(ParamKind::Scalar { dtype }) => one(TileType::scalar(*dtype)),
-            Some(ParamKind::Tensor { .. }) => err(name, format!("parameter `{}` is a tensor, not a scalar", kernel_params[p.0 as usize].name)),
+            Some(ParamKind::Tensor { .. }) => {
+                err(name, format!("parameter `{}` is a tensor, not a scalar", kernel_params[p.0 as usize].name))
+            }
             None => err(name, format!("no parameter #{}", p.0)),
         },
         Op::ProgramId(axis) | Op::NumPrograms(axis) => {
@@ -108,10 +114,15 @@ pub fn infer(kernel_params: &[super::kernel::Param], types: &dyn Fn(ValueId) -> 
         Op::Binary { op, lhs, rhs } => {
             let (a, b) = (ty(*lhs)?, ty(*rhs)?);
             if a.dtype != b.dtype {
-                return err(name, format!("operands have different dtypes ({} and {}); cast one first", a.dtype, b.dtype));
+                return err(
+                    name,
+                    format!("operands have different dtypes ({} and {}); cast one first", a.dtype, b.dtype),
+                );
             }
-            let shape = broadcast_shapes(&a.shape, &b.shape)
-                .ok_or_else(|| VerifyError { op: name.into(), reason: format!("shapes {:?} and {:?} do not broadcast", a.shape, b.shape) })?;
+            let shape = broadcast_shapes(&a.shape, &b.shape).ok_or_else(|| VerifyError {
+                op: name.into(),
+                reason: format!("shapes {:?} and {:?} do not broadcast", a.shape, b.shape),
+            })?;
             let d = a.dtype;
             let ok = match op {
                 BinaryOp::Rem | BinaryOp::Shl | BinaryOp::Shr => d.is_int(),
@@ -133,9 +144,13 @@ pub fn infer(kernel_params: &[super::kernel::Param], types: &dyn Fn(ValueId) -> 
             if a.dtype != b.dtype {
                 return err(name, format!("branches have different dtypes ({} and {})", a.dtype, b.dtype));
             }
-            let shape = broadcast_shapes(&a.shape, &b.shape)
-                .and_then(|s| broadcast_shapes(&s, &c.shape))
-                .ok_or_else(|| VerifyError { op: name.into(), reason: format!("shapes {:?}, {:?} and {:?} do not broadcast", c.shape, a.shape, b.shape) })?;
+            let shape =
+                broadcast_shapes(&a.shape, &b.shape).and_then(|s| broadcast_shapes(&s, &c.shape)).ok_or_else(|| {
+                    VerifyError {
+                        op: name.into(),
+                        reason: format!("shapes {:?}, {:?} and {:?} do not broadcast", c.shape, a.shape, b.shape),
+                    }
+                })?;
             one(TileType { dtype: a.dtype, shape })
         }
         Op::Cast { value, dtype } => one(ty(*value)?.with_dtype(*dtype)),
@@ -161,7 +176,10 @@ pub fn infer(kernel_params: &[super::kernel::Param], types: &dyn Fn(ValueId) -> 
                 return err(name, format!("operands must be 2-D tiles, got {ta} and {tb}"));
             }
             if ta.dtype != tb.dtype {
-                return err(name, format!("operands have different dtypes ({} and {}); cast one first", ta.dtype, tb.dtype));
+                return err(
+                    name,
+                    format!("operands have different dtypes ({} and {}); cast one first", ta.dtype, tb.dtype),
+                );
             }
             if !ta.dtype.is_float() {
                 return err(name, format!("operands must be f16, bf16 or f32, got {}", ta.dtype));
@@ -219,9 +237,15 @@ fn check_mask(name: &str, mask: &TileType, shape: &[usize]) -> Result<(), Verify
     }
 }
 
-fn tensor_param(params: &[super::kernel::Param], name: &str, p: super::op::ParamId) -> Result<(DType, usize, bool), VerifyError> {
+fn tensor_param(
+    params: &[super::kernel::Param],
+    name: &str,
+    p: super::op::ParamId,
+) -> Result<(DType, usize, bool), VerifyError> {
     match params.get(p.0 as usize) {
-        Some(super::kernel::Param { kind: ParamKind::Tensor { dtype, rank, writable }, .. }) => Ok((*dtype, *rank, *writable)),
+        Some(super::kernel::Param { kind: ParamKind::Tensor { dtype, rank, writable }, .. }) => {
+            Ok((*dtype, *rank, *writable))
+        }
         Some(p) => err(name, format!("parameter `{}` is a scalar, not a tensor", p.name)),
         None => err(name, format!("no parameter #{}", p.0)),
     }
@@ -258,7 +282,10 @@ fn index_shape(
             Index::Gather(v) => {
                 let t = ty(*v)?;
                 if t.rank() != 1 || !t.dtype.is_int() {
-                    return err(name, format!("gather indices on axis {axis} of `{pname}` must be a 1-D integer tile, got {t}"));
+                    return err(
+                        name,
+                        format!("gather indices on axis {axis} of `{pname}` must be a 1-D integer tile, got {t}"),
+                    );
                 }
                 shape.push(t.shape[0]);
             }
@@ -315,7 +342,8 @@ impl Verifier<'_> {
     }
 
     fn use_(&self, stmt: &str, v: ValueId) -> Result<TileType, VerifyError> {
-        self.ty(v).ok_or_else(|| VerifyError { op: stmt.into(), reason: format!("operand %{} is not defined here", v.0) })
+        self.ty(v)
+            .ok_or_else(|| VerifyError { op: stmt.into(), reason: format!("operand %{} is not defined here", v.0) })
     }
 
     fn block(&mut self, body: &[Stmt]) -> Result<(), VerifyError> {
@@ -339,7 +367,10 @@ impl Verifier<'_> {
                 for (r, t) in results.iter().zip(&tys) {
                     self.define(op.name(), *r)?;
                     if self.k.ty(*r) != t {
-                        return err(op.name(), format!("result %{} is declared {} but the op gives {t}", r.0, self.k.ty(*r)));
+                        return err(
+                            op.name(),
+                            format!("result %{} is declared {} but the op gives {t}", r.0, self.k.ty(*r)),
+                        );
                     }
                 }
                 if self.k.values[results[0].0 as usize].mutable && results.len() > 1 {
@@ -373,7 +404,12 @@ impl Verifier<'_> {
                 }
                 match broadcast_shapes(&tv.shape, &shape) {
                     Some(s) if s == shape => {}
-                    _ => return err(name, format!("value shape {:?} does not fit the addressed shape {:?}", tv.shape, shape)),
+                    _ => {
+                        return err(
+                            name,
+                            format!("value shape {:?} does not fit the addressed shape {:?}", tv.shape, shape),
+                        )
+                    }
                 }
                 if let Some(m) = mask {
                     check_mask(name, &self.use_(name, *m)?, &shape)?;
