@@ -6,5 +6,6 @@
 
 pub mod emit;
 pub mod host;
+pub mod interp;
 pub mod ir;
 pub mod samples;
