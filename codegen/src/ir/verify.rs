@@ -208,9 +208,16 @@ pub fn infer(
             *shape.last_mut().unwrap() = *k;
             Ok(vec![TileType::tile(t.dtype, &shape), TileType::tile(DType::I32, &shape)])
         }
-        Op::Load { tensor, index, mask, .. } => {
+        Op::Load { tensor, index, mask, other } => {
             let (dtype, _, _) = tensor_param(kernel_params, name, *tensor)?;
             let shape = index_shape(kernel_params, name, *tensor, index, &ty)?;
+            if dtype.is_int() && other.fract() != 0.0 {
+                let pname = &kernel_params[tensor.0 as usize].name;
+                return err(
+                    name,
+                    format!("fill value {other} for masked-off elements is not an integer but `{pname}` holds {dtype}"),
+                );
+            }
             if let Some(m) = mask {
                 check_mask(name, &ty(*m)?, &shape)?;
             }
@@ -313,13 +320,20 @@ pub fn verify(k: &Kernel) -> Result<(), VerifyError> {
             }
         }
     }
-    let mut v = Verifier { k, defined: vec![false; k.values.len()], scopes: vec![Vec::new()] };
+    let mut v = Verifier {
+        k,
+        defined: vec![false; k.values.len()],
+        seen: vec![false; k.values.len()],
+        scopes: vec![Vec::new()],
+    };
     v.block(&k.body)
 }
 
 struct Verifier<'a> {
     k: &'a Kernel,
     defined: Vec<bool>,
+    /// Values defined anywhere so far, in scope or not: every value has one definition.
+    seen: Vec<bool>,
     scopes: Vec<Vec<ValueId>>,
 }
 
@@ -329,9 +343,10 @@ impl Verifier<'_> {
         if i >= self.defined.len() {
             return err(stmt, format!("value %{} has no type information", id.0));
         }
-        if self.defined[i] {
+        if self.seen[i] {
             return err(stmt, format!("value %{} is defined twice", id.0));
         }
+        self.seen[i] = true;
         self.defined[i] = true;
         self.scopes.last_mut().unwrap().push(id);
         Ok(())
@@ -373,7 +388,7 @@ impl Verifier<'_> {
                         );
                     }
                 }
-                if self.k.values[results[0].0 as usize].mutable && results.len() > 1 {
+                if results.len() > 1 && results.iter().any(|r| self.k.value(*r).mutable) {
                     return err(op.name(), "multi-result ops cannot bind mutable variables");
                 }
                 Ok(())
@@ -435,11 +450,12 @@ impl Verifier<'_> {
                 if *step == 0 {
                     return err("for", "step must not be zero");
                 }
-                if *self.k.ty(*var) != TileType::scalar(DType::I32) {
-                    return err("for", "the loop variable must be an i32 scalar");
-                }
                 self.scopes.push(Vec::new());
                 self.define("for", *var)?;
+                let tvar = self.k.ty(*var);
+                if *tvar != TileType::scalar(DType::I32) {
+                    return err("for", format!("the loop variable must be an i32 scalar, got {tvar}"));
+                }
                 self.block(body)?;
                 self.defined[var.0 as usize] = false;
                 self.scopes.pop();
