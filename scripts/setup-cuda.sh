@@ -14,12 +14,10 @@ set -euo pipefail
 # Version pin: keep 13.0.x. The H200 machine's driver (580) only loads PTX up to ISA 9.0,
 # which is what NVRTC 13.0 emits; a newer NVRTC emits a newer ISA that the driver refuses.
 # The same pin keeps PTX snapshots stable between CI and the H200 machine.
-# nvidia-cuda-runtime brings the CUDA headers (cuda_bf16.h, cuda_fp16.h, ...), which NVRTC
-# needs through --include-path.
+# No CUDA headers are installed: the emitted source is self-contained (no --include-path).
 PACKAGES=(
     nvidia-cuda-nvrtc==13.0.88
     nvidia-cuda-nvcc==13.0.88
-    nvidia-cuda-runtime==13.0.96
 )
 
 DIR="${TESSERA_CUDA_HOME:-$HOME/.cache/tessera/cuda}"
@@ -27,7 +25,6 @@ MARKER="$DIR/.tessera-cuda-versions"
 WANT="${PACKAGES[*]}"
 LIB_DIR="$DIR/nvidia/cu13/lib"
 BIN_DIR="$DIR/nvidia/cu13/bin"
-INCLUDE_DIR="$DIR/nvidia/cu13/include"
 
 if [[ -f "$MARKER" && "$(cat "$MARKER")" == "$WANT" && -e "$LIB_DIR/libnvrtc.so.13" ]]; then
     echo "setup-cuda: $WANT already in $DIR" >&2
@@ -38,7 +35,7 @@ else
     rm -rf "$DIR/nvidia" "$DIR"/nvidia_cuda_*.dist-info "$MARKER"
     # pip's own progress goes to stderr so that stdout stays evaluable.
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --target "$DIR" "${PACKAGES[@]}" >&2
-    for f in "$LIB_DIR/libnvrtc.so.13" "$LIB_DIR/libnvrtc-builtins.so.13.0" "$BIN_DIR/ptxas" "$INCLUDE_DIR/cuda_bf16.h"; do
+    for f in "$LIB_DIR/libnvrtc.so.13" "$LIB_DIR/libnvrtc-builtins.so.13.0" "$BIN_DIR/ptxas"; do
         if [[ ! -e "$f" ]]; then
             echo "setup-cuda: $f is missing after the install" >&2
             exit 1
@@ -50,6 +47,5 @@ fi
 # libnvrtc loads libnvrtc-builtins by bare name, so the lib folder must be on the
 # loader path (a full path to libnvrtc alone is not enough).
 echo "export TESSERA_CUDA_LIB_DIR='$LIB_DIR'"
-echo "export TESSERA_CUDA_INCLUDE_DIR='$INCLUDE_DIR'"
 echo "export TESSERA_PTXAS='$BIN_DIR/ptxas'"
 echo "export LD_LIBRARY_PATH='$LIB_DIR'\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
