@@ -1,0 +1,863 @@
+//! Walks a verified kernel and writes its CUDA C++ body.
+
+use std::fmt::Write as _;
+
+use super::layout::{compute_type, coords, ctype, literal, strides, Layout};
+use crate::ir::{
+    AtomicOp, BinaryOp, DType, Index, Kernel, Op, ParamId, ParamKind, ReduceOp, Stmt, TileType, UnaryOp, ValueId,
+};
+
+/// Rounds a byte offset up to 16 (every shared-memory region starts 16-byte aligned).
+pub(super) fn align16(x: usize) -> usize {
+    x.div_ceil(16) * 16
+}
+
+pub(super) struct BodyWriter<'a> {
+    pub k: &'a Kernel,
+    pub threads: usize,
+    pub out: String,
+    depth: usize,
+    /// Largest shared-memory footprint of any single op, in bytes.
+    pub smem_bytes: usize,
+    /// Counter for unique temporaries.
+    tmp: usize,
+}
+
+impl<'a> BodyWriter<'a> {
+    pub fn new(k: &'a Kernel) -> Self {
+        BodyWriter { k, threads: k.num_threads() as usize, out: String::new(), depth: 1, smem_bytes: 0, tmp: 0 }
+    }
+
+    // ---- small helpers ------------------------------------------------------------------
+
+    fn line(&mut self, s: impl AsRef<str>) {
+        for _ in 0..self.depth {
+            self.out.push_str("  ");
+        }
+        self.out.push_str(s.as_ref());
+        self.out.push('\n');
+    }
+
+    fn open(&mut self, s: impl AsRef<str>) {
+        self.line(format!("{} {{", s.as_ref()));
+        self.depth += 1;
+    }
+
+    fn close(&mut self) {
+        self.depth -= 1;
+        self.line("}");
+    }
+
+    fn fresh(&mut self, stem: &str) -> String {
+        self.tmp += 1;
+        format!("{stem}{}", self.tmp)
+    }
+
+    fn use_smem(&mut self, bytes: usize) {
+        self.smem_bytes = self.smem_bytes.max(bytes);
+    }
+
+    fn sync(&mut self) {
+        self.line("__syncthreads();");
+    }
+
+    /// `reinterpret_cast<T*>(tsr_smem + off)`.
+    fn smem_ptr(d: DType, off: usize) -> String {
+        if off == 0 {
+            format!("reinterpret_cast<{}*>(tsr_smem)", ctype(d))
+        } else {
+            format!("reinterpret_cast<{}*>(tsr_smem + {off})", ctype(d))
+        }
+    }
+
+    /// The C++ name of a value: its DSL name (if any) plus the id, or `v<id>`.
+    pub fn name(&self, v: ValueId) -> String {
+        match &self.k.value(v).name {
+            Some(n) => format!("{}_{}", sanitize(n), v.0),
+            None => format!("v{}", v.0),
+        }
+    }
+
+    fn ty(&self, v: ValueId) -> TileType {
+        self.k.ty(v).clone()
+    }
+
+    fn layout(&self, ty: &TileType) -> Layout {
+        Layout::of(ty, self.threads)
+    }
+
+    /// Declares a tile (or scalar) variable without initialising it.
+    fn declare(&mut self, name: &str, ty: &TileType) {
+        if ty.is_scalar() {
+            self.line(format!("{} {name};", ctype(ty.dtype)));
+        } else {
+            let l = self.layout(ty);
+            self.line(format!("alignas(16) {} {name}[{}];", ctype(ty.dtype), l.slots));
+        }
+    }
+
+    fn describe(&self, v: ValueId) -> String {
+        let t = self.k.ty(v);
+        format!("{}{:?}", t.dtype, t.shape)
+    }
+
+    // ---- statements ---------------------------------------------------------------------
+
+    pub fn block(&mut self, body: &[Stmt]) {
+        for s in body {
+            self.stmt(s);
+        }
+    }
+
+    fn stmt(&mut self, s: &Stmt) {
+        match s {
+            Stmt::Let { results, op } => {
+                let names: Vec<String> =
+                    results.iter().map(|r| format!("{} {}", self.name(*r), self.describe(*r))).collect();
+                self.line(format!("// {} = {}", names.join(", "), self.op_summary(op)));
+                self.op(results, op);
+            }
+            Stmt::Assign { var, value } => {
+                let (dst, src) = (self.name(*var), self.name(*value));
+                let ty = self.ty(*var);
+                if ty.is_scalar() {
+                    self.line(format!("{dst} = {src};"));
+                } else {
+                    let n = self.layout(&ty).slots;
+                    self.line(format!(
+                        "#pragma unroll\n{}for (int i = 0; i < {n}; ++i) {dst}[i] = {src}[i];",
+                        "  ".repeat(self.depth)
+                    ));
+                }
+            }
+            Stmt::Store { tensor, index, value, mask } => {
+                self.line(format!("// store {} -> {}", self.name(*value), self.index_summary(*tensor, index)));
+                self.store(*tensor, index, *value, *mask, None);
+            }
+            Stmt::Atomic { op, tensor, index, value, mask } => {
+                self.line(format!("// atomic {op:?} {} -> {}", self.name(*value), self.index_summary(*tensor, index)));
+                self.store(*tensor, index, *value, *mask, Some(*op));
+            }
+            Stmt::For { var, start, end, step, body } => {
+                let (v, s, e) = (self.name(*var), self.name(*start), self.name(*end));
+                let cmp = if *step > 0 { "<" } else { ">" };
+                self.open(format!("for (int {v} = (int){s}; {v} {cmp} (int){e}; {v} += {step})"));
+                self.block(body);
+                self.close();
+            }
+            Stmt::If { cond, then, otherwise } => {
+                self.open(format!("if ({})", self.name(*cond)));
+                self.block(then);
+                if !otherwise.is_empty() {
+                    self.depth -= 1;
+                    self.line("} else {");
+                    self.depth += 1;
+                    self.block(otherwise);
+                }
+                self.close();
+            }
+            Stmt::Return => self.line("return;"),
+        }
+    }
+
+    fn op_summary(&self, op: &Op) -> String {
+        let args: Vec<String> = op.operands().iter().map(|v| self.name(*v)).collect();
+        match op {
+            Op::Const { value, .. } => format!("const {value}"),
+            Op::Arg(p) => format!("arg {}", self.k.param(*p).name),
+            Op::ProgramId(a) => format!("program_id({a})"),
+            Op::NumPrograms(a) => format!("num_programs({a})"),
+            Op::Dim { tensor, axis } => format!("{}.size({axis})", self.k.param(*tensor).name),
+            Op::Arange { start, len } => format!("arange({start}, {})", start + *len as i64),
+            Op::Load { tensor, index, mask, .. } => {
+                let m = mask.map(|m| format!(" if {}", self.name(m))).unwrap_or_default();
+                format!("load {}{m}", self.index_summary(*tensor, index))
+            }
+            Op::Reduce { op, axis, .. } => format!("{}({}, axis {axis})", op.name(), args.join(", ")),
+            Op::Dot { trans_b, .. } => format!("dot({}{})", args.join(", "), if *trans_b { "^T" } else { "" }),
+            Op::TopK { k, .. } => format!("topk({}, k {k})", args.join(", ")),
+            Op::Cast { dtype, .. } => format!("cast({}, {dtype})", args.join(", ")),
+            other => format!("{}({})", other.name(), args.join(", ")),
+        }
+    }
+
+    fn index_summary(&self, tensor: ParamId, index: &[Index]) -> String {
+        let parts: Vec<String> = index
+            .iter()
+            .map(|i| match i {
+                Index::At(v) => self.name(*v),
+                Index::Range { start, len } => format!("{}+[0,{len})", self.name(*start)),
+                Index::Gather(v) => format!("[{}]", self.name(*v)),
+            })
+            .collect();
+        format!("{}[{}]", self.k.param(tensor).name, parts.join(", "))
+    }
+
+    // ---- ops ------------------------------------------------------------------------------
+
+    fn op(&mut self, results: &[ValueId], op: &Op) {
+        let r = results[0];
+        let name = self.name(r);
+        let ty = self.ty(r);
+        let cty = ctype(ty.dtype);
+        match op {
+            Op::Const { value, dtype } => self.line(format!("{cty} {name} = {};", literal(*value, *dtype))),
+            Op::Arg(p) => self.line(format!("{cty} {name} = {};", param_name(&self.k.param(*p).name))),
+            Op::ProgramId(a) => self.line(format!("int {name} = (int)blockIdx.{};", axis_letter(*a))),
+            Op::NumPrograms(a) => self.line(format!("int {name} = (int)gridDim.{};", axis_letter(*a))),
+            Op::Dim { tensor, axis } => {
+                self.line(format!("long long {name} = {}_size{axis};", param_name(&self.k.param(*tensor).name)))
+            }
+            Op::Arange { start, .. } => {
+                let l = self.layout(&ty);
+                self.declare(&name, &ty);
+                self.slots(l.slots, &format!("{name}[i] = {start} + tsr::flat<{}>(i);", l.vec));
+            }
+            Op::Splat { value, .. } => {
+                let l = self.layout(&ty);
+                let v = self.name(*value);
+                self.declare(&name, &ty);
+                self.slots(l.slots, &format!("{name}[i] = {v};"));
+            }
+            Op::Copy(v) => {
+                let src = self.name(*v);
+                if ty.is_scalar() {
+                    self.line(format!("{cty} {name} = {src};"));
+                } else {
+                    let l = self.layout(&ty);
+                    self.declare(&name, &ty);
+                    self.slots(l.slots, &format!("{name}[i] = {src}[i];"));
+                }
+            }
+            Op::Broadcast { value, .. } => {
+                let src = self.operand(*value, &ty);
+                self.declare(&name, &ty);
+                let l = self.layout(&ty);
+                let e = src("i");
+                self.slots(l.slots, &format!("{name}[i] = {e};"));
+            }
+            Op::ExpandDims { value, .. } => self.relayout(&name, *value, &ty),
+            Op::Unary { op, value } => {
+                let a = self.operand(*value, &ty);
+                let d = self.k.ty(*value).dtype;
+                self.elementwise(&name, &ty, |i| unary_expr(*op, d, &a(i)));
+            }
+            Op::Binary { op, lhs, rhs } => {
+                let a = self.operand(*lhs, &ty);
+                let b = self.operand(*rhs, &ty);
+                let d = self.k.ty(*lhs).dtype;
+                self.elementwise(&name, &ty, |i| binary_expr(*op, d, &a(i), &b(i)));
+            }
+            Op::Select { cond, on_true, on_false } => {
+                let c = self.operand(*cond, &ty);
+                let a = self.operand(*on_true, &ty);
+                let b = self.operand(*on_false, &ty);
+                self.elementwise(&name, &ty, |i| format!("{} ? {} : {}", c(i), a(i), b(i)));
+            }
+            Op::Cast { value, dtype } => {
+                let a = self.operand(*value, &ty);
+                let t = ctype(*dtype);
+                self.elementwise(&name, &ty, |i| format!("tsr::cvt<{t}>({})", a(i)));
+            }
+            Op::Reduce { op, value, axis } => self.reduce(&name, &ty, *op, *value, *axis),
+            Op::Dot { a, b, trans_b } => self.dot(&name, &ty, *a, *b, *trans_b),
+            Op::TopK { value, k } => {
+                let idx = self.name(results[1]);
+                self.topk(&name, &idx, &ty, *value, *k)
+            }
+            Op::Load { tensor, index, mask, other } => self.load(&name, &ty, *tensor, index, *mask, *other),
+        }
+    }
+
+    /// `#pragma unroll` loop over the slots of this thread.
+    fn slots(&mut self, n: usize, body: &str) {
+        self.line("#pragma unroll");
+        self.line(format!("for (int i = 0; i < {n}; ++i) {body}"));
+    }
+
+    fn elementwise(&mut self, name: &str, ty: &TileType, expr: impl Fn(&str) -> String) {
+        let cty = ctype(ty.dtype);
+        if ty.is_scalar() {
+            self.line(format!("{cty} {name} = {};", expr("")));
+        } else {
+            let l = self.layout(ty);
+            self.declare(name, ty);
+            self.slots(l.slots, &format!("{name}[i] = {};", expr("i")));
+        }
+    }
+
+    /// Makes `v` readable per slot of a tile of type `target`: a scalar as is, a tile of
+    /// the same shape by slot, anything else broadcast through shared memory into a
+    /// temporary first. Returns a function from the slot expression to the element.
+    fn operand(&mut self, v: ValueId, target: &TileType) -> impl Fn(&str) -> String {
+        let t = self.ty(v);
+        let name = self.name(v);
+        let (name, by_slot) = if t.is_scalar() {
+            (name, false)
+        } else if t.shape == target.shape {
+            (name, true)
+        } else {
+            (self.broadcast_tmp(v, &target.shape), true)
+        };
+        move |i: &str| if by_slot && !i.is_empty() { format!("{name}[{i}]") } else { name.clone() }
+    }
+
+    /// Broadcasts tile `v` to `shape` through shared memory; returns the temporary's name.
+    fn broadcast_tmp(&mut self, v: ValueId, shape: &[usize]) -> String {
+        let src_ty = self.ty(v);
+        let dst_ty = TileType::tile(src_ty.dtype, shape);
+        let (sl, dl) = (self.layout(&src_ty), self.layout(&dst_ty));
+        let tmp = format!("{}_as{}", self.name(v), shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x"));
+        let tmp = format!("{tmp}_{}", self.fresh(""));
+        let d = src_ty.dtype;
+        self.use_smem(sl.numel * d.size_bytes());
+        let s = Self::smem_ptr(d, 0);
+        self.line(format!("tsr::stash<{}, {}>({s}, {});", sl.numel, sl.vec, self.name(v)));
+        self.sync();
+        self.declare(&tmp, &dst_ty);
+        let src_index = broadcast_index("f", &src_ty.shape, shape);
+        self.line("#pragma unroll");
+        self.open(format!("for (int i = 0; i < {}; ++i)", dl.slots));
+        self.line(format!("const int f = tsr::flat<{}>(i);", dl.vec));
+        self.line(format!("if (f < {}) {tmp}[i] = {s}[{src_index}];", dl.numel));
+        self.close();
+        self.sync();
+        tmp
+    }
+
+    /// Same elements, new shape: a copy when the layouts agree, else through shared memory.
+    fn relayout(&mut self, name: &str, v: ValueId, ty: &TileType) {
+        let src_ty = self.ty(v);
+        let src = self.name(v);
+        if src_ty.is_scalar() && ty.numel() == 1 {
+            self.declare(name, ty);
+            let l = self.layout(ty);
+            self.slots(l.slots, &format!("{name}[i] = {src};"));
+            return;
+        }
+        let (sl, dl) = (self.layout(&src_ty), self.layout(ty));
+        self.declare(name, ty);
+        if sl == dl {
+            self.slots(dl.slots, &format!("{name}[i] = {src}[i];"));
+        } else {
+            let d = ty.dtype;
+            self.use_smem(sl.numel * d.size_bytes());
+            let s = Self::smem_ptr(d, 0);
+            self.line(format!("tsr::stash<{}, {}>({s}, {src});", sl.numel, sl.vec));
+            self.sync();
+            self.line(format!("tsr::unstash<{}, {}>({name}, {s});", dl.numel, dl.vec));
+            self.sync();
+        }
+    }
+
+    fn reduce(&mut self, name: &str, ty: &TileType, op: ReduceOp, v: ValueId, axis: usize) {
+        let src_ty = self.ty(v);
+        let sl = self.layout(&src_ty);
+        let shape = &src_ty.shape;
+        let outer: usize = shape[..axis].iter().product();
+        let len = shape[axis];
+        let inner: usize = shape[axis + 1..].iter().product();
+        let acc = compute_type(src_ty.dtype);
+        let out_d = if op == ReduceOp::Argmax { DType::I32 } else { acc };
+        let dst_off = align16(sl.numel * acc.size_bytes());
+        self.use_smem(dst_off + outer * inner * out_d.size_bytes());
+        let (s, dst) = (Self::smem_ptr(acc, 0), Self::smem_ptr(out_d, dst_off));
+        self.line(format!("tsr::stash<{}, {}>({s}, {});", sl.numel, sl.vec, self.name(v)));
+        self.sync();
+        match op {
+            ReduceOp::Argmax => self.line(format!("tsr::argmax_axis<{outer}, {len}, {inner}>({dst}, {s});")),
+            _ => {
+                let o = match op {
+                    ReduceOp::Sum => "SumOp",
+                    ReduceOp::Max => "MaxOp",
+                    _ => "MinOp",
+                };
+                self.line(format!("tsr::reduce_axis<{outer}, {len}, {inner}, tsr::{o}>({dst}, {s});"));
+            }
+        }
+        self.sync();
+        self.read_back(name, ty, &dst);
+    }
+
+    /// Declares `name` and fills it from a flat row-major array in shared memory, then syncs.
+    fn read_back(&mut self, name: &str, ty: &TileType, src: &str) {
+        let cty = ctype(ty.dtype);
+        if ty.is_scalar() {
+            self.line(format!("{cty} {name} = tsr::cvt<{cty}>({src}[0]);"));
+        } else {
+            let l = self.layout(ty);
+            self.declare(name, ty);
+            self.line(format!("tsr::unstash<{}, {}>({name}, {src});", l.numel, l.vec));
+        }
+        self.sync();
+    }
+
+    fn dot(&mut self, name: &str, ty: &TileType, a: ValueId, b: ValueId, trans_b: bool) {
+        let (ta, tb) = (self.ty(a), self.ty(b));
+        let (m, kk) = (ta.shape[0], ta.shape[1]);
+        let n = ty.shape[1];
+        let d = ta.dtype;
+        let tensor_cores = matches!(d, DType::BF16 | DType::F16) && kk % 16 == 0 && n % 8 == 0;
+        // Padding rows by 8 elements staggers them across shared-memory banks.
+        let pad = if tensor_cores { 8 } else { 0 };
+        let (b_rows, b_cols) = (tb.shape[0], tb.shape[1]);
+        let (lda, ldb) = (kk + pad, b_cols + pad);
+        let stage = if d == DType::F32 { DType::F32 } else { d };
+        let a_bytes = align16(m * lda * stage.size_bytes());
+        let b_bytes = align16(b_rows * ldb * stage.size_bytes());
+        let (la, lb) = (self.layout(&ta), self.layout(&tb));
+        let (sa, sb) = (Self::smem_ptr(stage, 0), Self::smem_ptr(stage, a_bytes));
+        self.line(format!("tsr::stash_rows<{m}, {kk}, {lda}, {}>({sa}, {});", la.vec, self.name(a)));
+        self.line(format!("tsr::stash_rows<{b_rows}, {b_cols}, {ldb}, {}>({sb}, {});", lb.vec, self.name(b)));
+        self.sync();
+        if tensor_cores {
+            let c_off = a_bytes + b_bytes;
+            self.use_smem(c_off + m * n * 4);
+            let sc = Self::smem_ptr(DType::F32, c_off);
+            self.line(format!(
+                "tsr::mma_tile<{}, {m}, {n}, {kk}, {lda}, {ldb}, {trans_b}>({sc}, {sa}, {sb});",
+                ctype(d)
+            ));
+            self.sync();
+            self.read_back(name, ty, &sc);
+        } else {
+            self.use_smem(a_bytes + b_bytes);
+            let l = self.layout(ty);
+            self.declare(name, ty);
+            self.line(format!(
+                "tsr::dot_simt<{m}, {n}, {kk}, {lda}, {ldb}, {trans_b}, {}>({name}, {sa}, {sb});",
+                l.vec
+            ));
+            self.sync();
+        }
+    }
+
+    fn topk(&mut self, vals: &str, idx: &str, ty: &TileType, v: ValueId, k: usize) {
+        let src_ty = self.ty(v);
+        let sl = self.layout(&src_ty);
+        let len = *src_ty.shape.last().unwrap();
+        let rows = sl.numel / len;
+        let c = compute_type(src_ty.dtype);
+        let vals_off = align16(sl.numel * c.size_bytes());
+        let idx_off = vals_off + align16(rows * k * c.size_bytes());
+        let taken_off = idx_off + align16(rows * k * 4);
+        self.use_smem(taken_off + rows * len);
+        let s = Self::smem_ptr(c, 0);
+        let (sv, si) = (Self::smem_ptr(c, vals_off), Self::smem_ptr(DType::I32, idx_off));
+        self.line(format!("tsr::stash<{}, {}>({s}, {});", sl.numel, sl.vec, self.name(v)));
+        self.sync();
+        self.line(format!("tsr::topk_rows<{rows}, {len}, {k}>({sv}, {si}, {s}, tsr_smem + {taken_off});"));
+        self.sync();
+        let l = self.layout(ty);
+        self.declare(vals, ty);
+        self.line(format!("tsr::unstash<{}, {}>({vals}, {sv});", l.numel, l.vec));
+        self.declare(idx, &ty.with_dtype(DType::I32));
+        self.line(format!("tsr::unstash<{}, {}>({idx}, {si});", l.numel, l.vec));
+        self.sync();
+    }
+
+    // ---- global memory ------------------------------------------------------------------------
+
+    fn load(&mut self, name: &str, ty: &TileType, tensor: ParamId, index: &[Index], mask: Option<ValueId>, other: f64) {
+        let other = literal(other, ty.dtype);
+        let access = self.prepare_access(tensor, index, mask, ty);
+        if ty.is_scalar() {
+            self.line(format!("{} {name} = {other};", ctype(ty.dtype)));
+            self.open("");
+            access.scalar_prologue(self);
+            self.line(format!("if (ok) {name} = {}[off];", access.ptr));
+            self.close();
+            return;
+        }
+        self.declare(name, ty);
+        self.access_loop(&access, ty, |w, a, e| {
+            let vec_copy = format!("tsr::copy_chunks<{}, {}>(&{name}[i], {}_ptr);", a.chunk, a.chunk_count, a.ptr);
+            w.vector_or_scalar(a, &vec_copy, &format!("{name}[i + {e}] = ok_e ? {}[off_e] : {other};", a.ptr));
+        });
+        access.finish(self);
+    }
+
+    fn store(
+        &mut self,
+        tensor: ParamId,
+        index: &[Index],
+        value: ValueId,
+        mask: Option<ValueId>,
+        atomic: Option<AtomicOp>,
+    ) {
+        let pdt = match self.k.param(tensor).kind {
+            ParamKind::Tensor { dtype, .. } => dtype,
+            ParamKind::Scalar { .. } => unreachable!("verified"),
+        };
+        let shape = index_shape(index, self.k);
+        let ty = TileType::tile(pdt, &shape);
+        let val = self.operand(value, &ty);
+        let access = self.prepare_access(tensor, index, mask, &ty);
+        let write = |ptr: &str, off: &str, v: &str| match atomic {
+            None => format!("{ptr}[{off}] = {v};"),
+            Some(AtomicOp::Add) => format!("atomicAdd(&{ptr}[{off}], {v});"),
+            Some(AtomicOp::Max) => format!("atomicMax(&{ptr}[{off}], {v});"),
+        };
+        if ty.is_scalar() {
+            self.open("");
+            access.scalar_prologue(self);
+            self.line(format!("if (ok && threadIdx.x == 0) {}", write(&access.ptr, "off", &val(""))));
+            self.close();
+            return;
+        }
+        let value_is_tile = !self.k.ty(value).is_scalar();
+        self.access_loop(&access, &ty, |w, a, e| {
+            let scalar = format!("if (ok_e) {}", write(&a.ptr, "off_e", &val(&format!("i + {e}"))));
+            if atomic.is_none() && value_is_tile {
+                let v0 = val("i");
+                let vec_copy = format!("tsr::copy_chunks<{}, {}>({}_ptr, &{v0});", a.chunk, a.chunk_count, a.ptr);
+                w.vector_or_scalar(a, &vec_copy, &scalar);
+            } else {
+                w.per_element(a, &scalar);
+            }
+        });
+        access.finish(self);
+    }
+
+    /// Materialises what an access needs before its loop: gather indices in shared
+    /// memory and the mask broadcast to the tile's shape.
+    fn prepare_access(&mut self, tensor: ParamId, index: &[Index], mask: Option<ValueId>, ty: &TileType) -> Access {
+        let p = self.k.param(tensor);
+        let (pdt, rank) = match p.kind {
+            ParamKind::Tensor { dtype, rank, .. } => (dtype, rank),
+            ParamKind::Scalar { .. } => unreachable!("verified"),
+        };
+        let pname = param_name(&p.name);
+        // Gather index tiles, and masks of another shape, go to shared memory so any
+        // thread can read any element; `@E` in the mask expression is the element's
+        // offset inside its vector.
+        let mut off = 0;
+        let mut staged = false;
+        let mask = mask.map(|m| {
+            let mt = self.ty(m);
+            let name = self.name(m);
+            if mt.is_scalar() {
+                name
+            } else if mt.shape == ty.shape {
+                format!("{name}[i + @E]")
+            } else {
+                let ml = self.layout(&mt);
+                let s = Self::smem_ptr(DType::Bool, 0);
+                self.line(format!("tsr::stash<{}, {}>({s}, {name});", ml.numel, ml.vec));
+                off = align16(ml.numel);
+                staged = true;
+                format!("{s}[{}]", broadcast_index("(f + @E)", &mt.shape, &ty.shape))
+            }
+        });
+        let mut gathers = Vec::new();
+        for i in index {
+            if let Index::Gather(g) = i {
+                let gt = self.ty(*g);
+                let gl = self.layout(&gt);
+                let s = Self::smem_ptr(gt.dtype, off);
+                self.line(format!("tsr::stash<{}, {}>({s}, {});", gl.numel, gl.vec, self.name(*g)));
+                gathers.push(s);
+                off = align16(off + gl.numel * gt.dtype.size_bytes());
+            }
+        }
+        self.use_smem(off);
+        let staged = staged || !gathers.is_empty();
+        if staged {
+            self.sync();
+        }
+        // Position expressions per tensor dim, with `c<axis>` the tile coordinates.
+        let mut positions = Vec::new();
+        let mut axis = 0;
+        let mut gi = 0;
+        let mut vector_dim = None;
+        for (d, i) in index.iter().enumerate() {
+            match i {
+                Index::At(v) => positions.push(format!("(long long){}", self.name(*v))),
+                Index::Range { start, .. } => {
+                    positions.push(format!("(long long){} + c{axis}", self.name(*start)));
+                    vector_dim = Some((d, false));
+                    axis += 1;
+                }
+                Index::Gather(_) => {
+                    positions.push(format!("(long long){}[c{axis}]", gathers[gi]));
+                    gi += 1;
+                    vector_dim = Some((d, true));
+                    axis += 1;
+                }
+            }
+        }
+        let l = Layout::of(ty, self.threads);
+        let bytes = l.vec * pdt.size_bytes();
+        let chunk = [16, 8, 4].into_iter().find(|c| bytes % c == 0).unwrap_or(0);
+        Access {
+            ptr: pname,
+            rank,
+            positions,
+            vector_dim,
+            mask,
+            staged,
+            chunk,
+            chunk_count: if chunk > 0 { bytes / chunk } else { 0 },
+            shape: ty.shape.clone(),
+        }
+    }
+
+    /// The loop over this thread's vectors of a tile access. `body` emits the per-vector
+    /// code with `ok` (all but the innermost tile axis in bounds), `base` (offset without
+    /// the innermost position) and `pv` (innermost tensor position of element 0) in scope.
+    fn access_loop(&mut self, a: &Access, ty: &TileType, body: impl FnOnce(&mut Self, &Access, &str)) {
+        let l = self.layout(ty);
+        let last_axis = ty.rank() - 1;
+        let (vd, _) = a.vector_dim.expect("tile access has a tile axis");
+        self.line("#pragma unroll");
+        self.open(format!("for (int i = 0; i < {}; i += {})", l.slots, l.vec));
+        self.line(format!("const int f = tsr::flat<{}>(i);", l.vec));
+        let cs = coords("f", &ty.shape);
+        let decl: Vec<String> = cs.iter().enumerate().map(|(d, c)| format!("c{d} = {c}")).collect();
+        self.line(format!("const int {};", decl.join(", ")));
+        let mut ok = vec![format!("f < {}", l.numel)];
+        let mut base = Vec::new();
+        for d in 0..a.rank {
+            if d == vd {
+                continue;
+            }
+            let p = &a.positions[d];
+            self.line(format!("const long long p{d} = {p};"));
+            ok.push(format!("p{d} >= 0 && p{d} < {}_size{d}", a.ptr));
+            base.push(format!("p{d} * {}_stride{d}", a.ptr));
+        }
+        self.line(format!("const bool ok = {};", ok.join(" && ")));
+        let base = if base.is_empty() { "0".to_string() } else { base.join(" + ") };
+        self.line(format!("const long long base = {base};"));
+        let _ = last_axis;
+        let e = "E";
+        body(self, a, e);
+        self.close();
+    }
+
+    /// Vector fast path when the whole vector is contiguous, aligned, in bounds and
+    /// unmasked; element by element otherwise.
+    fn vector_or_scalar(&mut self, a: &Access, vector: &str, scalar: &str) {
+        let (vd, gather) = a.vector_dim.unwrap();
+        let l = Layout::of(&TileType::tile(DType::I32, &a.shape), self.threads);
+        if gather || a.chunk == 0 || l.vec == 1 {
+            self.per_element(a, scalar);
+            return;
+        }
+        let p = a.positions[vd].replace(&format!("c{}", a.shape.len() - 1), &format!("c{}", a.shape.len() - 1));
+        self.line(format!("const long long pv = {p};"));
+        self.line(format!("auto* {}_ptr = {} + base + pv;", a.ptr, a.ptr));
+        let mut fast = vec![
+            "ok".to_string(),
+            "pv >= 0".to_string(),
+            format!("pv + {} <= {}_size{vd}", l.vec, a.ptr),
+            format!("{}_stride{vd} == 1", a.ptr),
+            format!("tsr::aligned({}_ptr, {})", a.ptr, a.chunk),
+        ];
+        if let Some(m) = &a.mask {
+            for e in 0..l.vec {
+                fast.push(m.replace("@E", &e.to_string()));
+            }
+        }
+        self.open(format!("if ({})", fast.join(" && ")));
+        self.line(vector);
+        self.depth -= 1;
+        self.line("} else {");
+        self.depth += 1;
+        self.per_element(a, scalar);
+        self.close();
+    }
+
+    fn per_element(&mut self, a: &Access, scalar: &str) {
+        let (vd, _) = a.vector_dim.unwrap();
+        let l = Layout::of(&TileType::tile(DType::I32, &a.shape), self.threads);
+        let inner = a.shape.len() - 1;
+        let pe = a.positions[vd].replace(&format!("c{inner}"), &format!("(c{inner} + E)"));
+        let mut ok = vec!["ok".to_string(), "pe >= 0".to_string(), format!("pe < {}_size{vd}", a.ptr)];
+        if let Some(m) = &a.mask {
+            ok.push(m.replace("@E", "E"));
+        }
+        self.line("#pragma unroll");
+        self.open(format!("for (int E = 0; E < {}; ++E)", l.vec));
+        self.line(format!("const long long pe = {pe};"));
+        self.line(format!("const bool ok_e = {};", ok.join(" && ")));
+        self.line(format!("const long long off_e = base + pe * {}_stride{vd};", a.ptr));
+        self.line(scalar);
+        self.close();
+    }
+}
+
+/// Everything one load/store needs to address the tensor.
+struct Access {
+    ptr: String,
+    rank: usize,
+    /// Position of each tensor dim as a C++ expression of the tile coordinates `c<axis>`.
+    positions: Vec<String>,
+    /// The tensor dim the innermost tile axis runs along, and whether it is a gather.
+    vector_dim: Option<(usize, bool)>,
+    /// Mask element expression; `@E` stands for the element's offset in its vector.
+    mask: Option<String>,
+    /// Whether gather indices or a mask were staged in shared memory.
+    staged: bool,
+    chunk: usize,
+    chunk_count: usize,
+    shape: Vec<usize>,
+}
+
+impl Access {
+    /// For rank-0 accesses: declares `ok` and `off`.
+    fn scalar_prologue(&self, w: &mut BodyWriter) {
+        let mut ok = Vec::new();
+        let mut off = Vec::new();
+        for (d, p) in self.positions.iter().enumerate() {
+            w.line(format!("const long long p{d} = {p};"));
+            ok.push(format!("p{d} >= 0 && p{d} < {}_size{d}", self.ptr));
+            off.push(format!("p{d} * {}_stride{d}", self.ptr));
+        }
+        if let Some(m) = &self.mask {
+            ok.push(m.clone());
+        }
+        w.line(format!("const bool ok = {};", if ok.is_empty() { "true".into() } else { ok.join(" && ") }));
+        w.line(format!("const long long off = {};", if off.is_empty() { "0".into() } else { off.join(" + ") }));
+    }
+
+    /// Staged indices and masks live in shared memory until every thread is done.
+    fn finish(&self, w: &mut BodyWriter) {
+        if self.staged {
+            w.sync();
+        }
+    }
+}
+
+/// Shape of the tile addressed by an index list.
+pub(super) fn index_shape(index: &[Index], k: &Kernel) -> Vec<usize> {
+    index
+        .iter()
+        .filter_map(|i| match i {
+            Index::At(_) => None,
+            Index::Range { len, .. } => Some(*len),
+            Index::Gather(g) => Some(k.ty(*g).shape[0]),
+        })
+        .collect()
+}
+
+/// The flat source index, for broadcasting `src` to `dst`, of destination element `f`.
+fn broadcast_index(f: &str, src: &[usize], dst: &[usize]) -> String {
+    let cs = coords(f, dst);
+    let ss = strides(src);
+    let offset = dst.len() - src.len();
+    let terms: Vec<String> = (0..src.len())
+        .filter(|&d| src[d] != 1)
+        .map(|d| if ss[d] == 1 { format!("({})", cs[d + offset]) } else { format!("({}) * {}", cs[d + offset], ss[d]) })
+        .collect();
+    if terms.is_empty() {
+        "0".into()
+    } else {
+        terms.join(" + ")
+    }
+}
+
+fn unary_expr(op: UnaryOp, d: DType, a: &str) -> String {
+    let t = ctype(d);
+    let f = |e: String| if d == DType::F32 { e } else { format!("tsr::cvt<{t}>({e})") };
+    let x = if d == DType::F32 { a.to_string() } else { format!("tsr::to_f32({a})") };
+    match op {
+        UnaryOp::Neg if d.is_float() => f(format!("-{x}")),
+        UnaryOp::Neg => format!("-{a}"),
+        UnaryOp::Not if d == DType::Bool => format!("!{a}"),
+        UnaryOp::Not => format!("~{a}"),
+        UnaryOp::Abs if d.is_float() => f(format!("fabsf({x})")),
+        UnaryOp::Abs => format!("({a} < 0 ? -{a} : {a})"),
+        UnaryOp::Exp2 => f(format!("exp2f({x})")),
+        UnaryOp::Log2 => f(format!("log2f({x})")),
+        UnaryOp::Exp => f(format!("expf({x})")),
+        UnaryOp::Sqrt => f(format!("sqrtf({x})")),
+        UnaryOp::Rsqrt => f(format!("(1.0f / sqrtf({x}))")),
+    }
+}
+
+fn binary_expr(op: BinaryOp, d: DType, a: &str, b: &str) -> String {
+    use BinaryOp::*;
+    let t = ctype(d);
+    let float16 = matches!(d, DType::F16 | DType::BF16);
+    let (x, y) =
+        if float16 { (format!("tsr::to_f32({a})"), format!("tsr::to_f32({b})")) } else { (a.into(), b.into()) };
+    let sym = |s: &str| format!("{x} {s} {y}");
+    let e = match op {
+        Add => sym("+"),
+        Sub => sym("-"),
+        Mul => sym("*"),
+        Div => sym("/"),
+        Rem => sym("%"),
+        Shl => sym("<<"),
+        Shr => sym(">>"),
+        And if d == DType::Bool => sym("&&"),
+        Or if d == DType::Bool => sym("||"),
+        And => sym("&"),
+        Or => sym("|"),
+        Max => format!("tsr::vmax({x}, {y})"),
+        Min => format!("tsr::vmin({x}, {y})"),
+        Lt => return sym("<"),
+        Le => return sym("<="),
+        Gt => return sym(">"),
+        Ge => return sym(">="),
+        Eq => return sym("=="),
+        Ne => return sym("!="),
+    };
+    if float16 {
+        format!("tsr::cvt<{t}>({e})")
+    } else {
+        e
+    }
+}
+
+fn axis_letter(a: u8) -> char {
+    ['x', 'y', 'z'][a as usize]
+}
+
+/// A parameter name as a C++ identifier.
+pub(super) fn param_name(n: &str) -> String {
+    sanitize(n)
+}
+
+fn sanitize(n: &str) -> String {
+    let s: String = n.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    if s.starts_with(|c: char| c.is_ascii_digit()) {
+        format!("_{s}")
+    } else {
+        s
+    }
+}
+
+impl BodyWriter<'_> {
+    /// Writes the parameter list of the kernel per the ABI in `emit/mod.rs`.
+    pub fn signature(&self) -> String {
+        let mut ps = Vec::new();
+        for p in &self.k.params {
+            let n = param_name(&p.name);
+            match &p.kind {
+                ParamKind::Tensor { dtype, rank, writable } => {
+                    let t = ctype(*dtype);
+                    if *writable {
+                        ps.push(format!("{t}* {n}"));
+                    } else {
+                        ps.push(format!("const {t}* __restrict__ {n}"));
+                    }
+                    let sizes: Vec<String> = (0..*rank).map(|d| format!("long long {n}_size{d}")).collect();
+                    let strides: Vec<String> = (0..*rank).map(|d| format!("long long {n}_stride{d}")).collect();
+                    ps.push(sizes.join(", "));
+                    ps.push(strides.join(", "));
+                }
+                ParamKind::Scalar { dtype } => {
+                    let t = if *dtype == DType::Bool { "int" } else { ctype(*dtype) };
+                    ps.push(format!("{t} {n}"));
+                }
+            }
+        }
+        let mut s = String::new();
+        for (i, p) in ps.iter().enumerate() {
+            let _ = write!(s, "\n    {p}{}", if i + 1 < ps.len() { "," } else { "" });
+        }
+        s
+    }
+}

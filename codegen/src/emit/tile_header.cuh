@@ -1,0 +1,343 @@
+// ---- Tessera tile header -------------------------------------------------------------
+// Self-contained (no CUDA headers needed): 16-bit float types, conversions, vector
+// memory access, the per-thread slot layout of tiles, mma.sync dot products and warp
+// reductions. The kernel below it defines TSR_THREADS before including this text.
+//
+// Tile layout: a tile of E elements with vector width V is spread over the block in
+// vectors of V consecutive elements; slot i of a thread holds flat element
+//   ((i / V) * TSR_THREADS + threadIdx.x) * V + i % V      (when that is < E).
+
+namespace tsr {
+
+typedef long long i64;
+typedef unsigned long long u64;
+
+/// bf16 and f16 values are kept as their raw 16 bits; arithmetic converts to f32.
+struct bf16 { unsigned short bits; };
+struct f16 { unsigned short bits; };
+struct alignas(16) u32x4 { unsigned x, y, z, w; };
+
+__device__ __forceinline__ float inf() { return __int_as_float(0x7f800000); }
+__device__ __forceinline__ float nan() { return __int_as_float(0x7fffffff); }
+
+__device__ __forceinline__ float to_f32(float x) { return x; }
+__device__ __forceinline__ float to_f32(bf16 x) { return __uint_as_float(((unsigned)x.bits) << 16); }
+__device__ __forceinline__ float to_f32(f16 x) {
+  float r;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(r) : "h"(x.bits));
+  return r;
+}
+__device__ __forceinline__ float to_f32(int x) { return (float)x; }
+__device__ __forceinline__ float to_f32(unsigned x) { return (float)x; }
+__device__ __forceinline__ float to_f32(i64 x) { return (float)x; }
+__device__ __forceinline__ float to_f32(bool x) { return x ? 1.0f : 0.0f; }
+
+/// Conversion with the interpreter's semantics: round-to-nearest-even to 16-bit floats,
+/// truncating and saturating float-to-int (NaN -> 0), != 0 to bool.
+template <typename T> struct Cvt;
+template <> struct Cvt<float> {
+  template <typename S> __device__ static float from(S x) { return to_f32(x); }
+  __device__ static float from(i64 x) { return (float)x; }
+};
+template <> struct Cvt<bf16> {
+  template <typename S> __device__ static bf16 from(S x) {
+    bf16 r;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r.bits) : "f"(to_f32(x)));
+    return r;
+  }
+  __device__ static bf16 from(bf16 x) { return x; }
+};
+template <> struct Cvt<f16> {
+  template <typename S> __device__ static f16 from(S x) {
+    f16 r;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r.bits) : "f"(to_f32(x)));
+    return r;
+  }
+  __device__ static f16 from(f16 x) { return x; }
+};
+template <> struct Cvt<int> {
+  __device__ static int from(float x) { return __float2int_rz(x); }
+  __device__ static int from(bf16 x) { return __float2int_rz(to_f32(x)); }
+  __device__ static int from(f16 x) { return __float2int_rz(to_f32(x)); }
+  __device__ static int from(int x) { return x; }
+  __device__ static int from(unsigned x) { return (int)x; }
+  __device__ static int from(i64 x) { return (int)x; }
+  __device__ static int from(bool x) { return x ? 1 : 0; }
+};
+template <> struct Cvt<unsigned> {
+  __device__ static unsigned from(float x) { return __float2uint_rz(x); }
+  __device__ static unsigned from(bf16 x) { return __float2uint_rz(to_f32(x)); }
+  __device__ static unsigned from(f16 x) { return __float2uint_rz(to_f32(x)); }
+  __device__ static unsigned from(int x) { return (unsigned)x; }
+  __device__ static unsigned from(unsigned x) { return x; }
+  __device__ static unsigned from(i64 x) { return (unsigned)x; }
+  __device__ static unsigned from(bool x) { return x ? 1u : 0u; }
+};
+template <> struct Cvt<i64> {
+  __device__ static i64 from(float x) { return __float2ll_rz(x); }
+  __device__ static i64 from(bf16 x) { return __float2ll_rz(to_f32(x)); }
+  __device__ static i64 from(f16 x) { return __float2ll_rz(to_f32(x)); }
+  __device__ static i64 from(int x) { return (i64)x; }
+  __device__ static i64 from(unsigned x) { return (i64)x; }
+  __device__ static i64 from(i64 x) { return x; }
+  __device__ static i64 from(bool x) { return x ? 1 : 0; }
+};
+template <> struct Cvt<bool> {
+  template <typename S> __device__ static bool from(S x) { return to_f32(x) != 0.0f; }
+  __device__ static bool from(int x) { return x != 0; }
+  __device__ static bool from(unsigned x) { return x != 0; }
+  __device__ static bool from(i64 x) { return x != 0; }
+  __device__ static bool from(bool x) { return x; }
+};
+template <typename T, typename S> __device__ __forceinline__ T cvt(S x) { return Cvt<T>::from(x); }
+
+/// fmaxf/fminf semantics (a NaN operand yields the other one) on f32; plain on ints.
+__device__ __forceinline__ float vmax(float a, float b) { return fmaxf(a, b); }
+__device__ __forceinline__ float vmin(float a, float b) { return fminf(a, b); }
+template <typename T> __device__ __forceinline__ T vmax(T a, T b) { return a > b ? a : b; }
+template <typename T> __device__ __forceinline__ T vmin(T a, T b) { return a < b ? a : b; }
+
+/// Flat element index held by slot `i` of this thread in a tile of vector width V.
+template <int V> __device__ __forceinline__ int flat(int i) {
+  return ((i / V) * TSR_THREADS + (int)threadIdx.x) * V + i % V;
+}
+
+/// Writes this thread's slots of a tile into shared memory (flat row-major order).
+template <int E, int V, int N, typename D, typename S> __device__ __forceinline__ void stash(D* s, const S (&x)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    int f = flat<V>(i);
+    if (f < E) s[f] = cvt<D>(x[i]);
+  }
+}
+
+/// Reads this thread's slots of a tile back from shared memory.
+template <int E, int V, int N, typename D, typename S> __device__ __forceinline__ void unstash(D (&x)[N], const S* s) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    int f = flat<V>(i);
+    if (f < E) x[i] = cvt<D>(s[f]);
+  }
+}
+
+/// Copies BYTES (4, 8 or 16) between suitably aligned addresses as one access.
+template <int BYTES> __device__ __forceinline__ void copy_vec(void* dst, const void* src);
+template <> __device__ __forceinline__ void copy_vec<16>(void* dst, const void* src) {
+  *reinterpret_cast<u32x4*>(dst) = *reinterpret_cast<const u32x4*>(src);
+}
+template <> __device__ __forceinline__ void copy_vec<8>(void* dst, const void* src) {
+  *reinterpret_cast<u64*>(dst) = *reinterpret_cast<const u64*>(src);
+}
+template <> __device__ __forceinline__ void copy_vec<4>(void* dst, const void* src) {
+  *reinterpret_cast<unsigned*>(dst) = *reinterpret_cast<const unsigned*>(src);
+}
+/// Copies COUNT * CHUNK contiguous bytes in CHUNK-sized accesses.
+template <int CHUNK, int COUNT> __device__ __forceinline__ void copy_chunks(void* dst, const void* src) {
+#pragma unroll
+  for (int c = 0; c < COUNT; ++c)
+    copy_vec<CHUNK>(reinterpret_cast<char*>(dst) + c * CHUNK, reinterpret_cast<const char*>(src) + c * CHUNK);
+}
+__device__ __forceinline__ bool aligned(const void* p, int bytes) { return (reinterpret_cast<u64>(p) & (bytes - 1)) == 0; }
+
+// ---- reductions ---------------------------------------------------------------------
+
+template <typename T> struct Limits;
+template <> struct Limits<float> {
+  __device__ static float lowest() { return -inf(); }
+  __device__ static float highest() { return inf(); }
+};
+template <> struct Limits<int> {
+  __device__ static int lowest() { return -2147483647 - 1; }
+  __device__ static int highest() { return 2147483647; }
+};
+template <> struct Limits<unsigned> {
+  __device__ static unsigned lowest() { return 0u; }
+  __device__ static unsigned highest() { return 0xffffffffu; }
+};
+template <> struct Limits<i64> {
+  __device__ static i64 lowest() { return -9223372036854775807LL - 1; }
+  __device__ static i64 highest() { return 9223372036854775807LL; }
+};
+
+struct SumOp {
+  template <typename T> __device__ static T identity() { return T(0); }
+  template <typename T> __device__ static T combine(T a, T b) { return a + b; }
+};
+struct MaxOp {
+  template <typename T> __device__ static T identity() { return Limits<T>::lowest(); }
+  template <typename T> __device__ static T combine(T a, T b) { return vmax(a, b); }
+};
+struct MinOp {
+  template <typename T> __device__ static T identity() { return Limits<T>::highest(); }
+  template <typename T> __device__ static T combine(T a, T b) { return vmin(a, b); }
+};
+
+template <typename T> __device__ __forceinline__ T shfl_xor(T x, int m) { return __shfl_xor_sync(0xffffffffu, x, m); }
+
+/// Reduces `src`, viewed as [OUTER][L][INNER] in shared memory, over its middle axis into
+/// dst[OUTER * INNER]; one warp per output element, lanes stride over L.
+template <int OUTER, int L, int INNER, typename Op, typename T>
+__device__ __forceinline__ void reduce_axis(T* dst, const T* src) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int o = warp; o < OUTER * INNER; o += TSR_THREADS / 32) {
+    const int outer = o / INNER, inner = o % INNER;
+    T acc = Op::template identity<T>();
+    for (int l = lane; l < L; l += 32) acc = Op::combine(acc, src[(outer * L + l) * INNER + inner]);
+#pragma unroll
+    for (int m = 16; m > 0; m >>= 1) acc = Op::combine(acc, shfl_xor(acc, m));
+    if (lane == 0) dst[o] = acc;
+  }
+}
+
+/// True when (v, i) beats (best, bi): larger value, ties to the smaller index, NaN last.
+template <typename T> __device__ __forceinline__ bool beats(T v, int i, T best, int bi, bool have) {
+  if (!have) return true;
+  if (v != v) return false;
+  if (best != best) return true;
+  return v > best || (v == best && i < bi);
+}
+
+/// Warp-wide arg-best of per-lane candidates (value, index, have).
+template <typename T> __device__ __forceinline__ void warp_argbest(T& v, int& i, int& have) {
+#pragma unroll
+  for (int m = 16; m > 0; m >>= 1) {
+    T v2 = shfl_xor(v, m);
+    int i2 = shfl_xor(i, m), h2 = shfl_xor(have, m);
+    if (h2 && beats(v2, i2, v, i, have != 0)) { v = v2; i = i2; have = 1; }
+  }
+}
+
+/// Argmax of `src` viewed as [OUTER][L][INNER] over the middle axis into dst (i32).
+template <int OUTER, int L, int INNER, typename T>
+__device__ __forceinline__ void argmax_axis(int* dst, const T* src) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int o = warp; o < OUTER * INNER; o += TSR_THREADS / 32) {
+    const int outer = o / INNER, inner = o % INNER;
+    T best = Limits<T>::lowest();
+    int bi = 0, have = 0;
+    for (int l = lane; l < L; l += 32) {
+      T v = src[(outer * L + l) * INNER + inner];
+      if (beats(v, l, best, bi, have != 0)) { best = v; bi = l; have = 1; }
+    }
+    warp_argbest(best, bi, have);
+    if (lane == 0) dst[o] = bi;
+  }
+}
+
+/// Top-K along the last axis of `src` viewed as [R][L]: values (descending, ties to the
+/// smaller index) and indices into vals/idx [R][K]. `taken` is R * L bytes of scratch.
+/// One warp per row, K rounds of a warp-wide arg-best.
+template <int R, int L, int K, typename T>
+__device__ __forceinline__ void topk_rows(T* vals, int* idx, const T* src, unsigned char* taken) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int r = warp; r < R; r += TSR_THREADS / 32) {
+    for (int l = lane; l < L; l += 32) taken[r * L + l] = 0;
+    __syncwarp();
+    for (int k = 0; k < K; ++k) {
+      T best = Limits<T>::lowest();
+      int bi = 0, have = 0;
+      for (int l = lane; l < L; l += 32) {
+        if (taken[r * L + l]) continue;
+        T v = src[r * L + l];
+        if (beats(v, l, best, bi, have != 0)) { best = v; bi = l; have = 1; }
+      }
+      warp_argbest(best, bi, have);
+      if (lane == 0) {
+        vals[r * K + k] = best;
+        idx[r * K + k] = bi;
+        taken[r * L + bi] = 1;
+      }
+      __syncwarp();
+    }
+  }
+}
+
+// ---- mma.sync dot products -------------------------------------------------------------
+
+/// One m16n8k16 tensor-core step with f32 accumulation (row-major A, column-major B).
+template <typename T> __device__ __forceinline__ void mma_16816(float (&c)[4], const unsigned (&a)[4], const unsigned (&b)[2]);
+template <> __device__ __forceinline__ void mma_16816<bf16>(float (&c)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+template <> __device__ __forceinline__ void mma_16816<f16>(float (&c)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+__device__ __forceinline__ unsigned pack2(unsigned short lo, unsigned short hi) { return (unsigned)lo | ((unsigned)hi << 16); }
+
+/// C[M][N] (f32, row stride N) = A[M][K] x B, with A in shared memory at row stride LDA
+/// and B either [K][N] (row stride LDB) or, when TRANS_B, [N][K] (row stride LDB).
+/// Needs K % 16 == 0 and N % 8 == 0; rows of A past M read as zero.
+/// The 16x8 output fragments are dealt round-robin to the warps.
+template <typename T, int M, int N, int K, int LDA, int LDB, bool TRANS_B>
+__device__ __forceinline__ void mma_tile(float* C, const T* A, const T* B) {
+  const unsigned short* a16 = reinterpret_cast<const unsigned short*>(A);
+  const unsigned short* b16 = reinterpret_cast<const unsigned short*>(B);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, tq = lane & 3;
+  constexpr int MT = (M + 15) / 16, NT = N / 8, WARPS = TSR_THREADS / 32;
+  for (int frag = warp; frag < MT * NT; frag += WARPS) {
+    const int m0 = (frag / NT) * 16, n0 = (frag % NT) * 8;
+    float c[4] = {0.f, 0.f, 0.f, 0.f};
+    const int r0 = m0 + g, r1 = m0 + g + 8;
+#pragma unroll 4
+    for (int k0 = 0; k0 < K; k0 += 16) {
+      unsigned a[4], b[2];
+      const int ka = k0 + tq * 2;
+      a[0] = r0 < M ? *reinterpret_cast<const unsigned*>(a16 + r0 * LDA + ka) : 0u;
+      a[1] = r1 < M ? *reinterpret_cast<const unsigned*>(a16 + r1 * LDA + ka) : 0u;
+      a[2] = r0 < M ? *reinterpret_cast<const unsigned*>(a16 + r0 * LDA + ka + 8) : 0u;
+      a[3] = r1 < M ? *reinterpret_cast<const unsigned*>(a16 + r1 * LDA + ka + 8) : 0u;
+      const int n = n0 + g;
+      if (TRANS_B) {
+        b[0] = *reinterpret_cast<const unsigned*>(b16 + n * LDB + ka);
+        b[1] = *reinterpret_cast<const unsigned*>(b16 + n * LDB + ka + 8);
+      } else {
+        b[0] = pack2(b16[ka * LDB + n], b16[(ka + 1) * LDB + n]);
+        b[1] = pack2(b16[(ka + 8) * LDB + n], b16[(ka + 9) * LDB + n]);
+      }
+      mma_16816<T>(c, a, b);
+    }
+    const int col = n0 + tq * 2;
+    if (r0 < M) { C[r0 * N + col] = c[0]; C[r0 * N + col + 1] = c[1]; }
+    if (r1 < M) { C[r1 * N + col] = c[2]; C[r1 * N + col + 1] = c[3]; }
+  }
+}
+
+/// Copies a row-major [R][COLS] tile from this thread's slots into shared memory at row
+/// stride LD (padding rows avoids bank conflicts in mma_tile).
+template <int R, int COLS, int LD, int V, int N, typename T>
+__device__ __forceinline__ void stash_rows(T* s, const T (&x)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    int f = flat<V>(i);
+    if (f < R * COLS) s[(f / COLS) * LD + f % COLS] = x[i];
+  }
+}
+
+/// Plain (CUDA-core) product for shapes or dtypes mma_tile does not take: each thread
+/// computes the output elements it holds.
+template <int M, int N, int K, int LDA, int LDB, bool TRANS_B, int V, int NS, typename T>
+__device__ __forceinline__ void dot_simt(float (&out)[NS], const T* A, const T* B) {
+#pragma unroll
+  for (int i = 0; i < NS; ++i) {
+    int f = flat<V>(i);
+    if (f >= M * N) continue;
+    int m = f / N, n = f % N;
+    float acc = 0.f;
+    for (int k = 0; k < K; ++k) {
+      float b = TRANS_B ? to_f32(B[n * LDB + k]) : to_f32(B[k * LDB + n]);
+      acc += to_f32(A[m * LDA + k]) * b;
+    }
+    out[i] = acc;
+  }
+}
+
+}  // namespace tsr
+// ---- end of the Tessera tile header ------------------------------------------------
