@@ -8,4 +8,5 @@ pub mod emit;
 pub mod host;
 pub mod interp;
 pub mod ir;
+pub mod problems;
 pub mod samples;

@@ -83,8 +83,8 @@ pub(crate) fn bind<'a>(kernel: &Kernel, args: &'a mut [Arg<'_>]) -> Result<Vec<S
                     return Err(InterpError::ArgData { param, shape: t.shape.clone(), expected: t.numel(), got: len });
                 }
                 slots.push(match a {
-                    Arg::In(t) => Slot::Read(*t),
-                    Arg::Out(t) => Slot::Write(&mut **t),
+                    Arg::In(t) => Slot::Read(t),
+                    Arg::Out(t) => Slot::Write(t),
                     Arg::Scalar(_) => unreachable!(),
                 });
             }
