@@ -59,3 +59,55 @@ fn problems_are_reproducible_and_seeded() {
         assert!(a.bytes_moved() > 0);
     }
 }
+
+/// Launch arguments line up with the kernel parameters (names, writability, scalars), so a
+/// GPU runner can pass them positionally.
+fn check_launch_args(p: &problems::Problem) {
+    use tessera_codegen::ir::ParamKind;
+    use tessera_codegen::problems::LaunchArg;
+    let kernels = p.kernels().unwrap_or_else(|e| panic!("{}: {e}", p.name));
+    for (l, k) in p.launches.iter().zip(&kernels) {
+        assert_eq!(l.args.len(), k.params.len(), "{}: {}", p.name, k.name);
+        assert!(l.grid.iter().all(|&g| g > 0), "{}: grid {:?}", p.name, l.grid);
+        for (a, param) in l.args.iter().zip(&k.params) {
+            match (a, &param.kind) {
+                (LaunchArg::Tensor { tensor, writes }, ParamKind::Tensor { dtype, rank, writable }) => {
+                    let t = &p.tensors[*tensor];
+                    assert_eq!(t.name, param.name, "{}", p.name);
+                    assert_eq!(writes, writable, "{}: {}", p.name, param.name);
+                    assert_eq!((t.tensor.dtype(), t.tensor.shape.len()), (*dtype, *rank), "{}", param.name);
+                }
+                (LaunchArg::Scalar(s), ParamKind::Scalar { dtype }) => assert_eq!(s.dtype(), *dtype),
+                _ => panic!("{}: argument kind of `{}`", p.name, param.name),
+            }
+        }
+    }
+}
+
+#[test]
+fn launch_arguments_match_the_kernel_parameters() {
+    for p in problems::small_suite(3) {
+        check_launch_args(&p);
+    }
+}
+
+#[test]
+fn rerunning_after_poisoning_passes() {
+    let mut p = problems::problems_for("flash_decode_combine", problems::Suite::Small, 4).remove(0);
+    p.run_interp().unwrap();
+    p.check().unwrap();
+    p.poison_outputs();
+    assert!(p.check().is_err());
+    p.run_interp().unwrap();
+    p.check().unwrap();
+}
+
+/// Slow in debug builds (large random inputs): `cargo test -- --ignored`.
+#[test]
+#[ignore]
+fn gpu_suite_is_well_formed() {
+    for p in problems::gpu_suite(0) {
+        check_launch_args(&p);
+        assert!(p.check().is_err(), "{}: poisoned outputs passed", p.name);
+    }
+}
