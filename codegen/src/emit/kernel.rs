@@ -1,8 +1,10 @@
 //! Walks a verified kernel and writes its CUDA C++ body.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use super::layout::{compute_type, coords, ctype, literal, strides, Layout};
+use super::staging::{self, tensor_core_dot, Staged, DOT_ROW_PAD};
 use crate::ir::{
     AtomicOp, BinaryOp, DType, Index, Kernel, Op, ParamId, ParamKind, ReduceOp, Stmt, TileType, UnaryOp, ValueId,
 };
@@ -21,11 +23,25 @@ pub(super) struct BodyWriter<'a> {
     pub smem_bytes: usize,
     /// Counter for unique temporaries.
     tmp: usize,
+    /// Loads that go straight to their own shared-memory region (see `staging`).
+    staged: HashMap<ValueId, Staged>,
+    /// Bytes of shared memory taken by staged tiles; the scratch arena follows them.
+    pub staged_bytes: usize,
 }
 
 impl<'a> BodyWriter<'a> {
     pub fn new(k: &'a Kernel) -> Self {
-        BodyWriter { k, threads: k.num_threads() as usize, out: String::new(), depth: 1, smem_bytes: 0, tmp: 0 }
+        let (staged, staged_bytes) = staging::plan(k);
+        BodyWriter {
+            k,
+            threads: k.num_threads() as usize,
+            out: String::new(),
+            depth: 1,
+            smem_bytes: 0,
+            tmp: 0,
+            staged,
+            staged_bytes,
+        }
     }
 
     // ---- small helpers ------------------------------------------------------------------
@@ -61,12 +77,12 @@ impl<'a> BodyWriter<'a> {
         self.line("__syncthreads();");
     }
 
-    /// `reinterpret_cast<T*>(tsr_smem + off)`.
+    /// `reinterpret_cast<T*>(tsr_scratch + off)`: a typed pointer into the scratch arena.
     fn smem_ptr(d: DType, off: usize) -> String {
         if off == 0 {
-            format!("reinterpret_cast<{}*>(tsr_smem)", ctype(d))
+            format!("reinterpret_cast<{}*>(tsr_scratch)", ctype(d))
         } else {
-            format!("reinterpret_cast<{}*>(tsr_smem + {off})", ctype(d))
+            format!("reinterpret_cast<{}*>(tsr_scratch + {off})", ctype(d))
         }
     }
 
@@ -265,7 +281,7 @@ impl<'a> BodyWriter<'a> {
                 let idx = self.name(results[1]);
                 self.topk(&name, &idx, &ty, *value, *k)
             }
-            Op::Load { tensor, index, mask, other } => self.load(&name, &ty, *tensor, index, *mask, *other),
+            Op::Load { tensor, index, mask, other } => self.load(r, &ty, *tensor, index, *mask, *other),
         }
     }
 
@@ -397,23 +413,34 @@ impl<'a> BodyWriter<'a> {
         let (m, kk) = (ta.shape[0], ta.shape[1]);
         let n = ty.shape[1];
         let d = ta.dtype;
-        let tensor_cores = matches!(d, DType::BF16 | DType::F16) && kk % 16 == 0 && n % 8 == 0;
-        // Padding rows by 8 elements staggers them across shared-memory banks.
-        let pad = if tensor_cores { 8 } else { 0 };
+        let tensor_cores = tensor_core_dot(d, kk, n);
+        let pad = if tensor_cores { DOT_ROW_PAD } else { 0 };
         let (b_rows, b_cols) = (tb.shape[0], tb.shape[1]);
-        let (lda, ldb) = (kk + pad, b_cols + pad);
-        let stage = if d == DType::F32 { DType::F32 } else { d };
-        let a_bytes = align16(m * lda * stage.size_bytes());
-        let b_bytes = align16(b_rows * ldb * stage.size_bytes());
-        let (la, lb) = (self.layout(&ta), self.layout(&tb));
-        let (sa, sb) = (Self::smem_ptr(stage, 0), Self::smem_ptr(stage, a_bytes));
-        self.line(format!("tsr::stash_rows<{m}, {kk}, {lda}, {}>({sa}, {});", la.vec, self.name(a)));
-        self.line(format!("tsr::stash_rows<{b_rows}, {b_cols}, {ldb}, {}>({sb}, {});", lb.vec, self.name(b)));
+        // Operands come from their staged regions, or are stashed into the scratch arena.
+        let mut off = 0;
+        let mut waits = false;
+        let mut operand = |w: &mut Self, v: ValueId, rows: usize, cols: usize| -> (String, usize) {
+            if let Some(st) = w.staged.get(&v).copied() {
+                waits = true;
+                (w.name(v), st.ld)
+            } else {
+                let ld = cols + pad;
+                let p = Self::smem_ptr(d, off);
+                let l = w.layout(&w.ty(v));
+                w.line(format!("tsr::stash_rows<{rows}, {cols}, {ld}, {}>({p}, {});", l.vec, w.name(v)));
+                off = align16(off + rows * ld * d.size_bytes());
+                (p, ld)
+            }
+        };
+        let (sa, lda) = operand(self, a, m, kk);
+        let (sb, ldb) = operand(self, b, b_rows, b_cols);
+        if waits {
+            self.line("tsr::cp_async_wait_all();");
+        }
         self.sync();
         if tensor_cores {
-            let c_off = a_bytes + b_bytes;
-            self.use_smem(c_off + m * n * 4);
-            let sc = Self::smem_ptr(DType::F32, c_off);
+            self.use_smem(off + m * n * 4);
+            let sc = Self::smem_ptr(DType::F32, off);
             self.line(format!(
                 "tsr::mma_tile<{}, {m}, {n}, {kk}, {lda}, {ldb}, {trans_b}>({sc}, {sa}, {sb});",
                 ctype(d)
@@ -421,7 +448,7 @@ impl<'a> BodyWriter<'a> {
             self.sync();
             self.read_back(name, ty, &sc);
         } else {
-            self.use_smem(a_bytes + b_bytes);
+            self.use_smem(off);
             let l = self.layout(ty);
             self.declare(name, ty);
             self.line(format!(
@@ -446,7 +473,7 @@ impl<'a> BodyWriter<'a> {
         let (sv, si) = (Self::smem_ptr(c, vals_off), Self::smem_ptr(DType::I32, idx_off));
         self.line(format!("tsr::stash<{}, {}>({s}, {});", sl.numel, sl.vec, self.name(v)));
         self.sync();
-        self.line(format!("tsr::topk_rows<{rows}, {len}, {k}>({sv}, {si}, {s}, tsr_smem + {taken_off});"));
+        self.line(format!("tsr::topk_rows<{rows}, {len}, {k}>({sv}, {si}, {s}, tsr_scratch + {taken_off});"));
         self.sync();
         let l = self.layout(ty);
         self.declare(vals, ty);
@@ -458,9 +485,15 @@ impl<'a> BodyWriter<'a> {
 
     // ---- global memory ------------------------------------------------------------------------
 
-    fn load(&mut self, name: &str, ty: &TileType, tensor: ParamId, index: &[Index], mask: Option<ValueId>, other: f64) {
+    fn load(&mut self, r: ValueId, ty: &TileType, tensor: ParamId, index: &[Index], mask: Option<ValueId>, other: f64) {
+        let name = &self.name(r);
         let other = literal(other, ty.dtype);
         let access = self.prepare_access(tensor, index, mask, ty);
+        if let Some(st) = self.staged.get(&r).copied() {
+            self.staged_load(name, ty, &access, st, &other);
+            access.finish(self);
+            return;
+        }
         if ty.is_scalar() {
             self.line(format!("{} {name} = {other};", ctype(ty.dtype)));
             self.open("");
@@ -475,6 +508,49 @@ impl<'a> BodyWriter<'a> {
             w.vector_or_scalar(a, &vec_copy, &format!("{name}[i + {e}] = ok_e ? {}[off_e] : {other};", a.ptr));
         });
         access.finish(self);
+    }
+
+    /// A load into the value's own shared-memory region: `cp.async` for whole in-bounds
+    /// (or wholly masked, zero-filled) vectors, plain shared stores otherwise. The
+    /// consuming `dot` waits for the copies.
+    fn staged_load(&mut self, name: &str, ty: &TileType, a: &Access, st: Staged, other: &str) {
+        let cty = ctype(ty.dtype);
+        let ld = st.ld;
+        self.line(format!(
+            "{cty}* {name} = reinterpret_cast<{cty}*>(tsr_smem + {});  // staged tile, row stride {ld}",
+            st.offset
+        ));
+        self.access_loop(a, ty, |w, a, _| {
+            let l = Layout::of(&TileType::tile(DType::I32, &a.shape), w.threads);
+            let (vd, _) = a.vector_dim.unwrap();
+            w.line(format!("{cty}* dst = {name} + c0 * {ld} + c1;"));
+            w.line(format!("const long long pv = {};", a.positions[vd]));
+            w.line(format!("const {cty}* src = {} + base + pv;", a.ptr));
+            let whole = if a.chunk == 0 {
+                "false".to_string()
+            } else {
+                format!(
+                    "f < {} && pv >= 0 && pv + {} <= {p}_size{vd} && {p}_stride{vd} == 1 && tsr::aligned(src, {})",
+                    l.numel,
+                    l.vec,
+                    a.chunk,
+                    p = a.ptr
+                )
+            };
+            w.open(format!("if ({whole})"));
+            let mut on = vec!["ok".to_string()];
+            if let Some(m) = &a.mask {
+                on.extend((0..a.mask_checks(l.vec)).map(|e| m.replace("@E", &e.to_string())));
+            }
+            w.line(format!("const bool on = {};", on.join(" && ")));
+            w.line(format!("tsr::cp_async_chunks<{}, {}>(dst, on ? src : {}, on);", a.chunk, a.chunk_count, a.ptr));
+            w.depth -= 1;
+            w.line(format!("}} else if (f < {}) {{", l.numel));
+            w.depth += 1;
+            w.per_element(a, &format!("dst[E] = ok_e ? {}[off_e] : {other};", a.ptr));
+            w.close();
+        });
+        self.line("tsr::cp_async_commit();");
     }
 
     fn store(
@@ -533,6 +609,10 @@ impl<'a> BodyWriter<'a> {
         // offset inside its vector.
         let mut off = 0;
         let mut staged = false;
+        let mask_uniform_inner = mask.is_some_and(|m| {
+            let ms = &self.k.ty(m).shape;
+            ms.len() < ty.rank() && ty.rank() > 0 && ms.is_empty() || ms.last() == Some(&1) && ms.len() == ty.rank()
+        });
         let mask = mask.map(|m| {
             let mt = self.ty(m);
             let name = self.name(m);
@@ -596,6 +676,7 @@ impl<'a> BodyWriter<'a> {
             vector_dim,
             mask,
             staged,
+            mask_uniform_inner,
             chunk,
             chunk_count: if chunk > 0 { bytes / chunk } else { 0 },
             shape: ty.shape.clone(),
@@ -655,7 +736,7 @@ impl<'a> BodyWriter<'a> {
             format!("tsr::aligned({}_ptr, {})", a.ptr, a.chunk),
         ];
         if let Some(m) = &a.mask {
-            for e in 0..l.vec {
+            for e in 0..a.mask_checks(l.vec) {
                 fast.push(m.replace("@E", &e.to_string()));
             }
         }
@@ -699,12 +780,23 @@ struct Access {
     mask: Option<String>,
     /// Whether gather indices or a mask were staged in shared memory.
     staged: bool,
+    /// Whether the mask is constant along the innermost tile axis (one check per vector).
+    mask_uniform_inner: bool,
     chunk: usize,
     chunk_count: usize,
     shape: Vec<usize>,
 }
 
 impl Access {
+    /// How many elements of a vector need their own mask check.
+    fn mask_checks(&self, vec: usize) -> usize {
+        if self.mask_uniform_inner {
+            1
+        } else {
+            vec
+        }
+    }
+
     /// For rank-0 accesses: declares `ok` and `off`.
     fn scalar_prologue(&self, w: &mut BodyWriter) {
         let mut ok = Vec::new();

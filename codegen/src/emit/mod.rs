@@ -27,6 +27,7 @@ pub struct EmittedKernel {
 
 mod kernel;
 mod layout;
+mod staging;
 
 pub use layout::Layout;
 
@@ -41,7 +42,7 @@ pub fn emit_cuda(k: &Kernel) -> EmittedKernel {
     let mut w = kernel::BodyWriter::new(k);
     w.block(&k.body);
     let threads = k.num_threads();
-    let shared_bytes = kernel::align16(w.smem_bytes) as u32;
+    let shared_bytes = (w.staged_bytes + kernel::align16(w.smem_bytes)) as u32;
     let consts: Vec<String> = k.constants.iter().map(|(n, v)| format!("{n}={v}")).collect();
     let mut src = String::new();
     src.push_str(&format!(
@@ -63,6 +64,10 @@ pub fn emit_cuda(k: &Kernel) -> EmittedKernel {
         w.signature()
     ));
     src.push_str("  extern __shared__ __align__(16) unsigned char tsr_smem[];\n");
+    src.push_str(&format!(
+        "  // Staged dot operands occupy the first {} bytes; the scratch arena follows.\n  unsigned char* tsr_scratch = tsr_smem + {};\n",
+        w.staged_bytes, w.staged_bytes
+    ));
     src.push_str(&w.out);
     src.push_str("}\n");
     EmittedKernel { entry: k.name.clone(), source: src, threads, shared_bytes }

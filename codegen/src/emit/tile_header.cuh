@@ -252,6 +252,31 @@ __device__ __forceinline__ void topk_rows(T* vals, int* idx, const T* src, unsig
   }
 }
 
+// ---- asynchronous global -> shared copies (cp.async, sm_80+) -------------------------
+
+__device__ __forceinline__ unsigned smem_addr(const void* p) {
+  unsigned r;
+  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
+  return r;
+}
+
+/// Starts COUNT copies of CHUNK bytes from global to shared memory; when `on` is false
+/// nothing is read and the destination is zero-filled.
+template <int CHUNK, int COUNT> __device__ __forceinline__ void cp_async_chunks(void* dst, const void* src, bool on) {
+#pragma unroll
+  for (int c = 0; c < COUNT; ++c) {
+    const unsigned d = smem_addr(reinterpret_cast<char*>(dst) + c * CHUNK);
+    const char* g = reinterpret_cast<const char*>(src) + c * CHUNK;
+    if (CHUNK == 16) {
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(g), "r"(on ? 16 : 0));
+    } else {
+      asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;" ::"r"(d), "l"(g), "n"(CHUNK), "r"(on ? CHUNK : 0));
+    }
+  }
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+
 // ---- mma.sync dot products -------------------------------------------------------------
 
 /// One m16n8k16 tensor-core step with f32 accumulation (row-major A, column-major B).
