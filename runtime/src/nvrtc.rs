@@ -166,7 +166,8 @@ pub fn compile_ptx(source: &str, entry: &str, arch: &str) -> Result<CompiledPtx>
 }
 
 /// Compiles to a CUBIN for the real architecture `arch` with `--ptxas-options=-v` and
-/// returns what ptxas reports for `entry`. Needs no GPU.
+/// returns what ptxas reports for `entry`. Needs no GPU. Bypasses the driver's compute
+/// cache (`--no-cache`), which would otherwise suppress the report on a hit.
 pub fn resource_usage(source: &str, entry: &str, arch: &str) -> Result<ResourceUsage> {
     Ok(compile_cubin(source, entry, arch)?.1)
 }
@@ -177,6 +178,9 @@ pub fn compile_cubin(source: &str, entry: &str, arch: &str) -> Result<(Vec<u8>, 
     let mut options: Vec<String> = COMPILE_OPTIONS.iter().map(|s| s.to_string()).collect();
     options.push(format!("--gpu-architecture={}", real_arch(arch)?));
     options.push("--ptxas-options=-v".into());
+    // Where a driver is installed, NVRTC 13 looks compilations up in the driver's compute cache
+    // (~/.nv/ComputeCache) and on a hit skips ptxas, leaving the log without a report.
+    options.push("--no-cache".into());
     libs::ensure_nvrtc()?;
     let prog = Program::new(source, entry)?;
     let log = prog.compile(&options, source, entry)?;
