@@ -1,0 +1,11 @@
+use tessera_dsl_support::prelude::*;
+
+#[kernel]
+fn k<const BLOCK: usize>(x: Tensor<f32, 1>, out: &mut Tensor<f32, 1>, n: i32) {
+    match n {
+        0 => return,
+        _ => {}
+    }
+}
+
+fn main() {}

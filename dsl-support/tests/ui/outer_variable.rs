@@ -1,0 +1,11 @@
+use tessera_dsl_support::prelude::*;
+
+const SCALE: f32 = 2.0;
+
+#[kernel]
+fn k<const BLOCK: usize>(x: Tensor<f32, 1>, out: &mut Tensor<f32, 1>, n: i32) {
+    let xs = x.load([range(0, BLOCK)]);
+    out.store([range(0, BLOCK)], xs * SCALE);
+}
+
+fn main() {}

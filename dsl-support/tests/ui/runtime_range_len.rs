@@ -1,0 +1,8 @@
+use tessera_dsl_support::prelude::*;
+
+#[kernel]
+fn k<const BLOCK: usize>(x: Tensor<f32, 1>, out: &mut Tensor<f32, 1>, n: i32) {
+    let xs = x.load([range(0, n)]);
+}
+
+fn main() {}

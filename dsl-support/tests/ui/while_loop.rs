@@ -1,0 +1,11 @@
+use tessera_dsl_support::prelude::*;
+
+#[kernel]
+fn k<const BLOCK: usize>(x: Tensor<f32, 1>, out: &mut Tensor<f32, 1>, n: i32) {
+    let mut i = 0;
+    while i < n {
+        i = i + 1;
+    }
+}
+
+fn main() {}
