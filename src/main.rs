@@ -1,1 +1,42 @@
-fn main() {}
+//! The `tessera` command line.
+
+use clap::{Parser, Subcommand};
+
+mod commands;
+
+#[derive(Parser)]
+#[command(name = "tessera", version, about = "Tile-program compiler and autotuner for long-context attention kernels")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Shows the GPU, driver, NVRTC and cache the runtime finds (works without a GPU).
+    Doctor,
+    /// Emits the CUDA C++ or PTX of a program (no GPU needed).
+    Compile(commands::compile::Args),
+    /// Runs every sample program on the GPU and compares it with the reference.
+    Check(commands::check::Args),
+    /// Measures the flash-decode sample on the GPU (bandwidth, configs swept).
+    Bench(commands::bench::Args),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Doctor => commands::doctor::run(),
+        Command::Compile(a) => commands::compile::run(a),
+        Command::Check(a) => commands::check::run(a),
+        Command::Bench(a) => commands::bench::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

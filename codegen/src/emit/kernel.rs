@@ -547,7 +547,10 @@ impl<'a> BodyWriter<'a> {
             w.depth -= 1;
             w.line(format!("}} else if (f < {}) {{", l.numel));
             w.depth += 1;
-            w.per_element(a, &format!("dst[E] = ok_e ? {}[off_e] : {other};", a.ptr));
+            // The rare slow path stays a rolled loop: it writes shared memory, so nothing
+            // forces it to unroll, and unrolled it costs ~50 registers in flash-decode.
+            let rolled = a.mask.as_ref().is_none_or(|m| !m.contains("[i + @E]"));
+            w.per_element_with(a, &format!("dst[E] = ok_e ? {}[off_e] : {other};", a.ptr), !rolled);
             w.close();
         });
         self.line("tsr::cp_async_commit();");
@@ -668,7 +671,7 @@ impl<'a> BodyWriter<'a> {
         }
         let l = Layout::of(ty, self.threads);
         let bytes = l.vec * pdt.size_bytes();
-        let chunk = [16, 8, 4].into_iter().find(|c| bytes % c == 0).unwrap_or(0);
+        let chunk = [16, 8, 4].into_iter().find(|c| bytes.is_multiple_of(*c)).unwrap_or(0);
         Access {
             ptr: pname,
             rank,
@@ -678,7 +681,7 @@ impl<'a> BodyWriter<'a> {
             staged,
             mask_uniform_inner,
             chunk,
-            chunk_count: if chunk > 0 { bytes / chunk } else { 0 },
+            chunk_count: bytes.checked_div(chunk).unwrap_or(0),
             shape: ty.shape.clone(),
         }
     }
@@ -725,7 +728,7 @@ impl<'a> BodyWriter<'a> {
             self.per_element(a, scalar);
             return;
         }
-        let p = a.positions[vd].replace(&format!("c{}", a.shape.len() - 1), &format!("c{}", a.shape.len() - 1));
+        let p = a.positions[vd].clone();
         self.line(format!("const long long pv = {p};"));
         self.line(format!("auto* {}_ptr = {} + base + pv;", a.ptr, a.ptr));
         let mut fast = vec![
@@ -750,6 +753,12 @@ impl<'a> BodyWriter<'a> {
     }
 
     fn per_element(&mut self, a: &Access, scalar: &str) {
+        self.per_element_with(a, scalar, true)
+    }
+
+    /// Element by element over one vector; `unroll` must hold when the body indexes a
+    /// register array by `E` (a rolled loop would move the array to local memory).
+    fn per_element_with(&mut self, a: &Access, scalar: &str, unroll: bool) {
         let (vd, _) = a.vector_dim.unwrap();
         let l = Layout::of(&TileType::tile(DType::I32, &a.shape), self.threads);
         let inner = a.shape.len() - 1;
@@ -758,7 +767,7 @@ impl<'a> BodyWriter<'a> {
         if let Some(m) = &a.mask {
             ok.push(m.replace("@E", "E"));
         }
-        self.line("#pragma unroll");
+        self.line(if unroll { "#pragma unroll" } else { "#pragma unroll 1" });
         self.open(format!("for (int E = 0; E < {}; ++E)", l.vec));
         self.line(format!("const long long pe = {pe};"));
         self.line(format!("const bool ok_e = {};", ok.join(" && ")));

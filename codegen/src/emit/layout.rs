@@ -22,7 +22,7 @@ impl Layout {
         let numel = ty.numel();
         let last = ty.shape.last().copied().unwrap_or(1);
         // Up to 8 consecutive elements: 16 bytes of bf16/f16, two 16-byte halves of f32.
-        let vec = [8, 4, 2, 1].into_iter().find(|v| last % v == 0).unwrap();
+        let vec = [8, 4, 2, 1].into_iter().find(|v| last.is_multiple_of(*v)).unwrap();
         let slots = numel.div_ceil(threads * vec) * vec;
         Layout { numel, vec, slots }
     }

@@ -24,7 +24,7 @@ pub const DOT_ROW_PAD: usize = 8;
 
 /// Whether `dot` over these shapes and dtype runs on tensor cores (`mma_tile`).
 pub fn tensor_core_dot(d: DType, k: usize, n: usize) -> bool {
-    matches!(d, DType::BF16 | DType::F16) && k % 16 == 0 && n % 8 == 0
+    matches!(d, DType::BF16 | DType::F16) && k.is_multiple_of(16) && n.is_multiple_of(8)
 }
 
 /// Picks the staged loads of a kernel; returns them and the bytes they occupy.

@@ -1,0 +1,54 @@
+//! `tessera check`: every sample problem on the GPU against its reference.
+
+use anyhow::{bail, Result};
+use tessera::gpu::check_problem;
+use tessera_codegen::problems::{gpu_suite, small_suite};
+use tessera_runtime::Runtime;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Which problems: `small` (also compared with the interpreter) or `gpu` (larger).
+    #[arg(long, default_value = "all")]
+    suite: String,
+    /// Seed of the random inputs (a fresh one each run by default).
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let rt = Runtime::new(0)?;
+    let seed = a.seed.unwrap_or_else(fresh_seed);
+    println!("device {} ({}), seed {seed}", rt.info().name, rt.arch());
+    let mut problems = Vec::new();
+    if a.suite == "small" || a.suite == "all" {
+        problems.extend(small_suite(seed).into_iter().map(|p| (p, true)));
+    }
+    if a.suite == "gpu" || a.suite == "all" {
+        problems.extend(gpu_suite(seed.wrapping_add(1000)).into_iter().map(|p| (p, false)));
+    }
+    if problems.is_empty() {
+        bail!("unknown suite `{}` (small, gpu or all)", a.suite);
+    }
+    let mut failures = 0;
+    for (mut p, interp) in problems {
+        match check_problem(&rt, &mut p, interp) {
+            Ok(c) => {
+                let vs = c.vs_interpreter.map(|d| format!(", vs interpreter {d:.1e}")).unwrap_or_default();
+                println!("ok    {:<70} rel err {:.1e}{vs}", p.name, c.reference.max_rel_err);
+            }
+            Err(e) => {
+                failures += 1;
+                println!("FAIL  {:<70} {e:#}", p.name);
+            }
+        }
+    }
+    if failures > 0 {
+        bail!("{failures} problem(s) failed");
+    }
+    Ok(())
+}
+
+/// A seed from the clock, so each run checks fresh inputs.
+fn fresh_seed() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+}
