@@ -163,11 +163,6 @@ impl Ctx<'_> {
         }
     }
 
-    /// A dummy value after an error (the error is reported, the value never used).
-    fn dummy(&mut self) -> ValueId {
-        self.b.const_i32(0)
-    }
-
     // ---- parameters -------------------------------------------------------------------
 
     pub fn tensor(&mut self, name: &str, dtype: DType, rank: usize, writable: bool) -> TensorParam {
@@ -255,9 +250,7 @@ impl Ctx<'_> {
     /// Names the IR value bound by `let name = ...` (constants stay unnamed).
     pub fn name(&mut self, v: Val, name: &str) -> Val {
         if let Val::Tile(id) = v {
-            if self.b.ty(id).dtype != DType::Bool || !name.is_empty() {
-                self.b.name(id, name);
-            }
+            self.b.name(id, name);
         }
         v
     }
@@ -510,11 +503,6 @@ impl Ctx<'_> {
 
     pub fn ret(&mut self) {
         self.b.ret();
-    }
-
-    #[doc(hidden)]
-    pub fn unused(&mut self) -> ValueId {
-        self.dummy()
     }
 }
 
