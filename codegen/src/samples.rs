@@ -84,7 +84,7 @@ static SAMPLES: [Sample; 7] = [
         name: "flash_decode",
         description: "single-query attention over a split of the KV sequence (GQA group per program), \
                       online softmax; writes partial outputs and log2-sum-exp per split",
-        defaults: &[("GROUP", 4), ("HEAD_DIM", 128), ("BLOCK_N", 64), ("WARPS", 4)],
+        defaults: &[("GROUP", 4), ("HEAD_DIM", 128), ("BLOCK_N", 64), ("WARPS", 4), ("MIN_BLOCKS", 0)],
         build: flash_decode,
     },
     Sample {
@@ -226,6 +226,7 @@ pub fn topk(c: &Config) -> Result<Kernel, VerifyError> {
 pub fn flash_decode(c: &Config) -> Result<Kernel, VerifyError> {
     let (g, d, bn) = (get(c, "GROUP"), get(c, "HEAD_DIM"), get(c, "BLOCK_N"));
     let mut b = builder("flash_decode", c);
+    b.min_blocks_per_sm(c["MIN_BLOCKS"] as u32);
     let q = b.tensor("q", DType::BF16, 3); // [B, Hq, D]
     let k = b.tensor("k", DType::BF16, 4); // [B, Hkv, N, D]
     let v = b.tensor("v", DType::BF16, 4); // [B, Hkv, N, D]

@@ -28,8 +28,9 @@ pub struct Args {
     /// Writes the results as JSON here too.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Runs only this configuration, as BLOCK_N,WARPS,SPLIT_LEN (e.g. for a profiler).
-    #[arg(long, value_delimiter = ',', num_args = 3)]
+    /// Runs only this configuration, as BLOCK_N,WARPS,SPLIT_LEN,MIN_BLOCKS (e.g. for a
+    /// profiler).
+    #[arg(long, value_delimiter = ',')]
     only: Option<Vec<usize>>,
 }
 
@@ -57,7 +58,8 @@ pub fn run(a: Args) -> Result<()> {
             .and_then(|(b, n)| Some((b.parse::<usize>().ok()?, n.parse::<usize>().ok()?)))
             .with_context(|| format!("shape `{shape}` is not BATCHxSEQ_LEN"))?;
         let configs = match &a.only {
-            Some(o) => vec![(o[0], o[1], o[2])],
+            Some(o) if o.len() == 4 => vec![(o[0], o[1], o[2], o[3])],
+            Some(_) => bail!("--only takes BLOCK_N,WARPS,SPLIT_LEN,MIN_BLOCKS"),
             None => sweep(b, n),
         };
         rows.extend(bench_shape(&rt, b, n, a.iters, &configs)?);
@@ -114,7 +116,7 @@ fn fast_random_bf16(shape: &[usize], seed: u64) -> HostTensor {
     HostTensor { shape: shape.to_vec(), data: HostData::BF16(data) }
 }
 
-fn bench_shape(rt: &Runtime, b: usize, n: usize, iters: usize, configs: &[(usize, usize, usize)]) -> Result<Vec<Row>> {
+fn bench_shape(rt: &Runtime, b: usize, n: usize, iters: usize, configs: &[(usize, usize, usize, usize)]) -> Result<Vec<Row>> {
     let stream = rt.stream().clone();
     let hq = KV_HEADS * GROUP;
     let shape = format!("{b}x{n}");
@@ -134,7 +136,7 @@ fn bench_shape(rt: &Runtime, b: usize, n: usize, iters: usize, configs: &[(usize
     );
     let kv_bytes = 2.0 * (b * KV_HEADS * n * HEAD_DIM * 2) as f64;
     let mut rows = Vec::new();
-    for &(block_n, warps, split_len) in configs {
+    for &(block_n, warps, split_len, min_blocks) in configs {
         let splits = n.div_ceil(split_len);
         let max_splits = splits.next_power_of_two().max(16);
         let cfg = |name: &str, kv: &[(&str, i64)]| -> Result<Config> {
@@ -154,7 +156,14 @@ fn bench_shape(rt: &Runtime, b: usize, n: usize, iters: usize, configs: &[(usize
         let c2 = cfg("flash_decode_combine", &[("HEAD_DIM", HEAD_DIM as i64), ("MAX_SPLITS", max_splits as i64)])?;
         let k1 = samples::flash_decode(&c1)?;
         let k2 = samples::flash_decode_combine(&c2)?;
-        let split = LoadedKernel::new(rt, &k1, &emit_cuda(&k1))?;
+        let e1 = emit_cuda(&k1);
+        // Asking for more blocks per SM than shared memory or threads allow only costs
+        // registers: skip those configurations.
+        let smem_limit = rt.info().max_shared_per_block_optin.max(1) as usize;
+        if min_blocks > 1 && (min_blocks * (e1.shared_bytes as usize + 1024) > smem_limit + 1024 || min_blocks * warps * 32 > 2048) {
+            continue;
+        }
+        let split = LoadedKernel::new(rt, &k1, &e1)?;
         let combine = LoadedKernel::new(rt, &k2, &emit_cuda(&k2))?;
         let o_part = DeviceTensor::poisoned(&stream, DType::F32, &[b, hq, splits, HEAD_DIM])?;
         let lse_part = DeviceTensor::poisoned(&stream, DType::F32, &[b, hq, splits])?;
@@ -196,7 +205,7 @@ fn bench_shape(rt: &Runtime, b: usize, n: usize, iters: usize, configs: &[(usize
             }
         }
         let t = tessera_runtime::time(&stream, 5, iters, launch)?;
-        let config = format!("BLOCK_N={block_n} WARPS={warps} split={split_len} ({splits} splits)");
+        let config = format!("BLOCK_N={block_n} WARPS={warps} MIN_BLOCKS={min_blocks} split={split_len}");
         eprintln!("{shape} {config}: {t}");
         rows.push(Row {
             shape: shape.clone(),
@@ -213,14 +222,16 @@ fn bench_shape(rt: &Runtime, b: usize, n: usize, iters: usize, configs: &[(usize
 
 /// Configurations tried per shape: tile, warps and split length, keeping enough
 /// programs in flight to fill the GPU (splits × KV heads × batch ≥ a few waves).
-fn sweep(b: usize, n: usize) -> Vec<(usize, usize, usize)> {
+fn sweep(b: usize, n: usize) -> Vec<(usize, usize, usize, usize)> {
     let mut v = Vec::new();
     for block_n in [64, 128] {
         for warps in [4, 8] {
-            for split_len in [512, 1024, 2048, 4096] {
-                let programs = n.div_ceil(split_len) * KV_HEADS * b;
-                if split_len % block_n == 0 && programs >= 264 && n.div_ceil(split_len) <= 512 {
-                    v.push((block_n, warps, split_len));
+            for min_blocks in [0, 2, 3] {
+                for split_len in [1024, 2048, 4096] {
+                    let programs = n.div_ceil(split_len) * KV_HEADS * b;
+                    if split_len % block_n == 0 && programs >= 264 && n.div_ceil(split_len) <= 512 {
+                        v.push((block_n, warps, split_len, min_blocks));
+                    }
                 }
             }
         }

@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use super::layout::{compute_type, coords, ctype, literal, strides, Layout};
-use super::staging::{self, tensor_core_dot, Staged, DOT_ROW_PAD};
+use super::fusion;
+use super::staging::{self, tensor_core_dot, Staged, StagingPlan, DOT_ROW_PAD};
 use crate::ir::{
     AtomicOp, BinaryOp, DType, Index, Kernel, Op, ParamId, ParamKind, ReduceOp, Stmt, TileType, UnaryOp, ValueId,
 };
@@ -23,15 +24,26 @@ pub(super) struct BodyWriter<'a> {
     pub smem_bytes: usize,
     /// Counter for unique temporaries.
     tmp: usize,
-    /// Loads that go straight to their own shared-memory region (see `staging`).
-    staged: HashMap<ValueId, Staged>,
+    /// Loads that go straight to their own shared-memory region, and pipelined loops
+    /// (see `staging`).
+    plan: StagingPlan,
     /// Bytes of shared memory taken by staged tiles; the scratch arena follows them.
     pub staged_bytes: usize,
+    /// For a pipelined load being emitted: the buffer selector expression (`0`, `1` or a
+    /// stage variable) its copies go to; `None` while emitting the loop body proper.
+    prefetch_buffer: Option<String>,
+    /// Stage variable (`0`/`1`) of the pipelined loop each pipelined load belongs to.
+    stage_of: HashMap<ValueId, String>,
+    /// Plain (not pipelined) staged loads whose copies nothing has waited for yet.
+    pending_copies: Vec<ValueId>,
+    /// `expand_dims` results that are never materialised: their source is stashed instead.
+    expand_alias: HashMap<ValueId, ValueId>,
 }
 
 impl<'a> BodyWriter<'a> {
     pub fn new(k: &'a Kernel) -> Self {
-        let (staged, staged_bytes) = staging::plan(k);
+        let plan = staging::plan(k);
+        let staged_bytes = plan.bytes;
         BodyWriter {
             k,
             threads: k.num_threads() as usize,
@@ -39,8 +51,12 @@ impl<'a> BodyWriter<'a> {
             depth: 1,
             smem_bytes: 0,
             tmp: 0,
-            staged,
+            plan,
             staged_bytes,
+            prefetch_buffer: None,
+            stage_of: HashMap::new(),
+            pending_copies: Vec::new(),
+            expand_alias: fusion::fusable_expand_dims(k),
         }
     }
 
@@ -157,9 +173,13 @@ impl<'a> BodyWriter<'a> {
             Stmt::For { var, start, end, step, body } => {
                 let (v, s, e) = (self.name(*var), self.name(*start), self.name(*end));
                 let cmp = if *step > 0 { "<" } else { ">" };
-                self.open(format!("for (int {v} = (int){s}; {v} {cmp} (int){e}; {v} += {step})"));
-                self.block(body);
-                self.close();
+                if let Some(p) = self.plan.pipelines.get(var).cloned() {
+                    self.pipelined_loop(body, &p, (&v, &s, &e, cmp, *step));
+                } else {
+                    self.open(format!("for (int {v} = (int){s}; {v} {cmp} (int){e}; {v} += {step})"));
+                    self.block(body);
+                    self.close();
+                }
             }
             Stmt::If { cond, then, otherwise } => {
                 self.open(format!("if ({})", self.name(*cond)));
@@ -174,6 +194,59 @@ impl<'a> BodyWriter<'a> {
             }
             Stmt::Return => self.line("return;"),
         }
+    }
+
+    /// A loop whose staged loads are double-buffered: the prologue loads the first
+    /// iteration's tiles, each iteration first starts the next iteration's copies
+    /// (re-evaluating the loads' pure operands with the loop variable advanced, in a
+    /// nested scope that shadows it), then works on the current buffers.
+    fn pipelined_loop(&mut self, body: &[Stmt], p: &staging::Pipeline, (v, s, e, cmp, step): (&str, &str, &str, &str, i64)) {
+        let stage = format!("{v}_stage");
+        for &i in &p.loads {
+            if let Stmt::Let { results, .. } = &body[i] {
+                self.stage_of.insert(results[0], stage.clone());
+            }
+        }
+        if !self.pending_copies.is_empty() {
+            // Earlier copies complete here, so waits inside the loop need only skip the
+            // newest group (the next iteration's prefetch).
+            self.line("tsr::cp_async_wait_all();");
+            self.sync();
+            self.pending_copies.clear();
+        }
+        self.line("// Pipelined loop: the first iteration's tiles are loaded ahead.");
+        self.open("");
+        self.line(format!("const int {v} = (int){s};"));
+        self.open(format!("if ({v} {cmp} (int){e})"));
+        self.prefetch(body, p, "0");
+        self.close();
+        self.close();
+        self.line("tsr::cp_async_commit();");
+        self.open(format!(
+            "for (int {v} = (int){s}, {stage} = 0; {v} {cmp} (int){e}; {v} += {step}, {stage} ^= 1)"
+        ));
+        self.line("// Start the next iteration's copies before working on this one.");
+        self.open("");
+        self.line(format!("const int {v}_next = {v} + {step};"));
+        self.open(format!("if ({v}_next {cmp} (int){e})"));
+        self.line(format!("const int {v} = {v}_next;"));
+        self.prefetch(body, p, &format!("({stage} ^ 1)"));
+        self.close();
+        self.close();
+        self.line("tsr::cp_async_commit();");
+        self.block(body);
+        self.close();
+    }
+
+    /// Emits the slice and the pipelined loads of a loop body into buffer `buffer`.
+    fn prefetch(&mut self, body: &[Stmt], p: &staging::Pipeline, buffer: &str) {
+        let mut idx: Vec<usize> = p.slice.iter().chain(&p.loads).copied().collect();
+        idx.sort_unstable();
+        self.prefetch_buffer = Some(buffer.to_string());
+        for i in idx {
+            self.stmt(&body[i]);
+        }
+        self.prefetch_buffer = None;
     }
 
     fn op_summary(&self, op: &Op) -> String {
@@ -252,7 +325,13 @@ impl<'a> BodyWriter<'a> {
                 let e = src("i");
                 self.slots(l.slots, &format!("{name}[i] = {e};"));
             }
-            Op::ExpandDims { value, .. } => self.relayout(&name, *value, &ty),
+            Op::ExpandDims { value, .. } => {
+                if self.expand_alias.contains_key(&r) {
+                    self.line(format!("// (not materialised: uses stash {} in its place)", self.name(*value)));
+                } else {
+                    self.relayout(&name, *value, &ty)
+                }
+            }
             Op::Unary { op, value } => {
                 let a = self.operand(*value, &ty);
                 let d = self.k.ty(*value).dtype;
@@ -318,6 +397,14 @@ impl<'a> BodyWriter<'a> {
         move |i: &str| if by_slot && !i.is_empty() { format!("{name}[{i}]") } else { name.clone() }
     }
 
+    /// Writes tile `v` to shared memory in row-major order; a fused `expand_dims` writes
+    /// its source (same elements, same order).
+    fn stash_value(&mut self, v: ValueId, dst: &str) {
+        let src = self.expand_alias.get(&v).copied().unwrap_or(v);
+        let l = self.layout(&self.ty(src));
+        self.line(format!("tsr::stash<{}, {}>({dst}, {});", l.numel, l.vec, self.name(src)));
+    }
+
     /// Broadcasts tile `v` to `shape` through shared memory; returns the temporary's name.
     fn broadcast_tmp(&mut self, v: ValueId, shape: &[usize]) -> String {
         let src_ty = self.ty(v);
@@ -328,7 +415,7 @@ impl<'a> BodyWriter<'a> {
         let d = src_ty.dtype;
         self.use_smem(sl.numel * d.size_bytes());
         let s = Self::smem_ptr(d, 0);
-        self.line(format!("tsr::stash<{}, {}>({s}, {});", sl.numel, sl.vec, self.name(v)));
+        self.stash_value(v, &s);
         self.sync();
         self.declare(&tmp, &dst_ty);
         let src_index = broadcast_index("f", &src_ty.shape, shape);
@@ -418,10 +505,19 @@ impl<'a> BodyWriter<'a> {
         let (b_rows, b_cols) = (tb.shape[0], tb.shape[1]);
         // Operands come from their staged regions, or are stashed into the scratch arena.
         let mut off = 0;
-        let mut waits = false;
+        // 0: nothing to wait for; 1: only pipelined copies (the newest group, the next
+        // iteration's, may stay in flight); 2: a plain staged copy (wait for all).
+        let mut waits = 0;
         let mut operand = |w: &mut Self, v: ValueId, rows: usize, cols: usize| -> (String, usize) {
-            if let Some(st) = w.staged.get(&v).copied() {
-                waits = true;
+            if let Some(st) = w.plan.staged.get(&v).copied() {
+                let wait = if w.stage_of.contains_key(&v) {
+                    1
+                } else if w.pending_copies.contains(&v) {
+                    2
+                } else {
+                    0
+                };
+                waits = waits.max(wait);
                 (w.name(v), st.ld)
             } else {
                 let ld = cols + pad;
@@ -434,8 +530,13 @@ impl<'a> BodyWriter<'a> {
         };
         let (sa, lda) = operand(self, a, m, kk);
         let (sb, ldb) = operand(self, b, b_rows, b_cols);
-        if waits {
-            self.line("tsr::cp_async_wait_all();");
+        match waits {
+            1 => self.line("tsr::cp_async_wait_prev();"),
+            2 => {
+                self.line("tsr::cp_async_wait_all();");
+                self.pending_copies.clear();
+            }
+            _ => {}
         }
         self.sync();
         if tensor_cores {
@@ -488,9 +589,21 @@ impl<'a> BodyWriter<'a> {
     fn load(&mut self, r: ValueId, ty: &TileType, tensor: ParamId, index: &[Index], mask: Option<ValueId>, other: f64) {
         let name = &self.name(r);
         let other = literal(other, ty.dtype);
+        if let (Some(stage), None) = (self.stage_of.get(&r).cloned(), &self.prefetch_buffer) {
+            // Issued one iteration ahead (see `pipelined_loop`): bind the current buffer.
+            let st = self.plan.staged[&r];
+            let cty = ctype(ty.dtype);
+            self.line(format!(
+                "{cty}* {name} = reinterpret_cast<{cty}*>(tsr_smem + ({stage} ? {} : {}));  // prefetched, row stride {}",
+                st.second.unwrap(),
+                st.offset,
+                st.ld
+            ));
+            return;
+        }
         let access = self.prepare_access(tensor, index, mask, ty);
-        if let Some(st) = self.staged.get(&r).copied() {
-            self.staged_load(name, ty, &access, st, &other);
+        if let Some(st) = self.plan.staged.get(&r).copied() {
+            self.staged_load(r, ty, &access, st, &other);
             access.finish(self);
             return;
         }
@@ -503,23 +616,83 @@ impl<'a> BodyWriter<'a> {
             return;
         }
         self.declare(name, ty);
-        self.access_loop(&access, ty, |w, a, e| {
-            let vec_copy = format!("tsr::copy_chunks<{}, {}>(&{name}[i], {}_ptr);", a.chunk, a.chunk_count, a.ptr);
-            w.vector_or_scalar(a, &vec_copy, &format!("{name}[i + {e}] = ok_e ? {}[off_e] : {other};", a.ptr));
-        });
+        let general = |w: &mut Self| {
+            w.access_loop(&access, ty, |w, a, e| {
+                let vec_copy = format!("tsr::copy_chunks<{}, {}>(&{name}[i], {}_ptr);", a.chunk, a.chunk_count, a.ptr);
+                w.vector_or_scalar(a, &vec_copy, &format!("{name}[i + {e}] = ok_e ? {}[off_e] : {other};", a.ptr));
+            })
+        };
+        if self.affine(&access) {
+            let (chunk, count, vec) = (access.chunk, access.chunk_count, self.layout(ty).vec);
+            let mask = access.mask.clone();
+            self.affine_or_general(
+                &access,
+                ty,
+                |w, p, uniform| {
+                    if uniform {
+                        w.line(format!("if (on) tsr::copy_chunks<{chunk}, {count}>(&{name}[i], {p});"));
+                        w.open("else");
+                        w.line("#pragma unroll");
+                        w.line(format!("for (int E = 0; E < {vec}; ++E) {name}[i + E] = {other};"));
+                        w.close();
+                    } else {
+                        let m = mask.unwrap().replace("@E", "E");
+                        w.line("#pragma unroll");
+                        w.line(format!("for (int E = 0; E < {vec}; ++E) {name}[i + E] = on && {m} ? {p}[E] : {other};"));
+                    }
+                },
+                general,
+            );
+        } else {
+            general(self);
+        }
         access.finish(self);
     }
 
     /// A load into the value's own shared-memory region: `cp.async` for whole in-bounds
     /// (or wholly masked, zero-filled) vectors, plain shared stores otherwise. The
     /// consuming `dot` waits for the copies.
-    fn staged_load(&mut self, name: &str, ty: &TileType, a: &Access, st: Staged, other: &str) {
+    fn staged_load(&mut self, r: ValueId, ty: &TileType, a: &Access, st: Staged, other: &str) {
+        let name = &self.name(r);
         let cty = ctype(ty.dtype);
         let ld = st.ld;
-        self.line(format!(
-            "{cty}* {name} = reinterpret_cast<{cty}*>(tsr_smem + {});  // staged tile, row stride {ld}",
-            st.offset
-        ));
+        let base = match (&self.prefetch_buffer, st.second) {
+            (Some(b), Some(_)) if b == "0" => st.offset.to_string(),
+            (Some(b), Some(second)) => format!("({b} ? {second} : {})", st.offset),
+            _ => st.offset.to_string(),
+        };
+        self.line(format!("{cty}* {name} = reinterpret_cast<{cty}*>(tsr_smem + {base});  // staged tile, row stride {ld}"));
+        if self.affine(a) {
+            let (chunk, count, vec) = (a.chunk, a.chunk_count, self.layout(ty).vec);
+            let (ptr, mask) = (a.ptr.clone(), a.mask.clone());
+            self.affine_or_general(
+                a,
+                ty,
+                |w, p, uniform| {
+                    w.line(format!("{cty}* dst = {name} + c0 * {ld} + c1;"));
+                    if uniform {
+                        w.line(format!("tsr::cp_async_chunks<{chunk}, {count}>(dst, on ? {p} : {ptr}, on);"));
+                    } else {
+                        let m = mask.unwrap().replace("@E", "E");
+                        w.line("#pragma unroll");
+                        w.line(format!("for (int E = 0; E < {vec}; ++E) dst[E] = on && {m} ? {p}[E] : {other};"));
+                    }
+                },
+                |w| w.staged_general(name, ty, a, ld, other),
+            );
+        } else {
+            self.staged_general(name, ty, a, ld, other);
+        }
+        // A prefetch commits all of its copies as one group (see `pipelined_loop`).
+        if self.prefetch_buffer.is_none() {
+            self.line("tsr::cp_async_commit();");
+            self.pending_copies.push(r);
+        }
+    }
+
+    /// The general (per-vector checked) loop of a staged load.
+    fn staged_general(&mut self, name: &str, ty: &TileType, a: &Access, ld: usize, other: &str) {
+        let cty = ctype(ty.dtype);
         self.access_loop(a, ty, |w, a, _| {
             let l = Layout::of(&TileType::tile(DType::I32, &a.shape), w.threads);
             let (vd, _) = a.vector_dim.unwrap();
@@ -553,7 +726,6 @@ impl<'a> BodyWriter<'a> {
             w.per_element_with(a, &format!("dst[E] = ok_e ? {}[off_e] : {other};", a.ptr), !rolled);
             w.close();
         });
-        self.line("tsr::cp_async_commit();");
     }
 
     fn store(
@@ -585,16 +757,39 @@ impl<'a> BodyWriter<'a> {
             return;
         }
         let value_is_tile = !self.k.ty(value).is_scalar();
-        self.access_loop(&access, &ty, |w, a, e| {
-            let scalar = format!("if (ok_e) {}", write(&a.ptr, "off_e", &val(&format!("i + {e}"))));
-            if atomic.is_none() && value_is_tile {
-                let v0 = val("i");
-                let vec_copy = format!("tsr::copy_chunks<{}, {}>({}_ptr, &{v0});", a.chunk, a.chunk_count, a.ptr);
-                w.vector_or_scalar(a, &vec_copy, &scalar);
-            } else {
-                w.per_element(a, &scalar);
-            }
-        });
+        let general = |w: &mut Self| {
+            w.access_loop(&access, &ty, |w, a, e| {
+                let scalar = format!("if (ok_e) {}", write(&a.ptr, "off_e", &val(&format!("i + {e}"))));
+                if atomic.is_none() && value_is_tile {
+                    let v0 = val("i");
+                    let vec_copy = format!("tsr::copy_chunks<{}, {}>({}_ptr, &{v0});", a.chunk, a.chunk_count, a.ptr);
+                    w.vector_or_scalar(a, &vec_copy, &scalar);
+                } else {
+                    w.per_element(a, &scalar);
+                }
+            })
+        };
+        if atomic.is_none() && value_is_tile && self.affine(&access) {
+            let (chunk, count, vec) = (access.chunk, access.chunk_count, self.layout(&ty).vec);
+            let (v0, ve) = (val("i"), val("i + E"));
+            let mask = access.mask.clone();
+            self.affine_or_general(
+                &access,
+                &ty,
+                |w, p, uniform| {
+                    if uniform {
+                        w.line(format!("if (on) tsr::copy_chunks<{chunk}, {count}>({p}, &{v0});"));
+                    } else {
+                        let m = mask.unwrap().replace("@E", "E");
+                        w.line("#pragma unroll");
+                        w.line(format!("for (int E = 0; E < {vec}; ++E) if (on && {m}) {p}[E] = {ve};"));
+                    }
+                },
+                general,
+            );
+        } else {
+            general(self);
+        }
         access.finish(self);
     }
 
@@ -624,10 +819,9 @@ impl<'a> BodyWriter<'a> {
             } else if mt.shape == ty.shape {
                 format!("{name}[i + @E]")
             } else {
-                let ml = self.layout(&mt);
                 let s = Self::smem_ptr(DType::Bool, 0);
-                self.line(format!("tsr::stash<{}, {}>({s}, {name});", ml.numel, ml.vec));
-                off = align16(ml.numel);
+                self.stash_value(m, &s);
+                off = align16(mt.numel());
                 staged = true;
                 format!("{s}[{}]", broadcast_index("(f + @E)", &mt.shape, &ty.shape))
             }
@@ -672,7 +866,20 @@ impl<'a> BodyWriter<'a> {
         let l = Layout::of(ty, self.threads);
         let bytes = l.vec * pdt.size_bytes();
         let chunk = [16, 8, 4].into_iter().find(|c| bytes.is_multiple_of(*c)).unwrap_or(0);
+        let mut tile_axis = Vec::new();
+        let mut next_axis = 0;
+        for i in index {
+            if matches!(i, Index::At(_)) {
+                tile_axis.push(None);
+            } else {
+                tile_axis.push(Some(next_axis));
+                next_axis += 1;
+            }
+        }
         Access {
+            tile_axis,
+            has_gather: index.iter().any(|i| matches!(i, Index::Gather(_))),
+            elem_bytes: pdt.size_bytes(),
             ptr: pname,
             rank,
             positions,
@@ -716,6 +923,89 @@ impl<'a> BodyWriter<'a> {
         let _ = last_axis;
         let e = "E";
         body(self, a, e);
+        self.close();
+    }
+
+    /// Whether an access can take the affine fast path: every tile axis is a range, the
+    /// innermost one moves in whole vectors of at least 4 bytes.
+    fn affine(&self, a: &Access) -> bool {
+        let l = Layout::of(&TileType::tile(DType::I32, &a.shape), self.threads);
+        matches!(a.vector_dim, Some((_, false))) && !a.has_gather && a.chunk > 0 && l.vec > 1
+    }
+
+    /// The common case of a tile access, checked once per access instead of once per
+    /// vector: rows along the innermost dim are contiguous (stride 1), the tile's column
+    /// range is in bounds, fixed positions are in bounds and every row starts aligned.
+    /// Then each vector needs only its row bounds, its mask and one address. `action`
+    /// emits the per-vector work given the vector's address and its `on` condition
+    /// (`on_e` per element too when the mask varies inside a vector); `slow` emits the
+    /// general loop used otherwise.
+    fn affine_or_general(
+        &mut self,
+        a: &Access,
+        ty: &TileType,
+        action: impl FnOnce(&mut Self, &str, bool),
+        slow: impl FnOnce(&mut Self),
+    ) {
+        let l = self.layout(ty);
+        let (vd, _) = a.vector_dim.unwrap();
+        let ptr = &a.ptr;
+        let origin = |d: usize| {
+            let mut p = a.positions[d].clone();
+            for axis in 0..a.shape.len() {
+                p = p.replace(&format!("c{axis}"), "0");
+            }
+            p
+        };
+        self.open("");
+        let mut fast = vec![format!("{ptr}_stride{vd} == 1")];
+        let mut offset = Vec::new();
+        for d in 0..a.rank {
+            self.line(format!("const long long o{d} = {};", origin(d)));
+            offset.push(format!("o{d} * {ptr}_stride{d}"));
+            match a.tile_axis[d] {
+                None => fast.push(format!("o{d} >= 0 && o{d} < {ptr}_size{d}")),
+                Some(_) if d == vd => {
+                    fast.push(format!("o{d} >= 0 && o{d} + {} <= {ptr}_size{d}", a.shape[a.shape.len() - 1]))
+                }
+                Some(_) => fast.push(format!("({ptr}_stride{d} * {}) % {} == 0", a.elem_bytes, a.chunk)),
+            }
+        }
+        self.line(format!("auto* origin = {ptr} + {};", offset.join(" + ")));
+        fast.push(format!("tsr::aligned(origin, {})", a.chunk));
+        self.open(format!("if ({})", fast.join(" && ")));
+        self.line("#pragma unroll");
+        self.open(format!("for (int i = 0; i < {}; i += {})", l.slots, l.vec));
+        self.line(format!("const int f = tsr::flat<{}>(i);", l.vec));
+        let cs = coords("f", &ty.shape);
+        let decl: Vec<String> = cs.iter().enumerate().map(|(d, c)| format!("c{d} = {c}")).collect();
+        self.line(format!("const int {};", decl.join(", ")));
+        let mut on = vec![format!("f < {}", l.numel)];
+        let mut addr = Vec::new();
+        for d in 0..a.rank {
+            if let Some(axis) = a.tile_axis[d] {
+                if d == vd {
+                    addr.push(format!("c{axis}"));
+                } else {
+                    on.push(format!("o{d} + c{axis} >= 0 && o{d} + c{axis} < {ptr}_size{d}"));
+                    addr.push(format!("(long long)c{axis} * {ptr}_stride{d}"));
+                }
+            }
+        }
+        self.line(format!("const bool row_ok = {};", on.join(" && ")));
+        self.line(format!("auto* p = origin + {};", addr.join(" + ")));
+        let uniform = a.mask.is_none() || a.mask_checks(l.vec) == 1;
+        match &a.mask {
+            Some(m) if uniform => self.line(format!("const bool on = row_ok && {};", m.replace("@E", "0"))),
+            _ => self.line("const bool on = row_ok;"),
+        }
+        action(self, "p", uniform);
+        self.close();
+        self.depth -= 1;
+        self.line("} else {");
+        self.depth += 1;
+        slow(self);
+        self.close();
         self.close();
     }
 
@@ -789,6 +1079,12 @@ struct Access {
     mask: Option<String>,
     /// Whether gather indices or a mask were staged in shared memory.
     staged: bool,
+    /// For each tensor dim, the tile axis it runs along (`None` for a fixed position).
+    tile_axis: Vec<Option<usize>>,
+    /// Whether any dim is addressed by a gather.
+    has_gather: bool,
+    /// Bytes per element.
+    elem_bytes: usize,
     /// Whether the mask is constant along the innermost tile axis (one check per vector).
     mask_uniform_inner: bool,
     chunk: usize,

@@ -25,6 +25,7 @@ pub struct EmittedKernel {
     pub shared_bytes: u32,
 }
 
+mod fusion;
 mod kernel;
 mod layout;
 mod staging;
@@ -59,7 +60,8 @@ pub fn emit_cuda(k: &Kernel) -> EmittedKernel {
     src.push_str(&format!("#define TSR_THREADS {threads}\n"));
     src.push_str(TILE_HEADER);
     src.push_str(&format!(
-        "\nextern \"C\" __global__ void __launch_bounds__({threads}) {}({}) {{\n",
+        "\nextern \"C\" __global__ void __launch_bounds__({threads}{}) {}({}) {{\n",
+        if k.min_blocks_per_sm > 0 { format!(", {}", k.min_blocks_per_sm) } else { String::new() },
         k.name,
         w.signature()
     ));

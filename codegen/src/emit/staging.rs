@@ -6,6 +6,13 @@
 //! then overlaps whatever the program does in between (in flash-decoding, the V tile
 //! streams in while the scores and the softmax are computed), and the tile costs no
 //! registers.
+//!
+//! Inside a `for` loop a staged load is also *pipelined* when its addresses and mask
+//! depend only on the loop variable and loop-invariant values (a pure "slice" of the
+//! body): it gets two buffers, the load for the first iteration is issued before the
+//! loop, and each iteration issues the next iteration's load (re-evaluating the slice
+//! with the loop variable advanced) before working on the current tile. Memory traffic
+//! then overlaps the whole body, not just the part after the load.
 
 use std::collections::HashMap;
 
@@ -17,6 +24,25 @@ use crate::ir::{index_operands, DType, Index, Kernel, Op, ParamKind, Stmt, Value
 pub struct Staged {
     pub offset: usize,
     pub ld: usize,
+    /// The second buffer of a pipelined load.
+    pub second: Option<usize>,
+}
+
+/// The pipelined loads of one loop: statement indices (in the loop body) of the loads
+/// and of the pure statements their operands need, in body order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pipeline {
+    pub loads: Vec<usize>,
+    pub slice: Vec<usize>,
+}
+
+/// Where staged tiles live, and which loops are pipelined (keyed by loop variable).
+#[derive(Clone, Debug, Default)]
+pub struct StagingPlan {
+    pub staged: HashMap<ValueId, Staged>,
+    pub pipelines: HashMap<ValueId, Pipeline>,
+    /// Bytes of shared memory the staged tiles take (the scratch arena follows).
+    pub bytes: usize,
 }
 
 /// Row padding of staged and stashed `dot` operands: staggers rows across banks.
@@ -27,22 +53,118 @@ pub fn tensor_core_dot(d: DType, k: usize, n: usize) -> bool {
     matches!(d, DType::BF16 | DType::F16) && k.is_multiple_of(16) && n.is_multiple_of(8)
 }
 
-/// Picks the staged loads of a kernel; returns them and the bytes they occupy.
-pub fn plan(k: &Kernel) -> (HashMap<ValueId, Staged>, usize) {
+/// Picks the staged and pipelined loads of a kernel and lays out their buffers.
+pub fn plan(k: &Kernel) -> StagingPlan {
     let mut uses: HashMap<ValueId, usize> = HashMap::new();
     let mut dot_operands: HashMap<ValueId, ()> = HashMap::new();
     let mut loads = Vec::new();
     walk(k, &k.body, &mut uses, &mut dot_operands, &mut loads);
-    let mut staged = HashMap::new();
-    let mut bytes = 0;
-    for (v, rows, cols, d) in loads {
-        if uses.get(&v) == Some(&1) && dot_operands.contains_key(&v) {
-            let ld = cols + DOT_ROW_PAD;
-            staged.insert(v, Staged { offset: bytes, ld });
-            bytes = align16(bytes + rows * ld * d.size_bytes());
+    let candidates: Vec<_> =
+        loads.into_iter().filter(|(v, ..)| uses.get(v) == Some(&1) && dot_operands.contains_key(v)).collect();
+    let staged_ids: Vec<ValueId> = candidates.iter().map(|c| c.0).collect();
+    let mut pipelines = HashMap::new();
+    find_pipelines(k, &k.body, &staged_ids, &mut pipelines);
+    let mut double = std::collections::HashSet::new();
+    collect_pipelined(&k.body, &pipelines, &mut double);
+    let mut plan = StagingPlan { staged: HashMap::new(), pipelines, bytes: 0 };
+    for (v, rows, cols, d) in candidates {
+        let ld = cols + DOT_ROW_PAD;
+        let size = align16(rows * ld * d.size_bytes());
+        let offset = plan.bytes;
+        plan.bytes += size;
+        let second = double.contains(&v).then(|| {
+            plan.bytes += size;
+            offset + size
+        });
+        plan.staged.insert(v, Staged { offset, ld, second });
+    }
+    plan
+}
+
+/// Values loaded by the pipelined load statements of every loop.
+fn collect_pipelined(body: &[Stmt], pipelines: &HashMap<ValueId, Pipeline>, out: &mut std::collections::HashSet<ValueId>) {
+    for s in body {
+        match s {
+            Stmt::For { var, body, .. } => {
+                if let Some(p) = pipelines.get(var) {
+                    for &i in &p.loads {
+                        if let Stmt::Let { results, .. } = &body[i] {
+                            out.insert(results[0]);
+                        }
+                    }
+                }
+                collect_pipelined(body, pipelines, out);
+            }
+            Stmt::If { then, otherwise, .. } => {
+                collect_pipelined(then, pipelines, out);
+                collect_pipelined(otherwise, pipelines, out);
+            }
+            _ => {}
         }
     }
-    (staged, bytes)
+}
+
+/// Ops a prefetch may re-evaluate: pure, cheap, no memory and no block-wide work other
+/// than layout changes.
+fn pure(op: &Op) -> bool {
+    !matches!(op, Op::Load { .. } | Op::Reduce { .. } | Op::Dot { .. } | Op::TopK { .. } | Op::Copy(_))
+}
+
+fn find_pipelines(k: &Kernel, body: &[Stmt], staged: &[ValueId], out: &mut HashMap<ValueId, Pipeline>) {
+    for s in body {
+        match s {
+            Stmt::For { var, body: inner, .. } => {
+                let mut p = Pipeline::default();
+                let mut slice = std::collections::BTreeSet::new();
+                for (j, st) in inner.iter().enumerate() {
+                    let Stmt::Let { results, op } = st else { continue };
+                    if !staged.contains(&results[0]) {
+                        continue;
+                    }
+                    if let Some(deps) = slice_of(k, inner, j, op.operands(), *var) {
+                        p.loads.push(j);
+                        slice.extend(deps);
+                    }
+                }
+                if !p.loads.is_empty() {
+                    p.slice = slice.into_iter().collect();
+                    out.insert(*var, p);
+                }
+                find_pipelines(k, inner, staged, out);
+            }
+            Stmt::If { then, otherwise, .. } => {
+                find_pipelines(k, then, staged, out);
+                find_pipelines(k, otherwise, staged, out);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Indices of the statements before `j` in `body` that compute `needed`, when all of
+/// them are pure and no mutable value is involved; `None` otherwise.
+fn slice_of(k: &Kernel, body: &[Stmt], j: usize, needed: Vec<ValueId>, loop_var: ValueId) -> Option<Vec<usize>> {
+    let mut needed: std::collections::HashSet<ValueId> = needed.into_iter().collect();
+    let mut out = Vec::new();
+    for i in (0..j).rev() {
+        match &body[i] {
+            Stmt::Let { results, op } if results.iter().any(|r| needed.contains(r)) => {
+                if !pure(op) {
+                    return None;
+                }
+                needed.extend(op.operands());
+                out.push(i);
+            }
+            Stmt::Let { .. } | Stmt::Store { .. } | Stmt::Atomic { .. } => {}
+            // Control flow or assignments before the load: keep it simple, no prefetch.
+            _ => return None,
+        }
+    }
+    if needed.iter().any(|v| *v != loop_var && k.value(*v).mutable) {
+        return None;
+    }
+    out.reverse();
+    Some(out)
 }
 
 fn walk(

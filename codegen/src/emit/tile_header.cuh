@@ -276,6 +276,8 @@ template <int CHUNK, int COUNT> __device__ __forceinline__ void cp_async_chunks(
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+/// Waits for every committed group but the newest (the next iteration's prefetch).
+__device__ __forceinline__ void cp_async_wait_prev() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
 
 // ---- mma.sync dot products -------------------------------------------------------------
 

@@ -27,6 +27,7 @@ impl KernelBuilder {
                 values: Vec::new(),
                 body: Vec::new(),
                 num_warps,
+                min_blocks_per_sm: 0,
                 constants: Vec::new(),
             },
             blocks: vec![Vec::new()],
@@ -37,6 +38,11 @@ impl KernelBuilder {
     /// Records a compile-time parameter value (for naming, hashing and the emitted header).
     pub fn constant(&mut self, name: &str, value: i64) {
         self.kernel.constants.push((name.to_string(), value));
+    }
+
+    /// Asks for `n` program instances per SM (see [`Kernel::min_blocks_per_sm`]).
+    pub fn min_blocks_per_sm(&mut self, n: u32) {
+        self.kernel.min_blocks_per_sm = n;
     }
 
     /// Declares a read-only global tensor parameter.

@@ -40,6 +40,10 @@ pub struct Kernel {
     pub body: Vec<Stmt>,
     /// Warps per program instance (threads = 32 * num_warps).
     pub num_warps: u32,
+    /// Program instances each SM should hold at once (0: no hint). Becomes the second
+    /// argument of `__launch_bounds__`, which caps registers so that many fit: a tuning
+    /// knob for latency-bound kernels.
+    pub min_blocks_per_sm: u32,
     /// The compile-time parameters this instance was specialised with, for naming,
     /// hashing and the header comment of the emitted source.
     pub constants: Vec<(String, i64)>,
