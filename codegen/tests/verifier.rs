@@ -42,7 +42,15 @@ fn let1(result: u32, op: Op) -> Stmt {
 }
 
 fn kernel(values: Vec<ValueInfo>, body: Vec<Stmt>) -> Kernel {
-    Kernel { name: "k".into(), params: Vec::new(), values, body, num_warps: 4, min_blocks_per_sm: 0, constants: Vec::new() }
+    Kernel {
+        name: "k".into(),
+        params: Vec::new(),
+        values,
+        body,
+        num_warps: 4,
+        min_blocks_per_sm: 0,
+        constants: Vec::new(),
+    }
 }
 
 // ---- a well-formed control ---------------------------------------------------------------

@@ -109,6 +109,10 @@ pub fn build(
         });
     }
     let mut b = KernelBuilder::new(kernel, warps as u32);
+    // MIN_BLOCKS, when a kernel declares it, asks for that many program instances per SM.
+    if let Some(min_blocks) = config.get("MIN_BLOCKS") {
+        b.min_blocks_per_sm(min_blocks.clamp(0, 32) as u32);
+    }
     for (k, v) in &config.values {
         b.constant(k, *v);
     }

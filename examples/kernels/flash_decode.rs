@@ -5,8 +5,14 @@
 
 use tessera_dsl_support::prelude::*;
 
-#[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8]))]
-pub fn flash_decode<const GROUP: usize, const HEAD_DIM: usize, const BLOCK_N: usize, const WARPS: usize>(
+#[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8], MIN_BLOCKS = [0, 2, 3]))]
+pub fn flash_decode<
+    const GROUP: usize,
+    const HEAD_DIM: usize,
+    const BLOCK_N: usize,
+    const WARPS: usize,
+    const MIN_BLOCKS: usize,
+>(
     q: Tensor<bf16, 3>,            // [B, Hq, D]
     k: Tensor<bf16, 4>,            // [B, Hkv, N, D]
     v: Tensor<bf16, 4>,            // [B, Hkv, N, D]

@@ -324,6 +324,7 @@ mod tests {
             values: vec![],
             body: vec![],
             num_warps: 4,
+            min_blocks_per_sm: 0,
             constants: vec![],
         }
     }

@@ -116,7 +116,13 @@ fn fast_random_bf16(shape: &[usize], seed: u64) -> HostTensor {
     HostTensor { shape: shape.to_vec(), data: HostData::BF16(data) }
 }
 
-fn bench_shape(rt: &Runtime, b: usize, n: usize, iters: usize, configs: &[(usize, usize, usize, usize)]) -> Result<Vec<Row>> {
+fn bench_shape(
+    rt: &Runtime,
+    b: usize,
+    n: usize,
+    iters: usize,
+    configs: &[(usize, usize, usize, usize)],
+) -> Result<Vec<Row>> {
     let stream = rt.stream().clone();
     let hq = KV_HEADS * GROUP;
     let shape = format!("{b}x{n}");
@@ -159,8 +165,10 @@ fn bench_shape(rt: &Runtime, b: usize, n: usize, iters: usize, configs: &[(usize
         let e1 = emit_cuda(&k1);
         // Asking for more blocks per SM than shared memory or threads allow only costs
         // registers: skip those configurations.
-        let smem_limit = rt.info().max_shared_per_block_optin.max(1) as usize;
-        if min_blocks > 1 && (min_blocks * (e1.shared_bytes as usize + 1024) > smem_limit + 1024 || min_blocks * warps * 32 > 2048) {
+        let smem_limit = rt.info().max_shared_per_block_optin.max(1);
+        if min_blocks > 1
+            && (min_blocks * (e1.shared_bytes as usize + 1024) > smem_limit + 1024 || min_blocks * warps * 32 > 2048)
+        {
             continue;
         }
         let split = LoadedKernel::new(rt, &k1, &e1)?;

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use super::layout::{compute_type, coords, ctype, literal, strides, Layout};
 use super::fusion;
+use super::layout::{compute_type, coords, ctype, literal, strides, Layout};
 use super::staging::{self, tensor_core_dot, Staged, StagingPlan, DOT_ROW_PAD};
 use crate::ir::{
     AtomicOp, BinaryOp, DType, Index, Kernel, Op, ParamId, ParamKind, ReduceOp, Stmt, TileType, UnaryOp, ValueId,
@@ -200,7 +200,12 @@ impl<'a> BodyWriter<'a> {
     /// iteration's tiles, each iteration first starts the next iteration's copies
     /// (re-evaluating the loads' pure operands with the loop variable advanced, in a
     /// nested scope that shadows it), then works on the current buffers.
-    fn pipelined_loop(&mut self, body: &[Stmt], p: &staging::Pipeline, (v, s, e, cmp, step): (&str, &str, &str, &str, i64)) {
+    fn pipelined_loop(
+        &mut self,
+        body: &[Stmt],
+        p: &staging::Pipeline,
+        (v, s, e, cmp, step): (&str, &str, &str, &str, i64),
+    ) {
         let stage = format!("{v}_stage");
         for &i in &p.loads {
             if let Stmt::Let { results, .. } = &body[i] {
@@ -222,9 +227,7 @@ impl<'a> BodyWriter<'a> {
         self.close();
         self.close();
         self.line("tsr::cp_async_commit();");
-        self.open(format!(
-            "for (int {v} = (int){s}, {stage} = 0; {v} {cmp} (int){e}; {v} += {step}, {stage} ^= 1)"
-        ));
+        self.open(format!("for (int {v} = (int){s}, {stage} = 0; {v} {cmp} (int){e}; {v} += {step}, {stage} ^= 1)"));
         self.line("// Start the next iteration's copies before working on this one.");
         self.open("");
         self.line(format!("const int {v}_next = {v} + {step};"));
@@ -638,7 +641,9 @@ impl<'a> BodyWriter<'a> {
                     } else {
                         let m = mask.unwrap().replace("@E", "E");
                         w.line("#pragma unroll");
-                        w.line(format!("for (int E = 0; E < {vec}; ++E) {name}[i + E] = on && {m} ? {p}[E] : {other};"));
+                        w.line(format!(
+                            "for (int E = 0; E < {vec}; ++E) {name}[i + E] = on && {m} ? {p}[E] : {other};"
+                        ));
                     }
                 },
                 general,
@@ -661,7 +666,9 @@ impl<'a> BodyWriter<'a> {
             (Some(b), Some(second)) => format!("({b} ? {second} : {})", st.offset),
             _ => st.offset.to_string(),
         };
-        self.line(format!("{cty}* {name} = reinterpret_cast<{cty}*>(tsr_smem + {base});  // staged tile, row stride {ld}"));
+        self.line(format!(
+            "{cty}* {name} = reinterpret_cast<{cty}*>(tsr_smem + {base});  // staged tile, row stride {ld}"
+        ));
         if self.affine(a) {
             let (chunk, count, vec) = (a.chunk, a.chunk_count, self.layout(ty).vec);
             let (ptr, mask) = (a.ptr.clone(), a.mask.clone());

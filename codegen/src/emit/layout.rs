@@ -21,8 +21,12 @@ impl Layout {
     pub fn of(ty: &TileType, threads: usize) -> Layout {
         let numel = ty.numel();
         let last = ty.shape.last().copied().unwrap_or(1);
-        // Up to 8 consecutive elements: 16 bytes of bf16/f16, two 16-byte halves of f32.
-        let vec = [8, 4, 2, 1].into_iter().find(|v| last.is_multiple_of(*v)).unwrap();
+        // Up to 8 consecutive elements (16 bytes of bf16/f16, two 16-byte halves of f32),
+        // but narrower when that leaves threads without work: a small tile such as the
+        // [4, 64] scores of flash-decoding is spread over the whole block instead of
+        // piling onto one warp.
+        let fits = |v: usize| last.is_multiple_of(v);
+        let vec = [8, 4, 2].into_iter().find(|&v| fits(v) && numel / v >= threads).unwrap_or(1);
         let slots = numel.div_ceil(threads * vec) * vec;
         Layout { numel, vec, slots }
     }
@@ -112,8 +116,11 @@ mod tests {
     fn vector_width_follows_the_last_dimension() {
         let l = Layout::of(&TileType::tile(DType::BF16, &[64, 128]), 128);
         assert_eq!((l.vec, l.slots), (8, 64));
+        // Small tiles spread out: [4, 64] has 256 elements for 128 threads.
+        let l = Layout::of(&TileType::tile(DType::F32, &[4, 64]), 128);
+        assert_eq!((l.vec, l.slots), (2, 2));
         let l = Layout::of(&TileType::tile(DType::F32, &[4]), 128);
-        assert_eq!((l.vec, l.slots), (4, 4));
+        assert_eq!((l.vec, l.slots), (1, 1));
         let l = Layout::of(&TileType::tile(DType::F32, &[777]), 128);
         assert_eq!((l.vec, l.slots), (1, 7));
     }

@@ -82,7 +82,11 @@ pub fn plan(k: &Kernel) -> StagingPlan {
 }
 
 /// Values loaded by the pipelined load statements of every loop.
-fn collect_pipelined(body: &[Stmt], pipelines: &HashMap<ValueId, Pipeline>, out: &mut std::collections::HashSet<ValueId>) {
+fn collect_pipelined(
+    body: &[Stmt],
+    pipelines: &HashMap<ValueId, Pipeline>,
+    out: &mut std::collections::HashSet<ValueId>,
+) {
     for s in body {
         match s {
             Stmt::For { var, body, .. } => {
