@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use super::fusion;
 use super::layout::{compute_type, coords, ctype, literal, strides, Layout};
 use super::staging::{self, tensor_core_dot, Staged, StagingPlan, DOT_ROW_PAD};
+use super::{fusion, remat};
 use crate::ir::{
     AtomicOp, BinaryOp, DType, Index, Kernel, Op, ParamId, ParamKind, ReduceOp, Stmt, TileType, UnaryOp, ValueId,
 };
@@ -38,6 +38,8 @@ pub(super) struct BodyWriter<'a> {
     pending_copies: Vec<ValueId>,
     /// `expand_dims` results that are never materialised: their source is stashed instead.
     expand_alias: HashMap<ValueId, ValueId>,
+    /// Defining op of each immutable value (for recomputing broadcasts, see `remat`).
+    pub(super) defs: HashMap<ValueId, Op>,
 }
 
 impl<'a> BodyWriter<'a> {
@@ -57,6 +59,7 @@ impl<'a> BodyWriter<'a> {
             stage_of: HashMap::new(),
             pending_copies: Vec::new(),
             expand_alias: fusion::fusable_expand_dims(k),
+            defs: remat::definitions(k),
         }
     }
 
@@ -390,14 +393,26 @@ impl<'a> BodyWriter<'a> {
     fn operand(&mut self, v: ValueId, target: &TileType) -> impl Fn(&str) -> String {
         let t = self.ty(v);
         let name = self.name(v);
-        let (name, by_slot) = if t.is_scalar() {
+        // Recomputed broadcasts: `@F` stands for the element's flat index.
+        let l = self.layout(target);
+        let remat = if !t.is_scalar() && t.shape != target.shape {
+            let coords = coords("@F", &target.shape);
+            self.remat(v, &operand_coords_of(&t.shape, &coords))
+        } else {
+            None
+        };
+        let (name, by_slot) = if t.is_scalar() || remat.is_some() {
             (name, false)
         } else if t.shape == target.shape {
             (name, true)
         } else {
             (self.broadcast_tmp(v, &target.shape), true)
         };
-        move |i: &str| if by_slot && !i.is_empty() { format!("{name}[{i}]") } else { name.clone() }
+        move |i: &str| match &remat {
+            Some(e) => e.replace("@F", &format!("tsr::flat<{}>({})", l.vec, if i.is_empty() { "0" } else { i })),
+            None if by_slot && !i.is_empty() => format!("{name}[{i}]"),
+            None => name.clone(),
+        }
     }
 
     /// Writes tile `v` to shared memory in row-major order; a fused `expand_dims` writes
@@ -825,6 +840,14 @@ impl<'a> BodyWriter<'a> {
                 name
             } else if mt.shape == ty.shape {
                 format!("{name}[i + @E]")
+            } else if let Some(e) = {
+                // Tile coordinates of the access loops, the innermost moved by `@E`.
+                let r = ty.rank();
+                let tile_coords: Vec<String> =
+                    (0..r).map(|a| if a + 1 == r { format!("(c{a} + @E)") } else { format!("c{a}") }).collect();
+                self.remat(m, &operand_coords_of(&mt.shape, &tile_coords))
+            } {
+                e
             } else {
                 let s = Self::smem_ptr(DType::Bool, 0);
                 self.stash_value(m, &s);
@@ -1145,6 +1168,13 @@ pub(super) fn index_shape(index: &[Index], k: &Kernel) -> Vec<usize> {
         .collect()
 }
 
+/// Coordinates in a tile of shape `src` of the element read when it is broadcast to
+/// the shape whose coordinates are `coords` (aligned from the right; unit dims read 0).
+pub(super) fn operand_coords_of(src: &[usize], coords: &[String]) -> Vec<String> {
+    let off = coords.len() - src.len();
+    src.iter().enumerate().map(|(d, &n)| if n == 1 { "0".to_string() } else { coords[d + off].clone() }).collect()
+}
+
 /// The flat source index, for broadcasting `src` to `dst`, of destination element `f`.
 fn broadcast_index(f: &str, src: &[usize], dst: &[usize]) -> String {
     let cs = coords(f, dst);
@@ -1161,7 +1191,7 @@ fn broadcast_index(f: &str, src: &[usize], dst: &[usize]) -> String {
     }
 }
 
-fn unary_expr(op: UnaryOp, d: DType, a: &str) -> String {
+pub(super) fn unary_expr(op: UnaryOp, d: DType, a: &str) -> String {
     let t = ctype(d);
     let f = |e: String| if d == DType::F32 { e } else { format!("tsr::cvt<{t}>({e})") };
     let x = if d == DType::F32 { a.to_string() } else { format!("tsr::to_f32({a})") };
@@ -1180,7 +1210,7 @@ fn unary_expr(op: UnaryOp, d: DType, a: &str) -> String {
     }
 }
 
-fn binary_expr(op: BinaryOp, d: DType, a: &str, b: &str) -> String {
+pub(super) fn binary_expr(op: BinaryOp, d: DType, a: &str, b: &str) -> String {
     use BinaryOp::*;
     let t = ctype(d);
     let float16 = matches!(d, DType::F16 | DType::BF16);

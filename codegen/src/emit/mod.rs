@@ -28,6 +28,7 @@ pub struct EmittedKernel {
 mod fusion;
 mod kernel;
 mod layout;
+mod remat;
 mod staging;
 
 pub use layout::Layout;
