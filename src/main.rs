@@ -21,6 +21,8 @@ enum Command {
     Check(commands::check::Args),
     /// Measures the flash-decode sample on the GPU (bandwidth, configs swept).
     Bench(commands::bench::Args),
+    /// Generates text with a GGUF model (CPU reference path; CUDA later).
+    Generate(commands::generate::Args),
 }
 
 fn main() {
@@ -34,6 +36,7 @@ fn main() {
         Command::Compile(a) => commands::compile::run(a),
         Command::Check(a) => commands::check::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Generate(a) => commands::generate::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,0 +1,122 @@
+//! `tessera generate`: loads a GGUF model, tokenizes the prompt and streams generated text.
+//! The CPU path is the f32 reference of tessera-decoder; the CUDA path comes later (issue 7).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use tessera_decoder::{generate, CpuModel, GgufFile, GgufTokenizer, LlamaWeights, Sampler};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Device {
+    Cpu,
+    Cuda,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The model: a GGUF file (llama architecture; F32/F16/BF16/Q4_0/Q4_1/Q8_0 tensors).
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: Device,
+    /// Wrap the prompt in the model's chat template (with its default system prompt).
+    #[arg(long)]
+    chat: bool,
+    /// The prompt text.
+    #[arg(long, required_unless_present = "prompt_file", conflicts_with = "prompt_file")]
+    prompt: Option<String>,
+    /// Read the prompt from a file.
+    #[arg(long)]
+    prompt_file: Option<PathBuf>,
+    #[arg(long, default_value_t = 64)]
+    max_new_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Nucleus sampling threshold (with --temperature > 0).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// KV-cache length in tokens (prompt + generated); defaults to the model's context length.
+    #[arg(long)]
+    context: Option<usize>,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if a.device == Device::Cuda {
+        bail!("--device cuda is not implemented yet (issue 7: the GPU path comes after the CPU reference); use --device cpu");
+    }
+    if !(a.top_p > 0.0 && a.top_p <= 1.0) {
+        bail!("--top-p must be in (0, 1], got {}", a.top_p);
+    }
+    if !(a.temperature >= 0.0 && a.temperature.is_finite()) {
+        bail!("--temperature must be a finite number ≥ 0, got {}", a.temperature);
+    }
+    let text = match (&a.prompt, &a.prompt_file) {
+        (Some(p), _) => p.clone(),
+        (None, Some(f)) => {
+            std::fs::read_to_string(f).with_context(|| format!("reading the prompt file {}", f.display()))?
+        }
+        (None, None) => bail!("give --prompt or --prompt-file"),
+    };
+
+    let t = Instant::now();
+    let file = GgufFile::open(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let tokenizer = GgufTokenizer::from_gguf(&file).with_context(|| format!("tokenizer of {}", a.model.display()))?;
+    let weights = LlamaWeights::from_gguf(&file).with_context(|| format!("weights of {}", a.model.display()))?;
+    let load = t.elapsed();
+    let c = &weights.config;
+    eprintln!(
+        "loaded {} in {:.2} s: {} layers, hidden {}, {} q / {} kv heads × {}, vocab {}, {:.1} M params (f32 on the CPU)",
+        a.model.display(),
+        load.as_secs_f64(),
+        c.n_layers,
+        c.hidden,
+        c.n_heads,
+        c.n_kv_heads,
+        c.head_dim,
+        c.vocab,
+        c.n_params() as f64 / 1e6
+    );
+
+    let prompt_text = if a.chat { tokenizer.chat_prompt(&text)? } else { text };
+    let prompt = tokenizer.encode(&prompt_text)?;
+    let context = a.context.unwrap_or(c.max_context);
+    if context == 0 {
+        bail!("--context must be at least 1");
+    }
+    if prompt.len() > context {
+        bail!("the prompt has {} tokens, more than the context of {context} tokens", prompt.len());
+    }
+    let mut model = CpuModel::new(&weights, context);
+    let mut sampler = Sampler::new(a.temperature, a.top_p, a.seed);
+    let mut stream = tokenizer.stream();
+    let mut out = std::io::stdout().lock();
+    let mut err = None;
+    let stats = generate(&mut model, &prompt, a.max_new_tokens, &mut sampler, &tokenizer.stop_ids, |id| match stream
+        .push(id)
+    {
+        Ok(Some(s)) => {
+            let _ = out.write_all(s.as_bytes());
+            let _ = out.flush();
+        }
+        Ok(None) => {}
+        Err(e) => err = Some(e),
+    })?;
+    if let Some(e) = err {
+        return Err(e.into());
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "prompt tokens: {}, prefill: {:.1} ms, decode: {} tokens at {:.1} tokens/s",
+        stats.prompt_tokens,
+        stats.prefill.as_secs_f64() * 1e3,
+        stats.generated.len(),
+        stats.decode_tokens_per_s()
+    )?;
+    Ok(())
+}
