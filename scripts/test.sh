@@ -12,6 +12,10 @@ step() { echo "==> $*" >&2; }
 step "NVRTC and ptxas (scripts/setup-cuda.sh)"
 eval "$(scripts/setup-cuda.sh)"
 
+step "SmolLM2-135M-Instruct for the decoder tests (scripts/fetch-model.sh, cached)"
+export TESSERA_MODEL_DIR=${TESSERA_MODEL_DIR:-$HOME/.cache/tessera/models}
+scripts/fetch-model.sh "$TESSERA_MODEL_DIR" >/dev/null
+
 # Snapshot tests must fail on a mismatch or a missing snapshot instead of writing new
 # files: INSTA_UPDATE=no never writes, CI=true is what insta treats as a CI run.
 export INSTA_UPDATE=no
