@@ -284,6 +284,12 @@ impl LoadedKernel {
         self.static_shared_bytes
     }
 
+    /// How many program instances of this kernel one SM holds at once (registers,
+    /// shared memory and threads permitting), as the driver computes it.
+    pub fn max_active_blocks_per_sm(&self) -> Result<u32> {
+        Ok(self.func.occupancy_max_active_blocks_per_multiprocessor(self.threads, self.shared_bytes as usize, None)?)
+    }
+
     /// Registers per thread (from the loaded function).
     pub fn num_regs(&self) -> u32 {
         self.num_regs

@@ -28,8 +28,7 @@ pub struct Args {
     /// Writes the results as JSON here too.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Runs only this configuration, as BLOCK_N,WARPS,SPLIT_LEN,MIN_BLOCKS (e.g. for a
-    /// profiler).
+    /// Runs only this split kernel, as BLOCK_N,WARPS,MIN_BLOCKS (e.g. for a profiler).
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<usize>>,
 }
@@ -58,9 +57,9 @@ pub fn run(a: Args) -> Result<()> {
             .and_then(|(b, n)| Some((b.parse::<usize>().ok()?, n.parse::<usize>().ok()?)))
             .with_context(|| format!("shape `{shape}` is not BATCHxSEQ_LEN"))?;
         let configs = match &a.only {
-            Some(o) if o.len() == 4 => vec![(o[0], o[1], o[2], o[3])],
-            Some(_) => bail!("--only takes BLOCK_N,WARPS,SPLIT_LEN,MIN_BLOCKS"),
-            None => sweep(b, n),
+            Some(o) if o.len() == 3 => vec![KernelChoice { block_n: o[0], warps: o[1], min_blocks: o[2] }],
+            Some(_) => bail!("--only takes BLOCK_N,WARPS,MIN_BLOCKS"),
+            None => sweep(),
         };
         rows.extend(bench_shape(&rt, b, n, a.iters, &configs)?);
     }
@@ -116,13 +115,7 @@ fn fast_random_bf16(shape: &[usize], seed: u64) -> HostTensor {
     HostTensor { shape: shape.to_vec(), data: HostData::BF16(data) }
 }
 
-fn bench_shape(
-    rt: &Runtime,
-    b: usize,
-    n: usize,
-    iters: usize,
-    configs: &[(usize, usize, usize, usize)],
-) -> Result<Vec<Row>> {
+fn bench_shape(rt: &Runtime, b: usize, n: usize, iters: usize, configs: &[KernelChoice]) -> Result<Vec<Row>> {
     let stream = rt.stream().clone();
     let hq = KV_HEADS * GROUP;
     let shape = format!("{b}x{n}");
@@ -141,108 +134,130 @@ fn bench_shape(
         DeviceTensor::upload(&stream, &v)?.read_only(),
     );
     let kv_bytes = 2.0 * (b * KV_HEADS * n * HEAD_DIM * 2) as f64;
+    let scale_log2 = (scale * std::f64::consts::LOG2_E) as f32;
     let mut rows = Vec::new();
-    for &(block_n, warps, split_len, min_blocks) in configs {
-        let splits = n.div_ceil(split_len);
-        let max_splits = splits.next_power_of_two().max(16);
-        let cfg = |name: &str, kv: &[(&str, i64)]| -> Result<Config> {
-            let s = samples::find(name).unwrap();
-            let o: Vec<(String, i64)> = kv.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-            s.config(&o).map_err(|e| anyhow::anyhow!(e))
-        };
-        let c1 = cfg(
+    for c in configs {
+        let k1 = samples::flash_decode(&sample_config(
             "flash_decode",
             &[
                 ("GROUP", GROUP as i64),
                 ("HEAD_DIM", HEAD_DIM as i64),
-                ("BLOCK_N", block_n as i64),
-                ("WARPS", warps as i64),
+                ("BLOCK_N", c.block_n as i64),
+                ("WARPS", c.warps as i64),
+                ("MIN_BLOCKS", c.min_blocks as i64),
             ],
-        )?;
-        let c2 = cfg("flash_decode_combine", &[("HEAD_DIM", HEAD_DIM as i64), ("MAX_SPLITS", max_splits as i64)])?;
-        let k1 = samples::flash_decode(&c1)?;
-        let k2 = samples::flash_decode_combine(&c2)?;
-        let e1 = emit_cuda(&k1);
-        // Asking for more blocks per SM than shared memory or threads allow only costs
-        // registers: skip those configurations.
-        let smem_limit = rt.info().max_shared_per_block_optin.max(1);
-        if min_blocks > 1
-            && (min_blocks * (e1.shared_bytes as usize + 1024) > smem_limit + 1024 || min_blocks * warps * 32 > 2048)
-        {
+        )?)?;
+        let split = LoadedKernel::new(rt, &k1, &emit_cuda(&k1))?;
+        let resident = split.max_active_blocks_per_sm()? as usize;
+        if c.min_blocks > 0 && resident < c.min_blocks {
+            // The hint only cost registers: shared memory or threads allow fewer blocks.
             continue;
         }
-        let split = LoadedKernel::new(rt, &k1, &e1)?;
-        let combine = LoadedKernel::new(rt, &k2, &emit_cuda(&k2))?;
-        let o_part = DeviceTensor::poisoned(&stream, DType::F32, &[b, hq, splits, HEAD_DIM])?;
-        let lse_part = DeviceTensor::poisoned(&stream, DType::F32, &[b, hq, splits])?;
-        let out = DeviceTensor::poisoned(&stream, DType::BF16, &[b, hq, HEAD_DIM])?;
-        let scale_log2 = (scale * std::f64::consts::LOG2_E) as f32;
-        let launch = |_: usize| -> tessera_runtime::Result<()> {
-            split.launch(
-                &stream,
-                [splits as u32, KV_HEADS as u32, b as u32],
-                &[
-                    LaunchArg::Tensor(&dq),
-                    LaunchArg::Tensor(&dk),
-                    LaunchArg::Tensor(&dv),
-                    LaunchArg::Tensor(&o_part),
-                    LaunchArg::Tensor(&lse_part),
-                    LaunchArg::Scalar(ScalarValue::F32(scale_log2)),
-                    LaunchArg::Scalar(ScalarValue::I32(split_len as i32)),
-                ],
-            )?;
-            combine.launch(
-                &stream,
-                [hq as u32, b as u32, 1],
-                &[LaunchArg::Tensor(&o_part), LaunchArg::Tensor(&lse_part), LaunchArg::Tensor(&out)],
-            )
-        };
-        launch(0)?;
-        stream.synchronize()?;
-        let got = out.download()?.to_f64();
-        if got.iter().any(|x| !x.is_finite()) {
-            bail!("{shape} BLOCK_N={block_n} WARPS={warps} split={split_len}: output has NaN/inf");
-        }
-        let rel_err = reference.as_ref().map(|r| {
-            let scale = r.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-            got.iter().zip(r).fold(0.0f64, |m, (g, r)| m.max((g - r).abs())) / scale
-        });
-        if let Some(e) = rel_err {
-            if e > 1e-2 {
-                bail!("{shape} BLOCK_N={block_n} WARPS={warps} split={split_len}: relative error {e:.2e} > 1e-2");
+        for split_len in split_lengths(b, n, c.block_n, resident * rt.info().sm_count as usize) {
+            let splits = n.div_ceil(split_len);
+            let max_splits = splits.next_power_of_two().max(16);
+            let k2 = samples::flash_decode_combine(&sample_config(
+                "flash_decode_combine",
+                &[("HEAD_DIM", HEAD_DIM as i64), ("MAX_SPLITS", max_splits as i64)],
+            )?)?;
+            let combine = LoadedKernel::new(rt, &k2, &emit_cuda(&k2))?;
+            let o_part = DeviceTensor::poisoned(&stream, DType::F32, &[b, hq, splits, HEAD_DIM])?;
+            let lse_part = DeviceTensor::poisoned(&stream, DType::F32, &[b, hq, splits])?;
+            let out = DeviceTensor::poisoned(&stream, DType::BF16, &[b, hq, HEAD_DIM])?;
+            let launch = |_: usize| -> tessera_runtime::Result<()> {
+                split.launch(
+                    &stream,
+                    [splits as u32, KV_HEADS as u32, b as u32],
+                    &[
+                        LaunchArg::Tensor(&dq),
+                        LaunchArg::Tensor(&dk),
+                        LaunchArg::Tensor(&dv),
+                        LaunchArg::Tensor(&o_part),
+                        LaunchArg::Tensor(&lse_part),
+                        LaunchArg::Scalar(ScalarValue::F32(scale_log2)),
+                        LaunchArg::Scalar(ScalarValue::I32(split_len as i32)),
+                    ],
+                )?;
+                combine.launch(
+                    &stream,
+                    [hq as u32, b as u32, 1],
+                    &[LaunchArg::Tensor(&o_part), LaunchArg::Tensor(&lse_part), LaunchArg::Tensor(&out)],
+                )
+            };
+            let config = format!("{} split={split_len} ({splits}, {resident}/SM)", c.label());
+            launch(0)?;
+            stream.synchronize()?;
+            let got = out.download()?.to_f64();
+            if got.iter().any(|x| !x.is_finite()) {
+                bail!("{shape} {config}: output has NaN/inf");
             }
+            let rel_err = reference.as_ref().map(|r| {
+                let scale = r.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+                got.iter().zip(r).fold(0.0f64, |m, (g, r)| m.max((g - r).abs())) / scale
+            });
+            if let Some(e) = rel_err.filter(|e| *e > 1e-2) {
+                bail!("{shape} {config}: relative error {e:.2e} > 1e-2");
+            }
+            let t = tessera_runtime::time(&stream, 5, iters, launch)?;
+            eprintln!("{shape} {config}: {t}");
+            rows.push(Row {
+                shape: shape.clone(),
+                config,
+                median_us: t.median_us,
+                p10_us: t.p10_us,
+                p90_us: t.p90_us,
+                tb_per_s: kv_bytes / (t.median_us * 1e-6) / 1e12,
+                rel_err,
+            });
         }
-        let t = tessera_runtime::time(&stream, 5, iters, launch)?;
-        let config = format!("BLOCK_N={block_n} WARPS={warps} MIN_BLOCKS={min_blocks} split={split_len}");
-        eprintln!("{shape} {config}: {t}");
-        rows.push(Row {
-            shape: shape.clone(),
-            config,
-            median_us: t.median_us,
-            p10_us: t.p10_us,
-            p90_us: t.p90_us,
-            tb_per_s: kv_bytes / (t.median_us * 1e-6) / 1e12,
-            rel_err,
-        });
     }
     Ok(rows)
 }
 
-/// Configurations tried per shape: tile, warps and split length, keeping enough
-/// programs in flight to fill the GPU (splits × KV heads × batch ≥ a few waves).
-fn sweep(b: usize, n: usize) -> Vec<(usize, usize, usize, usize)> {
+fn sample_config(name: &str, kv: &[(&str, i64)]) -> Result<Config> {
+    let s = samples::find(name).expect("sample exists");
+    let o: Vec<(String, i64)> = kv.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    s.config(&o).map_err(|e| anyhow::anyhow!(e))
+}
+
+/// One compiled variant of the split kernel.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelChoice {
+    block_n: usize,
+    warps: usize,
+    min_blocks: usize,
+}
+
+impl KernelChoice {
+    fn label(&self) -> String {
+        format!("BLOCK_N={} WARPS={} MIN_BLOCKS={}", self.block_n, self.warps, self.min_blocks)
+    }
+}
+
+/// Split kernels tried per shape.
+fn sweep() -> Vec<KernelChoice> {
     let mut v = Vec::new();
     for block_n in [64, 128] {
         for warps in [4, 8] {
             for min_blocks in [0, 2, 3] {
-                for split_len in [1024, 2048, 4096] {
-                    let programs = n.div_ceil(split_len) * KV_HEADS * b;
-                    if split_len % block_n == 0 && programs >= 264 && n.div_ceil(split_len) <= 512 {
-                        v.push((block_n, warps, split_len, min_blocks));
-                    }
-                }
+                v.push(KernelChoice { block_n, warps, min_blocks });
             }
         }
     }
+    v
+}
+
+/// Split lengths tried: fixed ones, and those that make the grid one or two full waves
+/// of `resident` programs (a partial last wave leaves SMs idle).
+fn split_lengths(b: usize, n: usize, block_n: usize, resident: usize) -> Vec<usize> {
+    let heads = b * KV_HEADS;
+    let mut v: Vec<usize> = [1024, 2048, 4096].into_iter().filter(|s| s % block_n == 0).collect();
+    for waves in [1, 2] {
+        let splits = (waves * resident).div_ceil(heads).max(1);
+        v.push(n.div_ceil(splits).div_ceil(block_n) * block_n);
+    }
+    v.sort_unstable();
+    v.dedup();
+    v.retain(|&s| n.div_ceil(s) <= 1024);
     v
 }
