@@ -1223,8 +1223,12 @@ pub(super) fn binary_expr(op: BinaryOp, d: DType, a: &str, b: &str) -> String {
         Mul => sym("*"),
         Div => sym("/"),
         Rem => sym("%"),
-        Shl => sym("<<"),
-        Shr => sym(">>"),
+        // Shift amounts are taken modulo the width (the interpreter's rule); PTX would
+        // clamp them instead.
+        Shl | Shr => {
+            let bits = if d == DType::I64 { 63 } else { 31 };
+            format!("{x} {} ({y} & {bits})", if op == Shl { "<<" } else { ">>" })
+        }
         And if d == DType::Bool => sym("&&"),
         Or if d == DType::Bool => sym("||"),
         And => sym("&"),
