@@ -21,6 +21,8 @@ enum Command {
     Check(commands::check::Args),
     /// Measures the flash-decode sample on the GPU (bandwidth, configs swept).
     Bench(commands::bench::Args),
+    /// Inspects and maintains the tuning database: list, show, export, import, prune (no GPU needed).
+    Db(commands::db::Args),
     /// Generates text with a GGUF model (CPU reference path; CUDA later).
     Generate(commands::generate::Args),
 }
@@ -36,6 +38,7 @@ fn main() {
         Command::Compile(a) => commands::compile::run(a),
         Command::Check(a) => commands::check::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Db(a) => commands::db::run(a),
         Command::Generate(a) => commands::generate::run(a),
     };
     if let Err(e) = result {
