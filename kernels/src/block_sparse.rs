@@ -1,0 +1,281 @@
+//! Block-sparse decode: per (batch, KV head) a list of KV block indices (block size
+//! `BLOCK_SIZE`, runtime data: a new selection never recompiles) plus optional dense sink
+//! and window ranges, all merged in one launch + the shared combine.
+//!
+//! The attended key set is `sink ∪ window ∪ (⋃ selected blocks)` clipped to `[0, seq_len)`:
+//! block tokens that fall inside the sink or the window are skipped (they are already
+//! attended by the dense ranges), so overlaps never double count. **Duplicate block
+//! indices in a list are attended twice** (the caller guarantees no duplicates;
+//! `topk_block_select` never produces any): the kernel does not deduplicate, and
+//! `BlockSparseDecode::check_args` does not refuse them either; see the tests.
+//! Entries `j >= block_count[b, h]` are ignored; an index outside
+//! `[0, ceil(seq_len / BLOCK_SIZE))` among the counted entries is refused before launch.
+//! An empty selection with no sink/window gives a zero output and LSE = -inf.
+//!
+//! Work layout: the virtual sequence `sink ++ window ++ blocks[0..count] tokens` is split
+//! over `grid = [num_splits, kv_heads, batch]` programs; sink and window tiles use
+//! contiguous loads, block tiles gather K/V rows by the position tile
+//! `block_idx[t / BLOCK_SIZE] · BLOCK_SIZE + t % BLOCK_SIZE` (so any block size works
+//! with any tile size).
+
+use tessera_codegen::host::HostTensor;
+use tessera_codegen::ir::DType;
+use tessera_dsl_support::prelude::*;
+use tessera_runtime::DeviceTensor;
+
+use crate::combine::LseCombine;
+use crate::dense::{split_combine_cpu, split_combine_gpu, DecodeParams};
+use crate::error::{expect, host_ints, invalid, unravel, KernelError, TensorMeta};
+use crate::sink_window::union_len;
+
+#[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8]))]
+pub fn block_sparse_decode_split<
+    const GROUP: usize,
+    const HEAD_DIM: usize,
+    const BLOCK_SIZE: usize,
+    const BLOCK_N: usize,
+    const WARPS: usize,
+>(
+    q: Tensor<bf16, 3>,            // [B, Hq, D]
+    k: Tensor<bf16, 4>,            // [B, Hkv, N, D]
+    v: Tensor<bf16, 4>,            // [B, Hkv, N, D]
+    block_idx: Tensor<i32, 3>,     // [B, Hkv, MAX_BLOCKS]
+    block_count: Tensor<i32, 2>,   // [B, Hkv]
+    o_part: &mut Tensor<f32, 4>,   // [B, Hq, S, D]
+    lse_part: &mut Tensor<f32, 3>, // [B, Hq, S]
+    scale_log2: f32,
+    seq_len: i32,
+    sink: i32,
+    window: i32,
+    split_len: i32,
+) {
+    let split = program_id(0);
+    let kv_head = program_id(1);
+    let batch = program_id(2);
+    let sink_end = min(max(sink, 0), seq_len);
+    let win_start = max(max(seq_len - max(window, 0), 0), sink_end);
+    let dense_len = sink_end + (seq_len - win_start);
+    let max_blocks = block_idx.dim(2).cast::<i32>();
+    let count = min(max(block_count.load([at(batch), at(kv_head)]), 0), max_blocks);
+    let total = dense_len + count * BLOCK_SIZE as i32;
+    let v0 = split * split_len;
+    let v1 = min(v0 + split_len, total);
+    let q_head0 = kv_head * GROUP as i32;
+    if v0 >= v1 {
+        o_part.store([at(batch), range(q_head0, GROUP), at(split), range(0, HEAD_DIM)], zeros([GROUP, HEAD_DIM]));
+        lse_part.store([at(batch), range(q_head0, GROUP), at(split)], full([GROUP], f32::NEG_INFINITY));
+        return;
+    }
+    let q_tile = q.load([at(batch), range(q_head0, GROUP), range(0, HEAD_DIM)]);
+    let mut row_max = full([GROUP], f32::NEG_INFINITY);
+    let mut row_sum = zeros([GROUP]);
+    let mut acc = zeros([GROUP, HEAD_DIM]);
+    // Sink segment.
+    let s_stop = min(v1, sink_end);
+    for kv_start in (v0..s_stop).step_by(BLOCK_N) {
+        let valid = arange(0, BLOCK_N) + kv_start < s_stop;
+        let rows = valid.expand_dims(1);
+        let k_tile = k.load_masked([at(batch), at(kv_head), range(kv_start, BLOCK_N), range(0, HEAD_DIM)], rows, 0.0);
+        let v_tile = v.load_masked([at(batch), at(kv_head), range(kv_start, BLOCK_N), range(0, HEAD_DIM)], rows, 0.0);
+        let scores = where_(valid, dot_t(q_tile, k_tile) * scale_log2, f32::NEG_INFINITY);
+        let m_new = max(row_max, scores.max(1));
+        let alpha = exp2(row_max - m_new);
+        let probs = exp2(scores - m_new.expand_dims(1));
+        row_sum = row_sum * alpha + probs.sum(1);
+        acc = acc * alpha.expand_dims(1) + dot(probs.cast::<bf16>(), v_tile);
+        row_max = m_new;
+    }
+    // Window segment: virtual [max(v0, sink_end), min(v1, dense_len)) + shift.
+    let shift = win_start - sink_end;
+    let w_start = max(v0, sink_end) + shift;
+    let w_stop = min(v1, dense_len) + shift;
+    for kv_start in (w_start..w_stop).step_by(BLOCK_N) {
+        let valid = arange(0, BLOCK_N) + kv_start < w_stop;
+        let rows = valid.expand_dims(1);
+        let k_tile = k.load_masked([at(batch), at(kv_head), range(kv_start, BLOCK_N), range(0, HEAD_DIM)], rows, 0.0);
+        let v_tile = v.load_masked([at(batch), at(kv_head), range(kv_start, BLOCK_N), range(0, HEAD_DIM)], rows, 0.0);
+        let scores = where_(valid, dot_t(q_tile, k_tile) * scale_log2, f32::NEG_INFINITY);
+        let m_new = max(row_max, scores.max(1));
+        let alpha = exp2(row_max - m_new);
+        let probs = exp2(scores - m_new.expand_dims(1));
+        row_sum = row_sum * alpha + probs.sum(1);
+        acc = acc * alpha.expand_dims(1) + dot(probs.cast::<bf16>(), v_tile);
+        row_max = m_new;
+    }
+    // Block segment: virtual [max(v0, dense_len), v1) - dense_len = selected-token index t.
+    let t_start = max(v0, dense_len) - dense_len;
+    let t_stop = v1 - dense_len;
+    for t0 in (t_start..t_stop).step_by(BLOCK_N) {
+        let t = arange(0, BLOCK_N) + t0;
+        let live = t < t_stop;
+        let blk = block_idx.load_masked([at(batch), at(kv_head), gather(t / BLOCK_SIZE)], live, -1);
+        let pos = blk * BLOCK_SIZE as i32 + t % BLOCK_SIZE as i32;
+        let in_dense = pos < sink_end || pos >= win_start;
+        let valid = live && blk >= 0 && pos < seq_len && !in_dense;
+        let rows = valid.expand_dims(1);
+        let k_tile = k.load_masked([at(batch), at(kv_head), gather(pos), range(0, HEAD_DIM)], rows, 0.0);
+        let v_tile = v.load_masked([at(batch), at(kv_head), gather(pos), range(0, HEAD_DIM)], rows, 0.0);
+        let scores = where_(valid, dot_t(q_tile, k_tile) * scale_log2, f32::NEG_INFINITY);
+        // A tile may be fully masked (a block inside the window): keep -inf rows NaN-free.
+        let m_new = max(row_max, scores.max(1));
+        let m_use = where_(m_new == f32::NEG_INFINITY, 0.0, m_new);
+        let alpha = exp2(row_max - m_use);
+        let probs = exp2(scores - m_use.expand_dims(1));
+        row_sum = row_sum * alpha + probs.sum(1);
+        acc = acc * alpha.expand_dims(1) + dot(probs.cast::<bf16>(), v_tile);
+        row_max = m_new;
+    }
+    let nonempty = row_sum > 0.0;
+    let denom = where_(nonempty, row_sum, 1.0);
+    o_part.store([at(batch), range(q_head0, GROUP), at(split), range(0, HEAD_DIM)], acc / denom.expand_dims(1));
+    lse_part.store(
+        [at(batch), range(q_head0, GROUP), at(split)],
+        where_(nonempty, row_max + log2(denom), f32::NEG_INFINITY),
+    );
+}
+
+/// Host op: block-sparse (+ sink/window) split decode + combine.
+pub struct BlockSparseDecode {
+    pub params: DecodeParams,
+    pub block_size: usize,
+    split: BlockSparseDecodeSplitKernel,
+    combine: LseCombine,
+}
+
+impl BlockSparseDecode {
+    const NAME: &'static str = "block_sparse_decode";
+
+    fn config(params: &DecodeParams, block_size: usize) -> KernelConfig {
+        params.split_config().with("BLOCK_SIZE", block_size as i64)
+    }
+
+    pub fn cpu(params: DecodeParams, block_size: usize) -> Result<Self, KernelError> {
+        let split = BlockSparseDecodeSplit::cpu(&Self::config(&params, block_size))?;
+        let combine = LseCombine::cpu(params.head_dim, params.max_splits, params.write_lse)?;
+        Ok(BlockSparseDecode { params, block_size, split, combine })
+    }
+
+    pub fn new(rt: &Runtime, params: DecodeParams, block_size: usize) -> Result<Self, KernelError> {
+        let split = BlockSparseDecodeSplit::new(rt, &Self::config(&params, block_size))?;
+        let combine = LseCombine::new(rt, params.head_dim, params.max_splits, params.write_lse)?;
+        Ok(BlockSparseDecode { params, block_size, split, combine })
+    }
+
+    /// Checks dtypes and shapes (`block_idx [B, Hkv, MAX_BLOCKS] i32`, `block_count [B, Hkv]
+    /// i32`) and, for host index tensors, that every count is in `[0, MAX_BLOCKS]` and every
+    /// counted index in `[0, ceil(seq_len / BLOCK_SIZE))`. Returns the split grid and
+    /// `split_len`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn check_args(
+        &self,
+        q: &dyn TensorMeta,
+        k: &dyn TensorMeta,
+        v: &dyn TensorMeta,
+        block_idx: &dyn TensorMeta,
+        block_count: &dyn TensorMeta,
+        seq_len: usize,
+        sink: usize,
+        window: usize,
+        out: &dyn TensorMeta,
+        lse: Option<&dyn TensorMeta>,
+    ) -> Result<([u32; 3], usize), KernelError> {
+        let name = Self::NAME;
+        let p = &self.params;
+        let (b, hkv, _) = p.check_qkv(name, q, k, v, seq_len, out, lse)?;
+        expect(name, "block_idx", block_idx, DType::I32, &[Some(b), Some(hkv), None])?;
+        expect(name, "block_count", block_count, DType::I32, &[Some(b), Some(hkv)])?;
+        if sink > i32::MAX as usize || window > i32::MAX as usize {
+            return Err(invalid(name, "sink/window do not fit i32"));
+        }
+        let max_blocks = block_idx.shape()[2];
+        let num_blocks = seq_len.div_ceil(self.block_size) as i64;
+        if let (Some(idx), Some(cnt)) = (host_ints(block_idx), host_ints(block_count)) {
+            for (i, &c) in cnt.iter().enumerate() {
+                if c < 0 || c > max_blocks as i64 {
+                    let at = unravel(i, block_count.shape());
+                    return Err(KernelError::IndexOutOfRange {
+                        kernel: name,
+                        arg: "block_count",
+                        at,
+                        value: c,
+                        lo: 0,
+                        hi: max_blocks as i64 + 1,
+                    });
+                }
+                for j in 0..c as usize {
+                    let x = idx[i * max_blocks + j];
+                    if !(0..num_blocks).contains(&x) {
+                        let mut at = unravel(i, block_count.shape());
+                        at.push(j);
+                        return Err(KernelError::IndexOutOfRange {
+                            kernel: name,
+                            arg: "block_idx",
+                            at,
+                            value: x,
+                            lo: 0,
+                            hi: num_blocks,
+                        });
+                    }
+                }
+            }
+        }
+        let len = union_len(seq_len, sink, window) + max_blocks * self.block_size;
+        let (split_len, splits) = crate::split_plan(len, p.block_n, p.max_splits);
+        Ok(([splits as u32, hkv as u32, b as u32], split_len))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cpu(
+        &self,
+        q: &HostTensor,
+        k: &HostTensor,
+        v: &HostTensor,
+        block_idx: &HostTensor,
+        block_count: &HostTensor,
+        seq_len: usize,
+        sink: usize,
+        window: usize,
+        out: &mut HostTensor,
+        lse: Option<&mut HostTensor>,
+    ) -> Result<(), KernelError> {
+        let lse_meta = lse.as_deref().map(|l| l as &dyn TensorMeta);
+        let (grid, split_len) =
+            self.check_args(q, k, v, block_idx, block_count, seq_len, sink, window, out, lse_meta)?;
+        let shape = [q.shape[0], q.shape[1], grid[0] as usize];
+        let sc = self.params.scale_log2;
+        split_combine_cpu(&self.combine, shape, out, lse, |o, l| {
+            let (n, s, w) = (seq_len as i32, sink as i32, window as i32);
+            Ok(self.split.run_cpu(grid, q, k, v, block_idx, block_count, o, l, sc, n, s, w, split_len as i32)?)
+        })
+    }
+
+    /// GPU launch. Index ranges of device tensors cannot be checked here: check the host
+    /// copy with [`Self::check_args`] before uploading (out-of-range gathers are masked by
+    /// the kernel, never a fault, but they are an error of the caller).
+    #[allow(clippy::too_many_arguments)]
+    pub fn launch(
+        &self,
+        rt: &Runtime,
+        q: &DeviceTensor,
+        k: &DeviceTensor,
+        v: &DeviceTensor,
+        block_idx: &DeviceTensor,
+        block_count: &DeviceTensor,
+        seq_len: usize,
+        sink: usize,
+        window: usize,
+        out: &DeviceTensor,
+        lse: Option<&DeviceTensor>,
+    ) -> Result<(), KernelError> {
+        let lse_meta = lse.map(|l| l as &dyn TensorMeta);
+        let (grid, split_len) =
+            self.check_args(q, k, v, block_idx, block_count, seq_len, sink, window, out, lse_meta)?;
+        let shape = [q.shape()[0], q.shape()[1], grid[0] as usize];
+        let sc = self.params.scale_log2;
+        split_combine_gpu(rt, &self.combine, shape, out, lse, |o, l| {
+            let (n, s, w) = (seq_len as i32, sink as i32, window as i32);
+            let st = rt.stream();
+            Ok(self.split.launch(st, grid, q, k, v, block_idx, block_count, o, l, sc, n, s, w, split_len as i32)?)
+        })
+    }
+}

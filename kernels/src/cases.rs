@@ -1,0 +1,852 @@
+//! GPU-checkable cases: random inputs, poisoned outputs, an f64 reference, and the same
+//! case runnable on the interpreter (`run_cpu`) or a GPU (`run_gpu`: upload, launch the
+//! host op's `launch` — i.e. the generated `Name::new(&rt, &cfg)?.launch(..)` — download).
+//!
+//! ```ignore
+//! let rt = Runtime::new(0)?;
+//! for mut c in tessera_kernels::all_gpu_cases(7) {
+//!     c.run_gpu(&rt)?;
+//!     println!("{} rel_err {:e}", c.name(), c.check()?);
+//! }
+//! ```
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use tessera_codegen::host::{HostData, HostTensor};
+use tessera_codegen::ir::DType;
+use tessera_runtime::{DeviceTensor, Runtime};
+
+use crate::dense::DecodeParams;
+use crate::error::KernelError;
+use crate::reference::{self as r, DecodeDims};
+use crate::sink_window::union_len;
+use crate::tree::TreeParams;
+use crate::{BlockSparseDecode, DenseDecode, KvAppend, Landmarks, SinkWindowDecode, TopkBlockSelect, TreeVerify};
+
+/// bf16 outputs: relative error (of the largest reference magnitude) allowed.
+pub const BF16_TOL: f64 = 1e-2;
+/// LSE (f32, log2 units): error allowed relative to max(1, |largest LSE|).
+pub const LSE_TOL: f64 = 1e-3;
+
+/// One kernel problem with inputs, outputs and reference.
+pub trait KernelCase {
+    fn name(&self) -> String;
+    /// Fills every output with NaN (integers: -12345).
+    fn poison(&mut self);
+    /// Poisons the outputs, then runs on the CPU interpreter.
+    fn run_cpu(&mut self) -> Result<(), KernelError>;
+    /// Poisons the outputs, uploads, launches on `rt`, synchronizes and downloads.
+    fn run_gpu(&mut self, rt: &Runtime) -> Result<(), KernelError>;
+    /// The worst relative error against the f64 reference, or why the outputs are wrong.
+    fn check(&self) -> Result<f64, String>;
+    /// Bytes the kernel(s) must read (the KV bytes attended, plus queries / landmarks).
+    fn bytes_read(&self) -> u64;
+}
+
+fn poison(t: &mut HostTensor) {
+    match &mut t.data {
+        HostData::I32(v) => v.iter_mut().for_each(|x| *x = -12345),
+        HostData::I64(v) => v.iter_mut().for_each(|x| *x = -12345),
+        HostData::U32(v) => v.iter_mut().for_each(|x| *x = 12345),
+        _ => *t = HostTensor::full(t.dtype(), &t.shape.clone(), f64::NAN),
+    }
+}
+
+fn up(rt: &Runtime, t: &HostTensor) -> Result<DeviceTensor, KernelError> {
+    Ok(DeviceTensor::upload(rt.stream(), t)?)
+}
+
+fn rand_bf16(rng: &mut StdRng, shape: &[usize], amp: f64) -> HostTensor {
+    HostTensor::random(DType::BF16, shape, -amp, amp, rng)
+}
+
+fn within(what: &str, err: f64, tol: f64) -> Result<f64, String> {
+    if err <= tol {
+        Ok(err)
+    } else {
+        Err(format!("{what}: relative error {err:e} > {tol:e}"))
+    }
+}
+
+fn check_lse(got: &HostTensor, want: &[f64]) -> Result<f64, String> {
+    let g = got.to_f64();
+    let scale = want.iter().filter(|x| x.is_finite()).fold(1.0f64, |m, x| m.max(x.abs()));
+    let mut worst: f64 = 0.0;
+    for (i, (a, b)) in g.iter().zip(want).enumerate() {
+        let e = if a == b { 0.0 } else { (a - b).abs() / scale };
+        if e.is_nan() || e > LSE_TOL {
+            return Err(format!("lse element {i}: got {a}, want {b}"));
+        }
+        worst = worst.max(e);
+    }
+    Ok(worst)
+}
+
+/// Which split decoder a [`DecodeCase`] runs.
+#[derive(Clone, Debug)]
+pub enum DecodeKind {
+    Dense,
+    SinkWindow {
+        sink: usize,
+        window: usize,
+    },
+    /// `idx [B, Hkv, max_blocks] i32`, `count [B, Hkv] i32`.
+    BlockSparse {
+        block_size: usize,
+        sink: usize,
+        window: usize,
+        idx: HostTensor,
+        count: HostTensor,
+    },
+}
+
+/// A random block selection: `count[b, h]` uniform in `[0, max_blocks]` (or `max_blocks`
+/// when `full`), distinct indices of `[0, nb)` unless `dups` (then drawn with repetition).
+pub fn random_selection(
+    rng: &mut StdRng,
+    batch: usize,
+    kv_heads: usize,
+    nb: usize,
+    max_blocks: usize,
+    dups: bool,
+    full: bool,
+) -> (HostTensor, HostTensor) {
+    let mut idx = vec![-1.0; batch * kv_heads * max_blocks];
+    let mut cnt = Vec::new();
+    for bh in 0..batch * kv_heads {
+        let hi = if dups { max_blocks } else { max_blocks.min(nb) };
+        let c = if full { hi } else { rng.random_range(0..=hi) };
+        let mut all: Vec<usize> = (0..nb).collect();
+        all.shuffle(rng);
+        for j in 0..c {
+            idx[bh * max_blocks + j] = if dups { rng.random_range(0..nb) as f64 } else { all[j] as f64 };
+        }
+        cnt.push(c as f64);
+    }
+    (
+        HostTensor::from_f64(DType::I32, &[batch, kv_heads, max_blocks], &idx),
+        HostTensor::from_f64(DType::I32, &[batch, kv_heads], &cnt),
+    )
+}
+
+/// Dense / sink+window / block-sparse decode.
+pub struct DecodeCase {
+    pub name: String,
+    pub kind: DecodeKind,
+    pub dims: DecodeDims,
+    pub seq_len: usize,
+    pub params: DecodeParams,
+    pub q: HostTensor,
+    pub k: HostTensor,
+    pub v: HostTensor,
+    pub out: HostTensor,
+    /// `[B, Hq]`, written when `params.write_lse`.
+    pub lse: HostTensor,
+}
+
+impl DecodeCase {
+    pub fn new(
+        name: &str,
+        kind: DecodeKind,
+        dims: DecodeDims,
+        seq_len: usize,
+        params: DecodeParams,
+        seed: u64,
+    ) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let DecodeDims { batch, kv_heads, group, cap, head_dim: d } = dims;
+        let hq = kv_heads * group;
+        DecodeCase {
+            name: name.to_string(),
+            kind,
+            dims,
+            seq_len,
+            params,
+            q: rand_bf16(&mut rng, &[batch, hq, d], 2.0),
+            k: rand_bf16(&mut rng, &[batch, kv_heads, cap, d], 1.0),
+            v: rand_bf16(&mut rng, &[batch, kv_heads, cap, d], 1.0),
+            out: HostTensor::full(DType::BF16, &[batch, hq, d], f64::NAN),
+            lse: HostTensor::full(DType::F32, &[batch, hq], f64::NAN),
+        }
+    }
+
+    /// A block-sparse case with a random selection (`max_blocks` slots per (b, h)).
+    #[allow(clippy::too_many_arguments)]
+    pub fn block_sparse(
+        name: &str,
+        dims: DecodeDims,
+        seq_len: usize,
+        params: DecodeParams,
+        block_size: usize,
+        max_blocks: usize,
+        sink: usize,
+        window: usize,
+        dups: bool,
+        seed: u64,
+    ) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+        let nb = seq_len.div_ceil(block_size);
+        let (idx, count) = random_selection(&mut rng, dims.batch, dims.kv_heads, nb, max_blocks, dups, false);
+        let kind = DecodeKind::BlockSparse { block_size, sink, window, idx, count };
+        DecodeCase::new(name, kind, dims, seq_len, params, seed)
+    }
+
+    /// The reference `(out, lse)`.
+    pub fn reference(&self) -> (Vec<f64>, Vec<f64>) {
+        let (q, k, v) = (self.q.to_f64(), self.k.to_f64(), self.v.to_f64());
+        let n = self.seq_len;
+        let sc = self.params.scale_log2 as f64;
+        match &self.kind {
+            DecodeKind::Dense => r::decode_with(self.dims, &q, &k, &v, sc, |_, _| (0..n).collect()),
+            DecodeKind::SinkWindow { sink, window } => {
+                let pos = r::sink_window_positions(n, *sink, *window);
+                r::decode_with(self.dims, &q, &k, &v, sc, |_, _| pos.clone())
+            }
+            DecodeKind::BlockSparse { block_size, sink, window, idx, count } => {
+                let (idx, count) = (idx.to_f64(), count.to_f64());
+                let mb = idx.len() / count.len().max(1);
+                let hkv = self.dims.kv_heads;
+                r::decode_with(self.dims, &q, &k, &v, sc, |b, h| {
+                    let bh = b * hkv + h;
+                    let blocks: Vec<i64> =
+                        idx[bh * mb..bh * mb + count[bh] as usize].iter().map(|&x| x as i64).collect();
+                    r::block_sparse_positions(n, *sink, *window, &blocks, *block_size)
+                })
+            }
+        }
+    }
+}
+
+impl KernelCase for DecodeCase {
+    fn name(&self) -> String {
+        let d = self.dims;
+        format!("{} B{} Hkv{} G{} D{} N{}/{}", self.name, d.batch, d.kv_heads, d.group, d.head_dim, self.seq_len, d.cap)
+    }
+
+    fn poison(&mut self) {
+        poison(&mut self.out);
+        poison(&mut self.lse);
+    }
+
+    fn run_cpu(&mut self) -> Result<(), KernelError> {
+        self.poison();
+        let p = self.params.clone();
+        let lse = if p.write_lse { Some(&mut self.lse) } else { None };
+        let (q, k, v, n) = (&self.q, &self.k, &self.v, self.seq_len);
+        match &self.kind {
+            DecodeKind::Dense => DenseDecode::cpu(p)?.run_cpu(q, k, v, n, &mut self.out, lse),
+            DecodeKind::SinkWindow { sink, window } => {
+                SinkWindowDecode::cpu(p)?.run_cpu(q, k, v, n, *sink, *window, &mut self.out, lse)
+            }
+            DecodeKind::BlockSparse { block_size, sink, window, idx, count } => BlockSparseDecode::cpu(p, *block_size)?
+                .run_cpu(q, k, v, idx, count, n, *sink, *window, &mut self.out, lse),
+        }
+    }
+
+    fn run_gpu(&mut self, rt: &Runtime) -> Result<(), KernelError> {
+        self.poison();
+        let p = self.params.clone();
+        let (q, k, v) = (up(rt, &self.q)?, up(rt, &self.k)?, up(rt, &self.v)?);
+        let out = DeviceTensor::poisoned(rt.stream(), DType::BF16, &self.out.shape)?;
+        let lse_d = DeviceTensor::poisoned(rt.stream(), DType::F32, &self.lse.shape)?;
+        let lse = if p.write_lse { Some(&lse_d) } else { None };
+        let n = self.seq_len;
+        match &self.kind {
+            DecodeKind::Dense => DenseDecode::new(rt, p)?.launch(rt, &q, &k, &v, n, &out, lse)?,
+            DecodeKind::SinkWindow { sink, window } => {
+                SinkWindowDecode::new(rt, p)?.launch(rt, &q, &k, &v, n, *sink, *window, &out, lse)?
+            }
+            DecodeKind::BlockSparse { block_size, sink, window, idx, count } => {
+                let op = BlockSparseDecode::new(rt, p, *block_size)?;
+                // Index ranges are checked on the host copies before anything is uploaded.
+                op.check_args(&self.q, &self.k, &self.v, idx, count, n, *sink, *window, &self.out, None)?;
+                let (idx, count) = (up(rt, idx)?, up(rt, count)?);
+                op.launch(rt, &q, &k, &v, &idx, &count, n, *sink, *window, &out, lse)?
+            }
+        }
+        rt.synchronize()?;
+        self.out = out.download()?;
+        if self.params.write_lse {
+            self.lse = lse_d.download()?;
+        }
+        Ok(())
+    }
+
+    fn check(&self) -> Result<f64, String> {
+        let (o, l) = self.reference();
+        let e = within("out", r::rel_err(&self.out.to_f64(), &o)?, BF16_TOL)?;
+        if self.params.write_lse {
+            check_lse(&self.lse, &l)?;
+        }
+        Ok(e)
+    }
+
+    fn bytes_read(&self) -> u64 {
+        let d = self.dims;
+        let keys = match &self.kind {
+            DecodeKind::Dense => self.seq_len,
+            DecodeKind::SinkWindow { sink, window } => union_len(self.seq_len, *sink, *window),
+            DecodeKind::BlockSparse { block_size, sink, window, count, .. } => {
+                let per: f64 = count.to_f64().iter().sum::<f64>() / count.numel().max(1) as f64;
+                union_len(self.seq_len, *sink, *window) + (per * *block_size as f64) as usize
+            }
+        };
+        (2 * d.batch * d.kv_heads * keys * d.head_dim * 2 + self.q.numel() * 2) as u64
+    }
+}
+
+/// Landmarks from scratch + top-k block selection.
+pub struct TopkCase {
+    pub name: String,
+    pub dims: DecodeDims,
+    pub seq_len: usize,
+    pub block_size: usize,
+    pub k: usize,
+    pub lm_tile: usize,
+    pub sum_heads: bool,
+    pub q: HostTensor,
+    pub kc: HostTensor,
+    /// `[B, Hkv, NB_cap, D]` f32 output of the landmarks kernel.
+    pub landmarks: HostTensor,
+    pub block_idx: HostTensor,
+    pub block_count: HostTensor,
+}
+
+impl TopkCase {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: &str,
+        dims: DecodeDims,
+        seq_len: usize,
+        block_size: usize,
+        k: usize,
+        lm_tile: usize,
+        sum_heads: bool,
+        seed: u64,
+    ) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let DecodeDims { batch, kv_heads, group, cap, head_dim: d } = dims;
+        let nb_cap = cap.div_ceil(block_size);
+        TopkCase {
+            name: name.to_string(),
+            dims,
+            seq_len,
+            block_size,
+            k,
+            lm_tile,
+            sum_heads,
+            q: rand_bf16(&mut rng, &[batch, kv_heads * group, d], 2.0),
+            kc: rand_bf16(&mut rng, &[batch, kv_heads, cap, d], 1.0),
+            landmarks: HostTensor::full(DType::F32, &[batch, kv_heads, nb_cap, d], f64::NAN),
+            block_idx: HostTensor::full(DType::I32, &[batch, kv_heads, k], 0.0),
+            block_count: HostTensor::full(DType::I32, &[batch, kv_heads], 0.0),
+        }
+    }
+
+    fn nb(&self) -> usize {
+        self.seq_len.div_ceil(self.block_size)
+    }
+
+    fn max_cand(&self) -> usize {
+        (self.nb().div_ceil(self.lm_tile).max(1) * self.k).next_power_of_two()
+    }
+}
+
+impl KernelCase for TopkCase {
+    fn name(&self) -> String {
+        let d = self.dims;
+        format!(
+            "{} B{} Hkv{} G{} D{} N{} bs{} k{}{}",
+            self.name,
+            d.batch,
+            d.kv_heads,
+            d.group,
+            d.head_dim,
+            self.seq_len,
+            self.block_size,
+            self.k,
+            if self.sum_heads { " sum" } else { " max" }
+        )
+    }
+
+    fn poison(&mut self) {
+        poison(&mut self.landmarks);
+        poison(&mut self.block_idx);
+        poison(&mut self.block_count);
+    }
+
+    fn run_cpu(&mut self) -> Result<(), KernelError> {
+        self.poison();
+        let d = self.dims;
+        Landmarks::cpu(d.head_dim, self.block_size)?.run_cpu(&self.kc, &mut self.landmarks, self.seq_len)?;
+        let op = TopkBlockSelect::cpu(d.group, d.head_dim, self.k, self.lm_tile, self.sum_heads, self.max_cand())?;
+        op.run_cpu(&self.q, &self.landmarks, self.nb(), &mut self.block_idx, &mut self.block_count)
+    }
+
+    fn run_gpu(&mut self, rt: &Runtime) -> Result<(), KernelError> {
+        self.poison();
+        let d = self.dims;
+        let (q, kc) = (up(rt, &self.q)?, up(rt, &self.kc)?);
+        let lm = DeviceTensor::poisoned(rt.stream(), DType::F32, &self.landmarks.shape)?;
+        let bi = DeviceTensor::poisoned(rt.stream(), DType::I32, &self.block_idx.shape)?;
+        let bc = DeviceTensor::poisoned(rt.stream(), DType::I32, &self.block_count.shape)?;
+        Landmarks::new(rt, d.head_dim, self.block_size)?.launch(rt, &kc, &lm, self.seq_len)?;
+        let op = TopkBlockSelect::new(rt, d.group, d.head_dim, self.k, self.lm_tile, self.sum_heads, self.max_cand())?;
+        op.launch(rt, &q, &lm, self.nb(), &bi, &bc)?;
+        rt.synchronize()?;
+        self.landmarks = lm.download()?;
+        self.block_idx = bi.download()?;
+        self.block_count = bc.download()?;
+        Ok(())
+    }
+
+    /// Landmarks within f32 tolerance; the selection: `count = min(k, nb)`, indices
+    /// distinct and in range, sorted by descending score, and their reference scores equal
+    /// the reference top-k scores (up to 1e-4 relative: near-ties may swap blocks).
+    fn check(&self) -> Result<f64, String> {
+        let d = self.dims;
+        let (nb, nb_cap) = (self.nb(), self.landmarks.shape[2]);
+        let want_lm =
+            r::landmarks(&self.kc.to_f64(), d.batch, d.kv_heads, d.cap, d.head_dim, self.seq_len, self.block_size);
+        let got_all = self.landmarks.to_f64();
+        let mut got_lm = Vec::with_capacity(want_lm.len());
+        for bh in 0..d.batch * d.kv_heads {
+            got_lm.extend_from_slice(&got_all[bh * nb_cap * d.head_dim..][..nb * d.head_dim]);
+        }
+        let e = within("landmarks", r::rel_err(&got_lm, &want_lm)?, 1e-5)?;
+        // Scores from the exact landmarks.
+        let mut lm_cap = vec![0.0; got_all.len()];
+        for bh in 0..d.batch * d.kv_heads {
+            lm_cap[bh * nb_cap * d.head_dim..][..nb * d.head_dim]
+                .copy_from_slice(&want_lm[bh * nb * d.head_dim..][..nb * d.head_dim]);
+        }
+        let scores = r::block_scores(&self.q.to_f64(), &lm_cap, d, nb_cap, nb, self.sum_heads);
+        let (idx, cnt) = (self.block_idx.to_f64(), self.block_count.to_f64());
+        let want_cnt = self.k.min(nb);
+        for bh in 0..d.batch * d.kv_heads {
+            let row = &scores[bh * nb..(bh + 1) * nb];
+            if cnt[bh] as usize != want_cnt {
+                return Err(format!("(b,h) {bh}: count {} want {want_cnt}", cnt[bh]));
+            }
+            let sel = &idx[bh * self.k..(bh + 1) * self.k];
+            let mut seen = std::collections::BTreeSet::new();
+            let mut sorted: Vec<f64> = row.to_vec();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            let mag = row.iter().fold(1e-30f64, |m, x| m.max(x.abs()));
+            for (j, &x) in sel.iter().enumerate() {
+                if j >= want_cnt {
+                    if x != -1.0 {
+                        return Err(format!("(b,h) {bh}: padding slot {j} = {x}, want -1"));
+                    }
+                    continue;
+                }
+                let b = x as i64;
+                if b < 0 || b as usize >= nb || !seen.insert(b) {
+                    return Err(format!("(b,h) {bh}: slot {j} = {x} out of range or repeated"));
+                }
+                if (row[b as usize] - sorted[j]).abs() > 1e-4 * mag {
+                    return Err(format!(
+                        "(b,h) {bh}: slot {j} block {b} scores {} but rank {j} is {}",
+                        row[b as usize], sorted[j]
+                    ));
+                }
+            }
+        }
+        Ok(e)
+    }
+
+    fn bytes_read(&self) -> u64 {
+        let d = self.dims;
+        (d.batch * d.kv_heads * self.nb() * d.head_dim * 4 + self.q.numel() * 2) as u64
+    }
+}
+
+/// Random ancestor-or-self masks of `t`-node trees (node `i > 0` has a random parent
+/// `< i`), one tree per batch.
+pub fn random_trees(rng: &mut StdRng, batch: usize, t: usize) -> Vec<u64> {
+    let mut out = Vec::new();
+    for _ in 0..batch {
+        let mut m: Vec<u64> = Vec::with_capacity(t);
+        for i in 0..t {
+            let parent = if i == 0 { 0 } else { m[rng.random_range(0..i)] };
+            m.push(parent | (1u64 << i));
+        }
+        out.extend(m);
+    }
+    out
+}
+
+/// Tree verification.
+pub struct TreeCase {
+    pub name: String,
+    pub dims: DecodeDims,
+    pub prefix: usize,
+    pub t: usize,
+    pub params: TreeParams,
+    pub anc: HostTensor,
+    pub q: HostTensor,
+    pub k: HostTensor,
+    pub v: HostTensor,
+    pub out: HostTensor,
+    pub lse: HostTensor,
+}
+
+impl TreeCase {
+    pub fn new(name: &str, dims: DecodeDims, prefix: usize, t: usize, params: TreeParams, seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let DecodeDims { batch, kv_heads, group, cap, head_dim: d } = dims;
+        let rows = kv_heads * group * t;
+        let anc = random_trees(&mut rng, batch, t);
+        TreeCase {
+            name: name.to_string(),
+            dims,
+            prefix,
+            t,
+            params,
+            anc: HostTensor { shape: vec![batch, t], data: HostData::I64(anc.iter().map(|&x| x as i64).collect()) },
+            q: rand_bf16(&mut rng, &[batch, rows, d], 2.0),
+            k: rand_bf16(&mut rng, &[batch, kv_heads, cap, d], 1.0),
+            v: rand_bf16(&mut rng, &[batch, kv_heads, cap, d], 1.0),
+            out: HostTensor::full(DType::BF16, &[batch, rows, d], f64::NAN),
+            lse: HostTensor::full(DType::F32, &[batch, rows], f64::NAN),
+        }
+    }
+
+    fn anc_bits(&self) -> Vec<u64> {
+        match &self.anc.data {
+            HostData::I64(v) => v.iter().map(|&x| x as u64).collect(),
+            _ => unreachable!("anc is i64"),
+        }
+    }
+}
+
+impl KernelCase for TreeCase {
+    fn name(&self) -> String {
+        let d = self.dims;
+        format!(
+            "{} B{} Hkv{} G{} D{} prefix{} T{}",
+            self.name, d.batch, d.kv_heads, d.group, d.head_dim, self.prefix, self.t
+        )
+    }
+
+    fn poison(&mut self) {
+        poison(&mut self.out);
+        poison(&mut self.lse);
+    }
+
+    fn run_cpu(&mut self) -> Result<(), KernelError> {
+        self.poison();
+        let lse = if self.params.write_lse { Some(&mut self.lse) } else { None };
+        TreeVerify::cpu(self.params.clone())?.run_cpu(
+            &self.q,
+            &self.k,
+            &self.v,
+            &self.anc,
+            self.prefix,
+            &mut self.out,
+            lse,
+        )
+    }
+
+    fn run_gpu(&mut self, rt: &Runtime) -> Result<(), KernelError> {
+        self.poison();
+        let op = TreeVerify::new(rt, self.params.clone())?;
+        op.check_args(&self.q, &self.k, &self.v, &self.anc, self.prefix, &self.out, None)?;
+        let (q, k, v, anc) = (up(rt, &self.q)?, up(rt, &self.k)?, up(rt, &self.v)?, up(rt, &self.anc)?);
+        let out = DeviceTensor::poisoned(rt.stream(), DType::BF16, &self.out.shape)?;
+        let lse_d = DeviceTensor::poisoned(rt.stream(), DType::F32, &self.lse.shape)?;
+        let lse = if self.params.write_lse { Some(&lse_d) } else { None };
+        op.launch(rt, &q, &k, &v, &anc, self.prefix, &out, lse)?;
+        rt.synchronize()?;
+        self.out = out.download()?;
+        if self.params.write_lse {
+            self.lse = lse_d.download()?;
+        }
+        Ok(())
+    }
+
+    fn check(&self) -> Result<f64, String> {
+        let sc = self.params.scale_log2 as f64;
+        let (q, k, v) = (self.q.to_f64(), self.k.to_f64(), self.v.to_f64());
+        let (o, l) = r::tree_verify(self.dims, &q, &k, &v, &self.anc_bits(), self.prefix, self.t, sc);
+        let e = within("out", r::rel_err(&self.out.to_f64(), &o)?, BF16_TOL)?;
+        if self.params.write_lse {
+            check_lse(&self.lse, &l)?;
+        }
+        Ok(e)
+    }
+
+    fn bytes_read(&self) -> u64 {
+        let d = self.dims;
+        (2 * d.batch * d.kv_heads * (self.prefix + self.t) * d.head_dim * 2 + self.q.numel() * 2) as u64
+    }
+}
+
+/// KV append with incremental landmark update, starting from a cache whose first
+/// `pos[b]` rows are filled and whose landmarks are exact for them.
+pub struct AppendCase {
+    pub name: String,
+    pub dims: DecodeDims,
+    pub block_size: usize,
+    pub pos: HostTensor,
+    pub k_new: HostTensor,
+    pub v_new: HostTensor,
+    pub k_cache: HostTensor,
+    pub v_cache: HostTensor,
+    pub landmarks: HostTensor,
+    k0: HostTensor,
+    v0: HostTensor,
+    lm0: HostTensor,
+}
+
+impl AppendCase {
+    pub fn new(name: &str, dims: DecodeDims, block_size: usize, pos: &[usize], t_new: usize, seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let DecodeDims { batch, kv_heads, cap, head_dim: d, .. } = dims;
+        assert_eq!(pos.len(), batch);
+        let k0 = rand_bf16(&mut rng, &[batch, kv_heads, cap, d], 1.0);
+        let v0 = rand_bf16(&mut rng, &[batch, kv_heads, cap, d], 1.0);
+        let nb_cap = cap.div_ceil(block_size);
+        // Exact landmarks of each batch's first pos[b] rows; NaN past them (must not be read).
+        let kf = k0.to_f64();
+        let mut lm = vec![f64::NAN; batch * kv_heads * nb_cap * d];
+        for (b, &p) in pos.iter().enumerate() {
+            let one = &kf[b * kv_heads * cap * d..(b + 1) * kv_heads * cap * d];
+            let l = r::landmarks(one, 1, kv_heads, cap, d, p, block_size);
+            let nb = p.div_ceil(block_size);
+            for h in 0..kv_heads {
+                let dst = ((b * kv_heads + h) * nb_cap) * d;
+                lm[dst..dst + nb * d].copy_from_slice(&l[h * nb * d..(h + 1) * nb * d]);
+            }
+        }
+        let lm0 = HostTensor::from_f64(DType::F32, &[batch, kv_heads, nb_cap, d], &lm);
+        let pos_t = HostTensor::from_f64(DType::I32, &[batch], &pos.iter().map(|&x| x as f64).collect::<Vec<_>>());
+        AppendCase {
+            name: name.to_string(),
+            dims,
+            block_size,
+            pos: pos_t,
+            k_new: rand_bf16(&mut rng, &[batch, kv_heads, t_new, d], 1.0),
+            v_new: rand_bf16(&mut rng, &[batch, kv_heads, t_new, d], 1.0),
+            k_cache: k0.clone(),
+            v_cache: v0.clone(),
+            landmarks: lm0.clone(),
+            k0,
+            v0,
+            lm0,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.k_cache = self.k0.clone();
+        self.v_cache = self.v0.clone();
+        self.landmarks = self.lm0.clone();
+    }
+}
+
+impl KernelCase for AppendCase {
+    fn name(&self) -> String {
+        let d = self.dims;
+        format!(
+            "{} B{} Hkv{} D{} N{} bs{} T{}",
+            self.name, d.batch, d.kv_heads, d.head_dim, d.cap, self.block_size, self.k_new.shape[2]
+        )
+    }
+
+    /// The cache is in-place: poisoning means restoring the initial cache.
+    fn poison(&mut self) {
+        self.reset();
+    }
+
+    fn run_cpu(&mut self) -> Result<(), KernelError> {
+        self.reset();
+        let op = KvAppend::cpu(self.dims.head_dim, self.block_size, true)?;
+        op.run_cpu(&self.k_new, &self.v_new, &self.pos, &mut self.k_cache, &mut self.v_cache, &mut self.landmarks)
+    }
+
+    fn run_gpu(&mut self, rt: &Runtime) -> Result<(), KernelError> {
+        self.reset();
+        let op = KvAppend::new(rt, self.dims.head_dim, self.block_size, true)?;
+        let (kn, vn, pos) = (up(rt, &self.k_new)?, up(rt, &self.v_new)?, up(rt, &self.pos)?);
+        let (kc, vc, lm) = (up(rt, &self.k_cache)?, up(rt, &self.v_cache)?, up(rt, &self.landmarks)?);
+        op.check_args(&self.k_new, &self.v_new, &self.pos, &self.k_cache, &self.v_cache, &self.landmarks)?;
+        op.launch(rt, &kn, &vn, &pos, &kc, &vc, &lm)?;
+        rt.synchronize()?;
+        self.k_cache = kc.download()?;
+        self.v_cache = vc.download()?;
+        self.landmarks = lm.download()?;
+        Ok(())
+    }
+
+    /// Caches: exact (new rows in place, every other row untouched); landmarks of every
+    /// block below `ceil((pos + T) / bs)`: the from-scratch means within 1e-5.
+    #[allow(clippy::needless_range_loop)]
+    fn check(&self) -> Result<f64, String> {
+        let DecodeDims { batch, kv_heads, cap, head_dim: d, .. } = self.dims;
+        let t = self.k_new.shape[2];
+        let pos = self.pos.to_f64();
+        let nb_cap = self.landmarks.shape[2];
+        let (mut wk, mut wv) = (self.k0.to_f64(), self.v0.to_f64());
+        let (kn, vn) = (self.k_new.to_f64(), self.v_new.to_f64());
+        for b in 0..batch {
+            for h in 0..kv_heads {
+                for i in 0..t {
+                    let dst = ((b * kv_heads + h) * cap + pos[b] as usize + i) * d;
+                    let src = ((b * kv_heads + h) * t + i) * d;
+                    wk[dst..dst + d].copy_from_slice(&kn[src..src + d]);
+                    wv[dst..dst + d].copy_from_slice(&vn[src..src + d]);
+                }
+            }
+        }
+        if self.k_cache.to_f64() != wk || self.v_cache.to_f64() != wv {
+            return Err("cache rows differ from the expected append".into());
+        }
+        let got = self.landmarks.to_f64();
+        let mut worst: f64 = 0.0;
+        for b in 0..batch {
+            let n = pos[b] as usize + t;
+            let one = &wk[b * kv_heads * cap * d..(b + 1) * kv_heads * cap * d];
+            let want = r::landmarks(one, 1, kv_heads, cap, d, n, self.block_size);
+            let nb = n.div_ceil(self.block_size);
+            for h in 0..kv_heads {
+                let g = &got[((b * kv_heads + h) * nb_cap) * d..][..nb * d];
+                let e = r::rel_err(g, &want[h * nb * d..(h + 1) * nb * d])?;
+                worst = worst.max(within("landmarks", e, 1e-5)?);
+            }
+        }
+        Ok(worst)
+    }
+
+    fn bytes_read(&self) -> u64 {
+        (self.k_new.numel() * 2 * 2) as u64
+    }
+}
+
+fn dims(batch: usize, kv_heads: usize, group: usize, cap: usize, head_dim: usize) -> DecodeDims {
+    DecodeDims { batch, kv_heads, group, cap, head_dim }
+}
+
+fn lse_params(group: usize, head_dim: usize) -> DecodeParams {
+    DecodeParams { write_lse: true, ..DecodeParams::new(group, head_dim) }
+}
+
+/// The GPU suite: every kernel on fresh random inputs (seeded), odd lengths, GQA 1–8,
+/// head dims 64 and 128, edge cases (empty selections, window > sequence, T = 1 trees).
+pub fn all_gpu_cases(seed: u64) -> Vec<Box<dyn KernelCase>> {
+    let mut v: Vec<Box<dyn KernelCase>> = Vec::new();
+    for c in dense_gpu_cases(seed) {
+        v.push(Box::new(c));
+    }
+    for c in sink_window_gpu_cases(seed) {
+        v.push(Box::new(c));
+    }
+    for c in block_sparse_gpu_cases(seed) {
+        v.push(Box::new(c));
+    }
+    for c in topk_gpu_cases(seed) {
+        v.push(Box::new(c));
+    }
+    for c in tree_gpu_cases(seed) {
+        v.push(Box::new(c));
+    }
+    for c in append_gpu_cases(seed) {
+        v.push(Box::new(c));
+    }
+    v
+}
+
+pub fn dense_gpu_cases(seed: u64) -> Vec<DecodeCase> {
+    vec![
+        DecodeCase::new("dense", DecodeKind::Dense, dims(2, 8, 4, 8191, 128), 8191, lse_params(4, 128), seed),
+        DecodeCase::new("dense", DecodeKind::Dense, dims(3, 2, 8, 5000, 64), 4097, lse_params(8, 64), seed + 1),
+        DecodeCase::new("dense", DecodeKind::Dense, dims(1, 3, 1, 777, 128), 777, DecodeParams::new(1, 128), seed + 2),
+        DecodeCase::new("dense", DecodeKind::Dense, dims(2, 2, 3, 1000, 64), 999, lse_params(3, 64), seed + 3),
+    ]
+}
+
+pub fn sink_window_gpu_cases(seed: u64) -> Vec<DecodeCase> {
+    let sw = |s, w| DecodeKind::SinkWindow { sink: s, window: w };
+    vec![
+        DecodeCase::new("sink_window", sw(64, 4096), dims(2, 8, 4, 20001, 128), 20001, lse_params(4, 128), seed),
+        DecodeCase::new("sink_window", sw(4, 10000), dims(2, 2, 8, 3001, 64), 3001, lse_params(8, 64), seed + 1),
+        DecodeCase::new("sink_window", sw(300, 300), dims(1, 2, 3, 555, 64), 555, lse_params(3, 64), seed + 2),
+    ]
+}
+
+pub fn block_sparse_gpu_cases(seed: u64) -> Vec<DecodeCase> {
+    vec![
+        DecodeCase::block_sparse(
+            "block_sparse",
+            dims(2, 8, 4, 30000, 128),
+            30000,
+            lse_params(4, 128),
+            128,
+            64,
+            64,
+            1024,
+            false,
+            seed,
+        ),
+        DecodeCase::block_sparse(
+            "block_sparse",
+            dims(2, 2, 8, 5001, 64),
+            5001,
+            lse_params(8, 64),
+            64,
+            20,
+            0,
+            0,
+            false,
+            seed + 1,
+        ),
+        DecodeCase::block_sparse(
+            "block_sparse",
+            dims(1, 3, 3, 2000, 64),
+            1999,
+            lse_params(3, 64),
+            16,
+            40,
+            16,
+            100,
+            true,
+            seed + 2,
+        ),
+    ]
+}
+
+pub fn topk_gpu_cases(seed: u64) -> Vec<TopkCase> {
+    vec![
+        TopkCase::new("topk_block_select", dims(2, 8, 4, 32768, 128), 32700, 64, 64, 128, false, seed),
+        TopkCase::new("topk_block_select", dims(2, 2, 8, 5000, 64), 4999, 16, 16, 64, true, seed + 1),
+    ]
+}
+
+pub fn tree_gpu_cases(seed: u64) -> Vec<TreeCase> {
+    vec![
+        TreeCase::new(
+            "tree_verify",
+            dims(1, 8, 4, 16400, 128),
+            16000,
+            16,
+            TreeParams { write_lse: true, ..TreeParams::new(4, 128, 16) },
+            seed,
+        ),
+        TreeCase::new("tree_verify", dims(2, 2, 3, 3000, 64), 2900, 64, TreeParams::new(3, 64, 64), seed + 1),
+        TreeCase::new(
+            "tree_verify",
+            dims(2, 2, 8, 900, 64),
+            777,
+            1,
+            TreeParams { write_lse: true, ..TreeParams::new(8, 64, 1) },
+            seed + 2,
+        ),
+    ]
+}
+
+pub fn append_gpu_cases(seed: u64) -> Vec<AppendCase> {
+    vec![
+        AppendCase::new("kv_append", dims(2, 8, 1, 4096, 128), 64, &[1000, 4000], 17, seed),
+        AppendCase::new("kv_append", dims(3, 2, 1, 600, 64), 16, &[0, 15, 577], 1, seed + 1),
+    ]
+}

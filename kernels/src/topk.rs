@@ -1,0 +1,212 @@
+//! Top-k block selection: score every KV block by `q · landmark` (landmark = mean key of
+//! the block, see [`crate::append`]), aggregate over the `GROUP` query heads of the KV
+//! head, and return the `k` best block indices per (batch, KV head) in the
+//! `block_idx [B, Hkv, k]` + `block_count [B, Hkv]` form [`crate::BlockSparseDecode`] reads.
+//!
+//! Aggregation over the group: **max** by default (ShadowKV, algorithms.md §5: "max over
+//! the GQA group", so a block one head needs is kept), or **sum** (`sum_heads`, InfLLM §7
+//! sums q̄·r over heads); no softmax: ranking per KV head only needs the raw scores.
+//! Ties go to the smaller block index (IR TopK). Fewer than `k` blocks: the list is
+//! padded with -1 and `block_count = num_blocks`. Selected indices are sorted by
+//! descending score, never duplicated, always in `[0, num_blocks)`.
+//!
+//! Two launches: `block_scores_topk` (grid `[ceil(num_blocks / LM_TILE), Hkv, B]`: scores
+//! of `LM_TILE` blocks, local top-k into candidates), then `topk_merge` (grid `[Hkv, B]`:
+//! top-k of the `tiles · k` candidates, ≤ `CAND` of them).
+
+use tessera_codegen::host::HostTensor;
+use tessera_codegen::ir::DType;
+use tessera_dsl_support::prelude::*;
+use tessera_runtime::DeviceTensor;
+
+use crate::error::{expect, invalid, KernelError, TensorMeta};
+
+#[kernel(tune(LM_TILE = [64, 128, 256], WARPS = [4, 8]), constraint = "TOPK <= LM_TILE")]
+pub fn block_scores_topk<
+    const GROUP: usize,
+    const HEAD_DIM: usize,
+    const LM_TILE: usize,
+    const TOPK: usize,
+    const SUM_HEADS: usize,
+    const WARPS: usize,
+>(
+    q: Tensor<bf16, 3>,            // [B, Hq, D]
+    landmarks: Tensor<f32, 4>,     // [B, Hkv, NB_cap, D]
+    cand_val: &mut Tensor<f32, 3>, // [B, Hkv, tiles * TOPK]
+    cand_idx: &mut Tensor<i32, 3>, // [B, Hkv, tiles * TOPK]
+    num_blocks: i32,
+) {
+    let tile = program_id(0);
+    let kv_head = program_id(1);
+    let batch = program_id(2);
+    let blk0 = tile * LM_TILE as i32;
+    let q_tile = q.load([at(batch), range(kv_head * GROUP as i32, GROUP), range(0, HEAD_DIM)]).cast::<f32>();
+    let lm = landmarks.load([at(batch), at(kv_head), range(blk0, LM_TILE), range(0, HEAD_DIM)]);
+    let s = dot_t(q_tile, lm);
+    let mut agg = s.max(0);
+    if SUM_HEADS == 1 {
+        agg = s.sum(0);
+    }
+    let valid = arange(0, LM_TILE) + blk0 < num_blocks;
+    let (vals, idx) = topk(where_(valid, agg, f32::NEG_INFINITY), TOPK);
+    cand_val.store([at(batch), at(kv_head), range(tile * TOPK as i32, TOPK)], vals);
+    cand_idx.store([at(batch), at(kv_head), range(tile * TOPK as i32, TOPK)], idx + blk0);
+}
+
+#[kernel]
+pub fn topk_merge<const TOPK: usize, const CAND: usize, const WARPS: usize>(
+    cand_val: Tensor<f32, 3>,         // [B, Hkv, C]
+    cand_idx: Tensor<i32, 3>,         // [B, Hkv, C]
+    block_idx: &mut Tensor<i32, 3>,   // [B, Hkv, TOPK]
+    block_count: &mut Tensor<i32, 2>, // [B, Hkv]
+) {
+    let kv_head = program_id(0);
+    let batch = program_id(1);
+    let vals = cand_val.load_or([at(batch), at(kv_head), range(0, CAND)], f32::NEG_INFINITY);
+    let (best, pos) = topk(vals, TOPK);
+    let ids = cand_idx.load([at(batch), at(kv_head), gather(pos)]);
+    let ok = best > f32::NEG_INFINITY;
+    block_idx.store([at(batch), at(kv_head), range(0, TOPK)], where_(ok, ids, -1));
+    block_count.store([at(batch), at(kv_head)], ok.cast::<i32>().sum(0));
+}
+
+/// Host op: top-k block selection.
+pub struct TopkBlockSelect {
+    pub group: usize,
+    pub head_dim: usize,
+    pub k: usize,
+    pub lm_tile: usize,
+    pub sum_heads: bool,
+    /// Most candidates (`ceil(num_blocks / lm_tile) · k`), comptime of `topk_merge`.
+    pub max_cand: usize,
+    scores: BlockScoresTopkKernel,
+    merge: TopkMergeKernel,
+}
+
+impl TopkBlockSelect {
+    const NAME: &'static str = "topk_block_select";
+
+    fn configs(
+        group: usize,
+        head_dim: usize,
+        k: usize,
+        lm_tile: usize,
+        sum_heads: bool,
+        max_cand: usize,
+    ) -> [KernelConfig; 2] {
+        [
+            KernelConfig::from_pairs(&[
+                ("GROUP", group as i64),
+                ("HEAD_DIM", head_dim as i64),
+                ("LM_TILE", lm_tile as i64),
+                ("TOPK", k as i64),
+                ("SUM_HEADS", sum_heads as i64),
+                ("WARPS", 4),
+            ]),
+            KernelConfig::from_pairs(&[("TOPK", k as i64), ("CAND", max_cand as i64), ("WARPS", 4)]),
+        ]
+    }
+
+    /// `lm_tile >= k`; `max_cand >= ceil(num_blocks / lm_tile) · k` for every launch.
+    pub fn cpu(
+        group: usize,
+        head_dim: usize,
+        k: usize,
+        lm_tile: usize,
+        sum_heads: bool,
+        max_cand: usize,
+    ) -> Result<Self, KernelError> {
+        if k == 0 || k > lm_tile || k > max_cand {
+            return Err(invalid(
+                Self::NAME,
+                format!("need 0 < k <= lm_tile, max_cand (k {k}, lm_tile {lm_tile}, max_cand {max_cand})"),
+            ));
+        }
+        let [a, b] = Self::configs(group, head_dim, k, lm_tile, sum_heads, max_cand);
+        let (scores, merge) = (BlockScoresTopk::cpu(&a)?, TopkMerge::cpu(&b)?);
+        Ok(TopkBlockSelect { group, head_dim, k, lm_tile, sum_heads, max_cand, scores, merge })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        rt: &Runtime,
+        group: usize,
+        head_dim: usize,
+        k: usize,
+        lm_tile: usize,
+        sum_heads: bool,
+        max_cand: usize,
+    ) -> Result<Self, KernelError> {
+        if k == 0 || k > lm_tile || k > max_cand {
+            return Err(invalid(
+                Self::NAME,
+                format!("need 0 < k <= lm_tile, max_cand (k {k}, lm_tile {lm_tile}, max_cand {max_cand})"),
+            ));
+        }
+        let [a, b] = Self::configs(group, head_dim, k, lm_tile, sum_heads, max_cand);
+        let (scores, merge) = (BlockScoresTopk::new(rt, &a)?, TopkMerge::new(rt, &b)?);
+        Ok(TopkBlockSelect { group, head_dim, k, lm_tile, sum_heads, max_cand, scores, merge })
+    }
+
+    /// Checks `q [B, Hkv·G, D] bf16`, `landmarks [B, Hkv, NB_cap, D] f32`,
+    /// `num_blocks <= NB_cap`, `block_idx [B, Hkv, k] i32`, `block_count [B, Hkv] i32`.
+    /// Returns the two grids and the candidate count.
+    pub fn check_args(
+        &self,
+        q: &dyn TensorMeta,
+        landmarks: &dyn TensorMeta,
+        num_blocks: usize,
+        block_idx: &dyn TensorMeta,
+        block_count: &dyn TensorMeta,
+    ) -> Result<([u32; 3], [u32; 3], usize), KernelError> {
+        let n = Self::NAME;
+        expect(n, "landmarks", landmarks, DType::F32, &[None, None, None, Some(self.head_dim)])?;
+        let s = landmarks.shape();
+        let (b, hkv, cap) = (s[0], s[1], s[2]);
+        expect(n, "q", q, DType::BF16, &[Some(b), Some(hkv * self.group), Some(self.head_dim)])?;
+        expect(n, "block_idx", block_idx, DType::I32, &[Some(b), Some(hkv), Some(self.k)])?;
+        expect(n, "block_count", block_count, DType::I32, &[Some(b), Some(hkv)])?;
+        if num_blocks > cap {
+            return Err(invalid(n, format!("num_blocks {num_blocks} exceeds the landmark capacity {cap}")));
+        }
+        let tiles = num_blocks.div_ceil(self.lm_tile).max(1);
+        let cand = tiles * self.k;
+        if cand > self.max_cand {
+            return Err(invalid(n, format!("{cand} candidates exceed max_cand = {}", self.max_cand)));
+        }
+        Ok(([tiles as u32, hkv as u32, b as u32], [hkv as u32, b as u32, 1], cand))
+    }
+
+    pub fn run_cpu(
+        &self,
+        q: &HostTensor,
+        landmarks: &HostTensor,
+        num_blocks: usize,
+        block_idx: &mut HostTensor,
+        block_count: &mut HostTensor,
+    ) -> Result<(), KernelError> {
+        let (g1, g2, cand) = self.check_args(q, landmarks, num_blocks, block_idx, block_count)?;
+        let shape = [q.shape[0], landmarks.shape[1], cand];
+        let mut cv = HostTensor::full(DType::F32, &shape, f64::NAN);
+        let mut ci = HostTensor::full(DType::I32, &shape, -7.0);
+        self.scores.run_cpu(g1, q, landmarks, &mut cv, &mut ci, num_blocks as i32)?;
+        Ok(self.merge.run_cpu(g2, &cv, &ci, block_idx, block_count)?)
+    }
+
+    pub fn launch(
+        &self,
+        rt: &Runtime,
+        q: &DeviceTensor,
+        landmarks: &DeviceTensor,
+        num_blocks: usize,
+        block_idx: &DeviceTensor,
+        block_count: &DeviceTensor,
+    ) -> Result<(), KernelError> {
+        let (g1, g2, cand) = self.check_args(q, landmarks, num_blocks, block_idx, block_count)?;
+        let shape = [q.shape()[0], landmarks.shape()[1], cand];
+        let cv = DeviceTensor::zeros(rt.stream(), DType::F32, &shape)?;
+        let ci = DeviceTensor::zeros(rt.stream(), DType::I32, &shape)?;
+        self.scores.launch(rt.stream(), g1, q, landmarks, &cv, &ci, num_blocks as i32)?;
+        Ok(self.merge.launch(rt.stream(), g2, &cv, &ci, block_idx, block_count)?)
+    }
+}
