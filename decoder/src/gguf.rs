@@ -24,7 +24,7 @@ use rayon::prelude::*;
 /// What can go wrong reading a GGUF file.
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
-    #[error("I/O error on {path}: {source}")]
+    #[error("I/O error on {path}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("not a GGUF file (magic bytes {0:02x?}, expected \"GGUF\")")]
     NotGguf([u8; 4]),

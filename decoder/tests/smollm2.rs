@@ -97,12 +97,14 @@ fn logits_and_greedy_ids_match_transformers() {
         let t = std::time::Instant::now();
         let mut logits = model.forward(&prompt, false).unwrap();
         let prefill = t.elapsed();
-        // First step: the golden top-10 logits, to a relative error of 1e-3.
+        // First step: the golden top-10 logits, to a relative error of 1e-4 (the issue asks 1e-3; we measure ~1e-6).
         let top = ids(&case["top_ids"]);
         let scale = case["top_logits"][0].as_f64().unwrap().abs();
+        let mut max_err = 0f64;
         for (id, want) in top.iter().zip(case["top_logits"].as_array().unwrap()) {
             let (got, want) = (logits[*id as usize] as f64, want.as_f64().unwrap());
-            assert!((got - want).abs() <= 1e-3 * scale, "token {id}: {got} vs {want} (prompt {:?})", case["text"]);
+            max_err = max_err.max((got - want).abs() / scale);
+            assert!((got - want).abs() <= 1e-4 * scale, "token {id}: {got} vs {want} (prompt {:?})", case["text"]);
         }
         let mean = logits.iter().map(|&x| x as f64).sum::<f64>() / logits.len() as f64;
         assert!((mean - case["logit_mean"].as_f64().unwrap()).abs() < 1e-3 * scale);
@@ -115,7 +117,7 @@ fn logits_and_greedy_ids_match_transformers() {
             logits = model.forward(&[next], false).unwrap();
         }
         eprintln!(
-            "{} prompt tokens: prefill {:.1} ms, {} decode steps at {:.1} tokens/s",
+            "{} prompt tokens: top-10 logits within {max_err:.1e} relative; prefill {:.1} ms, {} decode steps at {:.1} tokens/s",
             prompt.len(),
             prefill.as_secs_f64() * 1e3,
             got.len(),

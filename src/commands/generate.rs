@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use tessera_decoder::{generate, CpuModel, GgufFile, GgufTokenizer, LlamaWeights, Sampler};
+use tessera_decoder::{generate, CpuModel, GgufFile, GgufTokenizer, LlamaConfig, LlamaWeights, Sampler};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Device {
@@ -64,14 +64,28 @@ pub fn run(a: Args) -> Result<()> {
     };
 
     let t = Instant::now();
-    let file = GgufFile::open(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
-    let tokenizer = GgufTokenizer::from_gguf(&file).with_context(|| format!("tokenizer of {}", a.model.display()))?;
-    let weights = LlamaWeights::from_gguf(&file).with_context(|| format!("weights of {}", a.model.display()))?;
+    let name = a.model.display();
+    let file = GgufFile::open(&a.model).with_context(|| format!("loading {name}"))?;
+    // Configuration, tokenizer and prompt first: bad input fails before the weights load.
+    let config = LlamaConfig::from_gguf(&file).with_context(|| format!("model {name}"))?;
+    let tokenizer = GgufTokenizer::from_gguf(&file).with_context(|| format!("tokenizer of {name}"))?;
+    let prompt_text = if a.chat { tokenizer.chat_prompt(&text)? } else { text };
+    let prompt = tokenizer.encode(&prompt_text)?;
+    let context = a.context.unwrap_or(config.max_context);
+    if context == 0 {
+        bail!("--context must be at least 1");
+    }
+    if prompt.is_empty() {
+        bail!("the prompt is empty");
+    }
+    if prompt.len() > context {
+        bail!("the prompt has {} tokens, more than the context of {context} tokens", prompt.len());
+    }
+    let weights = LlamaWeights::from_gguf(&file).with_context(|| format!("weights of {name}"))?;
     let load = t.elapsed();
     let c = &weights.config;
     eprintln!(
-        "loaded {} in {:.2} s: {} layers, hidden {}, {} q / {} kv heads × {}, vocab {}, {:.1} M params (f32 on the CPU)",
-        a.model.display(),
+        "loaded {name} in {:.2} s: {} layers, hidden {}, {} q / {} kv heads × {}, vocab {}, {:.1} M params (f32 on the CPU)",
         load.as_secs_f64(),
         c.n_layers,
         c.hidden,
@@ -82,15 +96,6 @@ pub fn run(a: Args) -> Result<()> {
         c.n_params() as f64 / 1e6
     );
 
-    let prompt_text = if a.chat { tokenizer.chat_prompt(&text)? } else { text };
-    let prompt = tokenizer.encode(&prompt_text)?;
-    let context = a.context.unwrap_or(c.max_context);
-    if context == 0 {
-        bail!("--context must be at least 1");
-    }
-    if prompt.len() > context {
-        bail!("the prompt has {} tokens, more than the context of {context} tokens", prompt.len());
-    }
     let mut model = CpuModel::new(&weights, context);
     let mut sampler = Sampler::new(a.temperature, a.top_p, a.seed);
     let mut stream = tokenizer.stream();
