@@ -8,4 +8,7 @@
 pub use tessera_codegen as codegen;
 pub use tessera_runtime as runtime;
 
+pub mod autotune;
+pub mod decode;
+pub mod dispatch;
 pub mod gpu;

@@ -21,6 +21,14 @@ enum Command {
     Check(commands::check::Args),
     /// Measures the flash-decode sample on the GPU (bandwidth, configs swept).
     Bench(commands::bench::Args),
+    /// Tunes the kernels for this GPU and stores the winners in the tuning database.
+    Autotune(tessera::autotune::Args),
+    /// Runs one autotuning job (started by `tessera autotune`; not for direct use).
+    #[command(hide = true)]
+    AutotuneWorker {
+        #[arg(long)]
+        job: std::path::PathBuf,
+    },
     /// Inspects and maintains the tuning database: list, show, export, import, prune (no GPU needed).
     Db(commands::db::Args),
     /// Generates text with a GGUF model (CPU reference path; CUDA later).
@@ -38,6 +46,8 @@ fn main() {
         Command::Compile(a) => commands::compile::run(a),
         Command::Check(a) => commands::check::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Autotune(a) => tessera::autotune::run(a),
+        Command::AutotuneWorker { job } => tessera::autotune::worker::run(&job),
         Command::Db(a) => commands::db::run(a),
         Command::Generate(a) => commands::generate::run(a),
     };

@@ -1,0 +1,295 @@
+//! `tessera autotune`: the orchestrating process.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use tessera_codegen::emit::emit_cuda;
+use tessera_runtime::Runtime;
+use tessera_tuning_db::{Trial, TrialStatus, TuneKey, TuningDb};
+
+use super::key::{decode_candidates, decode_key, DECODE_KERNEL};
+use super::worker::{Job, Outcome};
+use crate::decode::{split_kernel, DecodeConfig, DecodeShape};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Kernels to tune (only `dense_decode` so far).
+    #[arg(long, value_delimiter = ',', default_value = DECODE_KERNEL)]
+    kernels: Vec<String>,
+    /// `decode` (B ∈ {1, 8} × N ∈ {32K, 128K}, 32 q / 8 kv heads, d=128) or a list of
+    /// BATCHxSEQ_LEN shapes.
+    #[arg(long, default_value = "decode")]
+    shapes: String,
+    /// Tuning database URL (`sqlite://…` or `postgres://…`); default `TESSERA_DB`, else
+    /// the SQLite file in the cache folder.
+    #[arg(long)]
+    db: Option<String>,
+    /// Re-tunes keys that already have a fresh winner.
+    #[arg(long)]
+    force: bool,
+    /// Stops starting new keys after this long (e.g. `90s`, `10m`, `1h`).
+    #[arg(long)]
+    budget: Option<String>,
+    /// Timed iterations per candidate.
+    #[arg(long, default_value_t = 30)]
+    iters: usize,
+    /// Seconds a candidate may take before its worker is killed (status `timeout`).
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// Test hook: the worker crashes on this candidate index of every key, to exercise
+    /// fault isolation (the candidate is recorded as `launch-fault`, tuning goes on).
+    #[arg(long, hide = true)]
+    inject_crash: Option<usize>,
+}
+
+fn parse_budget(s: &str) -> Result<Duration> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().with_context(|| format!("budget `{s}`: expected e.g. 90s, 10m, 1h"))?;
+    Ok(Duration::from_secs(match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => bail!("budget `{s}`: unit must be s, m or h"),
+    }))
+}
+
+fn shapes(spec: &str) -> Result<Vec<DecodeShape>> {
+    let list: Vec<&str> =
+        if spec == "decode" { vec!["1x32768", "8x32768", "1x131072", "8x131072"] } else { spec.split(',').collect() };
+    list.into_iter().map(DecodeShape::parse_bxn).collect()
+}
+
+/// What one key's tuning produced, for the summary.
+struct Summary {
+    key: TuneKey,
+    winner: Option<(DecodeConfig, f64)>,
+    default: Option<(DecodeConfig, f64)>,
+    counts: [usize; 5],
+    skipped_fresh: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    for k in &a.kernels {
+        if k != DECODE_KERNEL {
+            bail!("`{k}` has no tune space yet (tunable: {DECODE_KERNEL})");
+        }
+    }
+    let budget = a.budget.as_deref().map(parse_budget).transpose()?;
+    let started = Instant::now();
+    let rt = Runtime::new(0)?;
+    let db = TuningDb::open(a.db.as_deref())?;
+    let run_id = db.start_run(env!("CARGO_PKG_VERSION"), &format!("autotune --shapes {}", a.shapes))?;
+    println!("device {} ({}), database {}", rt.info().name, rt.arch(), db.location());
+    let shapes = shapes(&a.shapes)?;
+    let total: usize = shapes.iter().map(|s| decode_candidates(s).len()).sum();
+    let multi = MultiProgress::new();
+    let overall = multi.add(ProgressBar::new(total as u64));
+    overall.set_style(
+        ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len} candidates, {elapsed} elapsed, ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    overall.set_prefix("overall");
+    let mut summaries = Vec::new();
+    for shape in &shapes {
+        let key = decode_key(&rt, shape)?;
+        let candidates = decode_candidates(shape);
+        if !a.force && db.has_fresh(&key)? {
+            overall.inc(candidates.len() as u64);
+            summaries.push(Summary { key, winner: None, default: None, counts: [0; 5], skipped_fresh: true });
+            continue;
+        }
+        if budget.is_some_and(|b| started.elapsed() > b) {
+            multi.println(format!("budget spent: {} not tuned", key.shape_bucket))?;
+            continue;
+        }
+        let bar = multi.add(ProgressBar::new(candidates.len() as u64));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len} {msg}").expect("valid template"),
+        );
+        bar.set_prefix(format!("B={} N={}", shape.batch, shape.seq_len));
+        bar.set_message("compiling");
+        precompile(&rt, shape, &candidates);
+        let trials = tune_key(&a, shape, &candidates, &bar, &overall)?;
+        bar.finish_with_message("done");
+        let winner = Trial::fastest(&trials).cloned();
+        db.record_run(&run_id, &key, &trials, winner.as_ref())?;
+        let heuristic = DecodeConfig::heuristic(shape, rt.info().sm_count as usize);
+        let timed = |t: &Trial| -> Option<(DecodeConfig, f64)> {
+            Some((serde_json::from_value(t.config.clone()).ok()?, t.median_us?))
+        };
+        let default =
+            trials.iter().filter(|t| t.status == TrialStatus::Ok).filter_map(timed).find(|(c, _)| *c == heuristic);
+        let mut counts = [0; 5];
+        for t in &trials {
+            counts[TrialStatus::ALL.iter().position(|s| *s == t.status).unwrap()] += 1;
+        }
+        summaries.push(Summary { key, winner: winner.as_ref().and_then(timed), default, counts, skipped_fresh: false });
+    }
+    overall.finish();
+    print_summary(&summaries);
+    Ok(())
+}
+
+/// Compiles every candidate's kernels on CPU threads, filling the PTX cache (memory and
+/// disk) so the worker only loads them. Failures are left for the worker to report.
+fn precompile(rt: &Runtime, shape: &DecodeShape, candidates: &[DecodeConfig]) {
+    let arch = rt.arch();
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(16);
+    let sources: Vec<(String, String)> = candidates
+        .iter()
+        .filter_map(|c| split_kernel(shape, c).ok())
+        .map(|k| emit_cuda(&k))
+        .map(|e| (e.source, e.entry))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((src, entry)) = sources.get(i) else { break };
+                let _ = rt.cache().get_or_compile(src, entry, &arch);
+            });
+        }
+    });
+}
+
+/// Runs the candidates in worker processes, restarting a worker after a fault or a
+/// timeout, and returns one trial per candidate.
+fn tune_key(
+    a: &Args,
+    shape: &DecodeShape,
+    candidates: &[DecodeConfig],
+    bar: &ProgressBar,
+    overall: &ProgressBar,
+) -> Result<Vec<Trial>> {
+    let mut outcomes: Vec<Option<Trial>> = vec![None; candidates.len()];
+    let config_json = |i: usize| serde_json::to_value(candidates[i]).expect("serialisable");
+    let exe = std::env::current_exe()?;
+    let dir = std::env::temp_dir().join(format!("tessera-autotune-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    while let Some(first) = outcomes.iter().position(|o| o.is_none()) {
+        let pending: Vec<(usize, DecodeConfig)> =
+            (first..candidates.len()).filter(|&i| outcomes[i].is_none()).map(|i| (i, candidates[i])).collect();
+        let job = Job {
+            shape: *shape,
+            candidates: pending.clone(),
+            warmup: 5,
+            iters: a.iters,
+            seed: 0x7e55e7a,
+            crash_at: a.inject_crash,
+        };
+        let job_file = dir.join("job.json");
+        std::fs::write(&job_file, serde_json::to_vec(&job)?)?;
+        let mut child = Command::new(&exe)
+            .arg("autotune-worker")
+            .arg("--job")
+            .arg(&job_file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting the autotune worker")?;
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut stderr = child.stderr.take().expect("piped");
+        let stderr_text = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        let mut current = 0;
+        while let Some(&(index, _)) = pending.get(current) {
+            match rx.recv_timeout(Duration::from_secs(a.timeout)) {
+                Ok(line) => {
+                    let o: Outcome = serde_json::from_str(&line).map_err(|e| anyhow!("worker said `{line}`: {e}"))?;
+                    let status = TrialStatus::parse(&o.status)?;
+                    let config = config_json(o.index);
+                    outcomes[o.index] = Some(match (status, o.median_us) {
+                        (TrialStatus::Ok, Some(m)) => {
+                            Trial::ok(config, m, o.p10_us.unwrap_or(m), o.p90_us.unwrap_or(m))
+                        }
+                        _ => Trial::failed(config, status, o.error.unwrap_or_default()),
+                    });
+                    bar.inc(1);
+                    overall.inc(1);
+                    if let Some((best, t)) = best_so_far(&outcomes, candidates) {
+                        bar.set_message(format!("best {t:.1} µs ({best})"));
+                    }
+                    current += 1;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = child.kill();
+                    outcomes[index] = Some(Trial::failed(
+                        config_json(index),
+                        TrialStatus::Timeout,
+                        format!("no result within {} s", a.timeout),
+                    ));
+                    bar.inc(1);
+                    overall.inc(1);
+                    break;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // The worker died before reporting this candidate: it faulted.
+                    let status = child.wait()?;
+                    let err = stderr_text.join().unwrap_or_default();
+                    let tail: String =
+                        err.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
+                    outcomes[index] = Some(Trial::failed(
+                        config_json(index),
+                        TrialStatus::LaunchFault,
+                        format!("worker exited ({status}): {tail}"),
+                    ));
+                    bar.inc(1);
+                    overall.inc(1);
+                    break;
+                }
+            }
+        }
+        let _ = child.wait();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(outcomes.into_iter().map(|o| o.expect("every candidate has an outcome")).collect())
+}
+
+fn best_so_far(outcomes: &[Option<Trial>], candidates: &[DecodeConfig]) -> Option<(DecodeConfig, f64)> {
+    outcomes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| Some((candidates[i], o.as_ref()?.median_us?)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+fn print_summary(summaries: &[Summary]) {
+    println!(
+        "\n{:<14} {:<34} {:<50} {:>10} {:>11} {:>8}  trials (ok/wrong/compile/fault/timeout)",
+        "kernel", "shape bucket", "winner", "winner µs", "default µs", "speedup"
+    );
+    for s in summaries {
+        if s.skipped_fresh {
+            println!("{:<14} {:<34} already tuned (fresh record; --force re-tunes)", s.key.kernel, s.key.shape_bucket);
+            continue;
+        }
+        let (w, wt) = s.winner.map(|(c, t)| (c.to_string(), format!("{t:.1}"))).unwrap_or(("none".into(), "-".into()));
+        let (dt, speedup) = match (s.default, s.winner) {
+            (Some((_, d)), Some((_, w))) => (format!("{d:.1}"), format!("{:.2}x", d / w)),
+            (Some((_, d)), None) => (format!("{d:.1}"), "-".into()),
+            _ => ("-".into(), "-".into()),
+        };
+        let c = s.counts;
+        println!(
+            "{:<14} {:<34} {:<50} {:>10} {:>11} {:>8}  {}/{}/{}/{}/{}",
+            s.key.kernel, s.key.shape_bucket, w, wt, dt, speedup, c[0], c[1], c[2], c[3], c[4]
+        );
+    }
+}
