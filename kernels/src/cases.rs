@@ -18,7 +18,7 @@ use tessera_codegen::ir::DType;
 use tessera_runtime::{DeviceTensor, Runtime};
 
 use crate::dense::DecodeParams;
-use crate::error::KernelError;
+use crate::error::{KernelError, TensorMeta};
 use crate::reference::{self as r, DecodeDims};
 use crate::sink_window::union_len;
 use crate::tree::TreeParams;
@@ -260,7 +260,8 @@ impl KernelCase for DecodeCase {
             DecodeKind::BlockSparse { block_size, sink, window, idx, count } => {
                 let op = BlockSparseDecode::new(rt, p, *block_size)?;
                 // Index ranges are checked on the host copies before anything is uploaded.
-                op.check_args(&self.q, &self.k, &self.v, idx, count, n, *sink, *window, &self.out, None)?;
+                let host_lse = self.params.write_lse.then_some(&self.lse as &dyn TensorMeta);
+                op.check_args(&self.q, &self.k, &self.v, idx, count, n, *sink, *window, &self.out, host_lse)?;
                 let (idx, count) = (up(rt, idx)?, up(rt, count)?);
                 op.launch(rt, &q, &k, &v, &idx, &count, n, *sink, *window, &out, lse)?
             }
@@ -552,7 +553,8 @@ impl KernelCase for TreeCase {
     fn run_gpu(&mut self, rt: &Runtime) -> Result<(), KernelError> {
         self.poison();
         let op = TreeVerify::new(rt, self.params.clone())?;
-        op.check_args(&self.q, &self.k, &self.v, &self.anc, self.prefix, &self.out, None)?;
+        let host_lse = self.params.write_lse.then_some(&self.lse as &dyn TensorMeta);
+        op.check_args(&self.q, &self.k, &self.v, &self.anc, self.prefix, &self.out, host_lse)?;
         let (q, k, v, anc) = (up(rt, &self.q)?, up(rt, &self.k)?, up(rt, &self.v)?, up(rt, &self.anc)?);
         let out = DeviceTensor::poisoned(rt.stream(), DType::BF16, &self.out.shape)?;
         let lse_d = DeviceTensor::poisoned(rt.stream(), DType::F32, &self.lse.shape)?;

@@ -7,7 +7,9 @@ use tessera_runtime::Runtime;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Which problems: `small` (also compared with the interpreter) or `gpu` (larger).
+    /// Which problems: `small` (sample programs, also compared with the interpreter),
+    /// `gpu` (larger sample problems), `kernels` (the attention kernels of
+    /// tessera-kernels) or `all`.
     #[arg(long, default_value = "all")]
     suite: String,
     /// Seed of the random inputs (a fresh one each run by default).
@@ -26,8 +28,9 @@ pub fn run(a: Args) -> Result<()> {
     if a.suite == "gpu" || a.suite == "all" {
         problems.extend(gpu_suite(seed.wrapping_add(1000)).into_iter().map(|p| (p, false)));
     }
-    if problems.is_empty() {
-        bail!("unknown suite `{}` (small, gpu or all)", a.suite);
+    let kernels = a.suite == "kernels" || a.suite == "all";
+    if problems.is_empty() && !kernels {
+        bail!("unknown suite `{}` (small, gpu, kernels or all)", a.suite);
     }
     let mut failures = 0;
     for (mut p, interp) in problems {
@@ -39,6 +42,18 @@ pub fn run(a: Args) -> Result<()> {
             Err(e) => {
                 failures += 1;
                 println!("FAIL  {:<70} {e:#}", p.name);
+            }
+        }
+    }
+    if kernels {
+        for mut case in tessera_kernels::gpu_cases(seed.wrapping_add(2000)) {
+            let outcome = case.run_gpu(&rt).map_err(|e| e.to_string()).and_then(|_| case.check());
+            match outcome {
+                Ok(err) => println!("ok    {:<70} rel err {err:.1e}", case.name()),
+                Err(e) => {
+                    failures += 1;
+                    println!("FAIL  {:<70} {e}", case.name());
+                }
             }
         }
     }
