@@ -81,4 +81,11 @@ fi
 step "tests (cargo test)"
 cargo test --workspace
 
+# The authoring examples check themselves against a reference on the CPU interpreter
+# (and on the GPU when there is one); cargo test has already built them.
+for example in vector_add row_softmax matmul flash_decode; do
+    step "example: $example"
+    cargo run -q --example "$example"
+done
+
 step "all checks passed"

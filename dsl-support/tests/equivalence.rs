@@ -15,13 +15,16 @@ fn dsl_kernel(sample: &str, config: &KernelConfig) -> Result<Kernel, BuildError>
         "vector_add" => vector_add::VectorAdd::build(config),
         "row_softmax" => row_softmax::RowSoftmax::build(config),
         "matmul" => matmul::Matmul::build(config),
+        "gather_rows" => gather_rows::GatherRows::build(config),
+        "topk" => row_topk::RowTopk::build(config),
         "flash_decode" => flash_decode::FlashDecode::build(config),
         "flash_decode_combine" => flash_decode::FlashDecodeCombine::build(config),
         other => panic!("no DSL twin of `{other}`"),
     }
 }
 
-const TWINS: [&str; 4] = ["vector_add", "row_softmax", "matmul", "flash_decode"];
+/// Every hand-built sample of `tessera_codegen::samples` has a DSL twin.
+const TWINS: [&str; 6] = ["vector_add", "row_softmax", "matmul", "gather_rows", "topk", "flash_decode"];
 
 #[test]
 fn dsl_kernels_match_the_hand_built_samples_in_the_interpreter() {
@@ -50,7 +53,7 @@ fn dsl_kernels_match_the_hand_built_samples_in_the_interpreter() {
             compared += 1;
         }
     }
-    assert!(compared >= 5, "only {compared} problems compared");
+    assert!(compared >= 8, "only {compared} problems compared");
 }
 
 #[test]
@@ -125,6 +128,8 @@ pub fn example_kernels() -> Vec<Kernel> {
         vector_add::VectorAdd::build(&vector_add::VectorAdd::default_config()).unwrap(),
         row_softmax::RowSoftmax::build(&row_softmax::RowSoftmax::default_config()).unwrap(),
         matmul::Matmul::build(&matmul::Matmul::default_config()).unwrap(),
+        gather_rows::GatherRows::build(&gather_rows::GatherRows::default_config()).unwrap(),
+        row_topk::RowTopk::build(&row_topk::RowTopk::default_config()).unwrap(),
         flash_decode::FlashDecode::build(
             &flash_decode::FlashDecode::default_config().with("GROUP", 4).with("HEAD_DIM", 128),
         )
@@ -132,6 +137,25 @@ pub fn example_kernels() -> Vec<Kernel> {
         flash_decode::FlashDecodeCombine::build(&KernelConfig::from_pairs(&[("HEAD_DIM", 128), ("MAX_SPLITS", 64)]))
             .unwrap(),
     ]
+}
+
+/// PTX snapshots (NVRTC 13.0, sm_90a) of the example kernels; required in CI.
+#[test]
+fn ptx_matches_snapshots() {
+    match tessera_runtime::nvrtc_version() {
+        Ok(v) => assert_eq!(v, (13, 0), "PTX snapshots are pinned to NVRTC 13.0"),
+        Err(e) if std::env::var_os("CI").is_some() => panic!("NVRTC is required in CI: {e}"),
+        Err(e) => {
+            eprintln!("SKIPPED: NVRTC not found ({e})");
+            return;
+        }
+    }
+    for k in example_kernels() {
+        let e = tessera_codegen::emit::emit_cuda(&k);
+        let ptx = tessera_runtime::compile_ptx(&e.source, &e.entry, "sm_90a")
+            .unwrap_or_else(|err| panic!("{}: {err}", k.name));
+        insta::assert_snapshot!(format!("dsl_ptx_sm90a_{}", k.name), ptx.ptx);
+    }
 }
 
 /// Snapshots of the emitted CUDA C++ of the example kernels (header elided).
