@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The main job: on a machine with a GPU it will autotune the kernels and check them
-# against the reference. For now it reports the environment (`tessera doctor`) and
-# checks the kernels (`tessera check`).
+# The main job: on a machine with a GPU it reports the environment (`tessera doctor`),
+# autotunes the kernels into the tuning database (SQLite in the cache folder unless
+# TESSERA_DB says otherwise; keys already tuned are skipped) and checks every sample and
+# attention kernel against its reference (`tessera check`).
 #
 #     scripts/run-main.sh
 set -euo pipefail
@@ -17,6 +18,9 @@ cargo build --release
 
 step "tessera doctor"
 target/release/tessera doctor
+
+step "tessera autotune"
+target/release/tessera autotune
 
 step "tessera check"
 target/release/tessera check
