@@ -33,6 +33,8 @@ enum Command {
     Db(commands::db::Args),
     /// Generates text with a GGUF model (CPU reference path; CUDA later).
     Generate(commands::generate::Args),
+    /// Attention recall of the selection methods (HiP, top-k, SnapKV, ...) on synthetic inputs (CPU).
+    Recall(commands::recall::Args),
 }
 
 fn main() {
@@ -50,6 +52,7 @@ fn main() {
         Command::AutotuneWorker { job } => tessera::autotune::worker::run(&job),
         Command::Db(a) => commands::db::run(a),
         Command::Generate(a) => commands::generate::run(a),
+        Command::Recall(a) => commands::recall::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -24,8 +24,11 @@ pub mod cases;
 pub mod combine;
 pub mod dense;
 mod error;
+pub mod hip;
+pub mod recall;
 pub mod reference;
 pub mod sink_window;
+pub mod snapkv;
 pub mod topk;
 pub mod tree;
 

@@ -6,3 +6,4 @@ pub mod compile;
 pub mod db;
 pub mod doctor;
 pub mod generate;
+pub mod recall;
