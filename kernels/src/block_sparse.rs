@@ -24,8 +24,9 @@ use tessera_dsl_support::prelude::*;
 use tessera_runtime::DeviceTensor;
 
 use crate::combine::LseCombine;
-use crate::dense::{split_combine_cpu, split_combine_gpu, DecodeParams};
+use crate::dense::{split_combine_cpu, split_combine_gpu, split_combine_gpu_with, DecodeParams};
 use crate::error::{expect, host_ints, invalid, unravel, KernelError, TensorMeta};
+use crate::scratch::Scratch;
 use crate::sink_window::union_len;
 
 #[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8]))]
@@ -273,6 +274,35 @@ impl BlockSparseDecode {
         let shape = [q.shape()[0], q.shape()[1], grid[0] as usize];
         let sc = self.params.scale_log2;
         split_combine_gpu(rt, &self.combine, shape, out, lse, |o, l| {
+            let (n, s, w) = (seq_len as i32, sink as i32, window as i32);
+            let st = rt.stream();
+            Ok(self.split.launch(st, grid, q, k, v, block_idx, block_count, o, l, sc, n, s, w, split_len as i32)?)
+        })
+    }
+
+    /// [`Self::launch`] with the intermediates kept in `scratch` (for timing loops).
+    #[allow(clippy::too_many_arguments)]
+    pub fn launch_with(
+        &self,
+        rt: &Runtime,
+        scratch: &Scratch,
+        q: &DeviceTensor,
+        k: &DeviceTensor,
+        v: &DeviceTensor,
+        block_idx: &DeviceTensor,
+        block_count: &DeviceTensor,
+        seq_len: usize,
+        sink: usize,
+        window: usize,
+        out: &DeviceTensor,
+        lse: Option<&DeviceTensor>,
+    ) -> Result<(), KernelError> {
+        let lse_meta = lse.map(|l| l as &dyn TensorMeta);
+        let (grid, split_len) =
+            self.check_args(q, k, v, block_idx, block_count, seq_len, sink, window, out, lse_meta)?;
+        let shape = [q.shape()[0], q.shape()[1], grid[0] as usize];
+        let sc = self.params.scale_log2;
+        split_combine_gpu_with(rt, scratch, &self.combine, shape, out, lse, |o, l| {
             let (n, s, w) = (seq_len as i32, sink as i32, window as i32);
             let st = rt.stream();
             Ok(self.split.launch(st, grid, q, k, v, block_idx, block_count, o, l, sc, n, s, w, split_len as i32)?)

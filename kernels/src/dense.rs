@@ -11,6 +11,7 @@ use tessera_runtime::DeviceTensor;
 
 use crate::combine::LseCombine;
 use crate::error::{expect, invalid, KernelError, TensorMeta};
+use crate::scratch::Scratch;
 
 #[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8]))]
 pub fn dense_decode_split<const GROUP: usize, const HEAD_DIM: usize, const BLOCK_N: usize, const WARPS: usize>(
@@ -161,6 +162,32 @@ pub(crate) fn split_combine_gpu(
     combine.launch(rt, &o_part, &lse_part, out, lse)
 }
 
+/// [`split_combine_gpu`] with the intermediates taken from `scratch` (slots 0–2): no
+/// allocation, memset or synchronization once the scratch holds the shapes.
+pub(crate) fn split_combine_gpu_with(
+    rt: &Runtime,
+    scratch: &Scratch,
+    combine: &LseCombine,
+    shape: [usize; 3],
+    out: &DeviceTensor,
+    lse: Option<&DeviceTensor>,
+    split: impl FnOnce(&DeviceTensor, &DeviceTensor) -> Result<(), KernelError>,
+) -> Result<(), KernelError> {
+    let [b, rows, splits] = shape;
+    let o_part = scratch.get(rt, 0, DType::F32, &[b, rows, splits, combine.head_dim])?;
+    let lse_part = scratch.get(rt, 1, DType::F32, &[b, rows, splits])?;
+    split(&o_part, &lse_part)?;
+    let dummy;
+    let lse = match lse {
+        Some(l) => l,
+        None => {
+            dummy = scratch.get(rt, 2, DType::F32, &[1, 1])?;
+            &dummy
+        }
+    };
+    combine.launch(rt, &o_part, &lse_part, out, Some(lse))
+}
+
 /// Host op: dense split-KV decode + combine.
 pub struct DenseDecode {
     pub params: DecodeParams,
@@ -244,6 +271,27 @@ impl DenseDecode {
                 seq_len as i32,
                 split_len as i32,
             )?)
+        })
+    }
+
+    /// [`Self::launch`] with the intermediates kept in `scratch` (for timing loops).
+    #[allow(clippy::too_many_arguments)]
+    pub fn launch_with(
+        &self,
+        rt: &Runtime,
+        scratch: &Scratch,
+        q: &DeviceTensor,
+        k: &DeviceTensor,
+        v: &DeviceTensor,
+        seq_len: usize,
+        out: &DeviceTensor,
+        lse: Option<&DeviceTensor>,
+    ) -> Result<(), KernelError> {
+        let (grid, split_len) = self.check_args(q, k, v, seq_len, out, lse.map(|l| l as &dyn TensorMeta))?;
+        let shape = [q.shape()[0], q.shape()[1], grid[0] as usize];
+        let (sc, n, sl) = (self.params.scale_log2, seq_len as i32, split_len as i32);
+        split_combine_gpu_with(rt, scratch, &self.combine, shape, out, lse, |o, l| {
+            Ok(self.split.launch(rt.stream(), grid, q, k, v, o, l, sc, n, sl)?)
         })
     }
 }

@@ -13,8 +13,9 @@ use tessera_dsl_support::prelude::*;
 use tessera_runtime::DeviceTensor;
 
 use crate::combine::LseCombine;
-use crate::dense::{split_combine_cpu, split_combine_gpu, DecodeParams};
+use crate::dense::{split_combine_cpu, split_combine_gpu, split_combine_gpu_with, DecodeParams};
 use crate::error::{KernelError, TensorMeta};
+use crate::scratch::Scratch;
 
 #[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8]))]
 pub fn sink_window_decode_split<const GROUP: usize, const HEAD_DIM: usize, const BLOCK_N: usize, const WARPS: usize>(
@@ -174,6 +175,31 @@ impl SinkWindowDecode {
         let shape = [q.shape()[0], q.shape()[1], grid[0] as usize];
         let sc = self.params.scale_log2;
         split_combine_gpu(rt, &self.combine, shape, out, lse, |o, l| {
+            let (n, s, w) = (seq_len as i32, sink as i32, window as i32);
+            Ok(self.split.launch(rt.stream(), grid, q, k, v, o, l, sc, n, s, w, split_len as i32)?)
+        })
+    }
+
+    /// [`Self::launch`] with the intermediates kept in `scratch` (for timing loops).
+    #[allow(clippy::too_many_arguments)]
+    pub fn launch_with(
+        &self,
+        rt: &Runtime,
+        scratch: &Scratch,
+        q: &DeviceTensor,
+        k: &DeviceTensor,
+        v: &DeviceTensor,
+        seq_len: usize,
+        sink: usize,
+        window: usize,
+        out: &DeviceTensor,
+        lse: Option<&DeviceTensor>,
+    ) -> Result<(), KernelError> {
+        let (grid, split_len) =
+            self.check_args(q, k, v, seq_len, sink, window, out, lse.map(|l| l as &dyn TensorMeta))?;
+        let shape = [q.shape()[0], q.shape()[1], grid[0] as usize];
+        let sc = self.params.scale_log2;
+        split_combine_gpu_with(rt, scratch, &self.combine, shape, out, lse, |o, l| {
             let (n, s, w) = (seq_len as i32, sink as i32, window as i32);
             Ok(self.split.launch(rt.stream(), grid, q, k, v, o, l, sc, n, s, w, split_len as i32)?)
         })

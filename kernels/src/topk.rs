@@ -20,6 +20,7 @@ use tessera_dsl_support::prelude::*;
 use tessera_runtime::DeviceTensor;
 
 use crate::error::{expect, invalid, KernelError, TensorMeta};
+use crate::scratch::Scratch;
 
 #[kernel(tune(LM_TILE = [64, 128, 256], WARPS = [4, 8]), constraint = "TOPK <= LM_TILE")]
 pub fn block_scores_topk<
@@ -206,6 +207,27 @@ impl TopkBlockSelect {
         let shape = [q.shape()[0], landmarks.shape()[1], cand];
         let cv = DeviceTensor::zeros(rt.stream(), DType::F32, &shape)?;
         let ci = DeviceTensor::zeros(rt.stream(), DType::I32, &shape)?;
+        self.scores.launch(rt.stream(), g1, q, landmarks, &cv, &ci, num_blocks as i32)?;
+        Ok(self.merge.launch(rt.stream(), g2, &cv, &ci, block_idx, block_count)?)
+    }
+
+    /// [`Self::launch`] with the candidate buffers kept in `scratch` (slots 0–1; for
+    /// timing loops).
+    #[allow(clippy::too_many_arguments)]
+    pub fn launch_with(
+        &self,
+        rt: &Runtime,
+        scratch: &Scratch,
+        q: &DeviceTensor,
+        landmarks: &DeviceTensor,
+        num_blocks: usize,
+        block_idx: &DeviceTensor,
+        block_count: &DeviceTensor,
+    ) -> Result<(), KernelError> {
+        let (g1, g2, cand) = self.check_args(q, landmarks, num_blocks, block_idx, block_count)?;
+        let shape = [q.shape()[0], landmarks.shape()[1], cand];
+        let cv = scratch.get(rt, 0, DType::F32, &shape)?;
+        let ci = scratch.get(rt, 1, DType::I32, &shape)?;
         self.scores.launch(rt.stream(), g1, q, landmarks, &cv, &ci, num_blocks as i32)?;
         Ok(self.merge.launch(rt.stream(), g2, &cv, &ci, block_idx, block_count)?)
     }

@@ -19,8 +19,9 @@ use tessera_dsl_support::prelude::*;
 use tessera_runtime::DeviceTensor;
 
 use crate::combine::LseCombine;
-use crate::dense::{split_combine_cpu, split_combine_gpu};
+use crate::dense::{split_combine_cpu, split_combine_gpu, split_combine_gpu_with};
 use crate::error::{expect, host_ints, invalid, unravel, KernelError, TensorMeta};
+use crate::scratch::Scratch;
 
 #[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8]))]
 pub fn tree_verify_split<
@@ -254,6 +255,29 @@ impl TreeVerify {
         let t = anc.shape()[1] as i32;
         let sc = self.scale_log2;
         split_combine_gpu(rt, &self.combine, shape, out, lse, |o, l| {
+            Ok(self.split.launch(rt.stream(), grid, q, k, v, anc, o, l, sc, prefix_len as i32, t, split_len as i32)?)
+        })
+    }
+
+    /// [`Self::launch`] with the intermediates kept in `scratch` (for timing loops).
+    #[allow(clippy::too_many_arguments)]
+    pub fn launch_with(
+        &self,
+        rt: &Runtime,
+        scratch: &Scratch,
+        q: &DeviceTensor,
+        k: &DeviceTensor,
+        v: &DeviceTensor,
+        anc: &DeviceTensor,
+        prefix_len: usize,
+        out: &DeviceTensor,
+        lse: Option<&DeviceTensor>,
+    ) -> Result<(), KernelError> {
+        let (grid, split_len) = self.check_args(q, k, v, anc, prefix_len, out, lse.map(|l| l as &dyn TensorMeta))?;
+        let shape = [q.shape()[0], q.shape()[1], grid[0] as usize];
+        let t = anc.shape()[1] as i32;
+        let sc = self.scale_log2;
+        split_combine_gpu_with(rt, scratch, &self.combine, shape, out, lse, |o, l| {
             Ok(self.split.launch(rt.stream(), grid, q, k, v, anc, o, l, sc, prefix_len as i32, t, split_len as i32)?)
         })
     }
