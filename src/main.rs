@@ -21,6 +21,8 @@ enum Command {
     Check(commands::check::Args),
     /// Measures the flash-decode sample on the GPU (bandwidth, configs swept).
     Bench(commands::bench::Args),
+    /// Measures the tessera-kernels decode ops at the PEERS.md shapes (sink+window, block-sparse, top-k, tree, dense).
+    BenchKernels(commands::bench_kernels::Args),
     /// Tunes the kernels for this GPU and stores the winners in the tuning database.
     Autotune(tessera::autotune::Args),
     /// Runs one autotuning job (started by `tessera autotune`; not for direct use).
@@ -48,6 +50,7 @@ fn main() {
         Command::Compile(a) => commands::compile::run(a),
         Command::Check(a) => commands::check::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::BenchKernels(a) => commands::bench_kernels::run(a),
         Command::Autotune(a) => tessera::autotune::run(a),
         Command::AutotuneWorker { job } => tessera::autotune::worker::run(&job),
         Command::Db(a) => commands::db::run(a),

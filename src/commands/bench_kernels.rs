@@ -1,0 +1,1011 @@
+//! `tessera bench-kernels`: the `tessera-kernels` decode ops on the GPU at the shapes of
+//! `../shared/PEERS.md` (32 query heads, 8 KV heads, d=128, bf16, N=131072), each over a
+//! small sweep of its build knobs (BLOCK_N, WARPS, split count), reporting the best.
+//!
+//! For every workload: inputs are generated on the host with a parallel xorshift and
+//! uploaded once; every configuration first runs once with poisoned outputs and scratch,
+//! its output must be finite and match an f64 reference on a few (batch, KV head)
+//! slices; then it is timed with CUDA events (median of `--iters` after warm-up) through
+//! the ops' `launch_with` (scratch kept between launches, so nothing but the kernels is
+//! timed). Bandwidth is the bytes that must be read (the KV rows attended, once) / time,
+//! against the 4.58 TB/s read ceiling. A configuration that fails to build, run or check
+//! is reported and the sweep goes on, so one run gives every figure.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use half::bf16;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde_json::json;
+use tessera_codegen::host::{HostData, HostTensor};
+use tessera_codegen::ir::DType;
+use tessera_kernels::cases::{random_selection, random_trees};
+use tessera_kernels::reference::{attend, block_sparse_positions, sink_window_positions};
+use tessera_kernels::sink_window::union_len;
+use tessera_kernels::{
+    BlockSparseDecode, DecodeParams, DenseDecode, KernelError, Scratch, SinkWindowDecode, TopkBlockSelect, TreeParams,
+    TreeVerify,
+};
+use tessera_runtime::{DeviceTensor, Runtime, RuntimeError, TimingStats};
+
+/// Read ceiling of the H200 (PyTorch SDPA dense decode, shared/H200.md).
+const CEILING_TB_S: f64 = 4.58;
+/// bf16 outputs: largest error relative to the largest reference magnitude.
+const OUT_TOL: f64 = 2e-2;
+
+const HQ: usize = 32;
+const HKV: usize = 8;
+const G: usize = HQ / HKV;
+const D: usize = 128;
+const N: usize = 131072;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Timed iterations per configuration (the median is reported).
+    #[arg(long, default_value_t = 50)]
+    iters: usize,
+    /// Untimed launches before timing.
+    #[arg(long, default_value_t = 10)]
+    warmup: usize,
+    /// Writes one JSON object per workload (the best configuration) to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Runs only the workloads whose name contains one of these (comma-separated), e.g.
+    /// `sink,tree`.
+    #[arg(long, value_delimiter = ',')]
+    only: Option<Vec<String>>,
+    /// Runs only the first (default) configuration of each workload.
+    #[arg(long)]
+    quick: bool,
+    /// After this many seconds, remaining workloads run their first configuration only.
+    #[arg(long, default_value_t = 150.0)]
+    budget_s: f64,
+    /// Skips the comparison with the f64 reference (finiteness is still checked).
+    #[arg(long)]
+    no_reference: bool,
+}
+
+/// One measured configuration.
+struct Trial {
+    config: String,
+    stats: TimingStats,
+    /// `Ok(summary)` or `Err(why the output is wrong)`.
+    check: std::result::Result<String, String>,
+}
+
+/// The best configuration of one workload.
+struct Row {
+    workload: &'static str,
+    desc: String,
+    bytes: u64,
+    flops: Option<f64>,
+    target_us: Option<f64>,
+    best: Option<Trial>,
+    sweep: Vec<(String, std::result::Result<f64, String>)>,
+    note: String,
+}
+
+impl Row {
+    fn new(workload: &'static str, desc: String, bytes: u64, target_us: Option<f64>) -> Self {
+        Row { workload, desc, bytes, flops: None, target_us, best: None, sweep: Vec::new(), note: String::new() }
+    }
+
+    fn tb_per_s(&self) -> Option<f64> {
+        self.best.as_ref().map(|t| self.bytes as f64 / (t.stats.median_us * 1e-6) / 1e12)
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let sweep: Vec<_> = self
+            .sweep
+            .iter()
+            .map(|(c, r)| match r {
+                Ok(us) => json!({"config": c, "median_us": round2(*us)}),
+                Err(e) => json!({"config": c, "error": e}),
+            })
+            .collect();
+        let mut o = json!({
+            "workload": self.workload,
+            "desc": self.desc,
+            "bytes": self.bytes,
+            "target_us": self.target_us,
+            "note": self.note,
+            "sweep": sweep,
+        });
+        let m = o.as_object_mut().expect("object");
+        match &self.best {
+            Some(t) => {
+                m.insert("median_us".into(), json!(round2(t.stats.median_us)));
+                m.insert("p10_us".into(), json!(round2(t.stats.p10_us)));
+                m.insert("p90_us".into(), json!(round2(t.stats.p90_us)));
+                m.insert("tb_per_s".into(), json!(self.tb_per_s().map(|x| (x * 1000.0).round() / 1000.0)));
+                m.insert("config".into(), json!(t.config));
+                m.insert("ok".into(), json!(t.check.is_ok()));
+                m.insert(
+                    "check".into(),
+                    json!(match &t.check {
+                        Ok(s) => s.clone(),
+                        Err(e) => format!("WRONG: {e}"),
+                    }),
+                );
+                if let Some(f) = self.flops {
+                    m.insert(
+                        "tflop_per_s".into(),
+                        json!((f / (t.stats.median_us * 1e-6) / 1e12 * 10.0).round() / 10.0),
+                    );
+                }
+            }
+            None => {
+                m.insert("median_us".into(), serde_json::Value::Null);
+                m.insert("ok".into(), json!(false));
+                m.insert("error".into(), json!("no configuration ran"));
+            }
+        }
+        o
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+struct Ctx<'a> {
+    rt: &'a Runtime,
+    args: &'a Args,
+    start: Instant,
+}
+
+impl Ctx<'_> {
+    fn wanted(&self, workload: &str) -> bool {
+        self.args.only.as_ref().is_none_or(|o| o.iter().any(|s| workload.contains(s.as_str())))
+    }
+
+    fn sweeping(&self) -> bool {
+        !self.args.quick && self.start.elapsed().as_secs_f64() < self.args.budget_s
+    }
+
+    fn time(&self, mut launch: impl FnMut(usize) -> Result<(), KernelError>) -> Result<TimingStats> {
+        Ok(tessera_runtime::time(self.rt.stream(), self.args.warmup, self.args.iters.max(1), |i| {
+            launch(i).map_err(|e| RuntimeError::Driver(e.to_string()))
+        })?)
+    }
+
+    /// Runs `trial` for each configuration (only the first once the budget is spent) and
+    /// keeps the fastest whose check passed (else the fastest).
+    fn sweep<C: Clone>(
+        &self,
+        row: &mut Row,
+        configs: &[C],
+        label: impl Fn(&C) -> String,
+        mut trial: impl FnMut(&C) -> Result<Trial>,
+    ) -> Option<C> {
+        let mut best: Option<(C, Trial)> = None;
+        let mut skipped = 0;
+        for (i, c) in configs.iter().enumerate() {
+            if i > 0 && !self.sweeping() {
+                skipped += 1;
+                continue;
+            }
+            match trial(c) {
+                Ok(t) => {
+                    let mark = match &t.check {
+                        Ok(s) => format!("ok ({s})"),
+                        Err(e) => format!("WRONG ({e})"),
+                    };
+                    eprintln!("  {:<28} {:<62} {}  {mark}", row.workload, t.config, t.stats);
+                    row.sweep.push((t.config.clone(), Ok(t.stats.median_us)));
+                    let better = match &best {
+                        None => true,
+                        Some((_, b)) => match (t.check.is_ok(), b.check.is_ok()) {
+                            (true, false) => true,
+                            (false, true) => false,
+                            _ => t.stats.median_us < b.stats.median_us,
+                        },
+                    };
+                    if better {
+                        best = Some((c.clone(), t));
+                    }
+                }
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    eprintln!("  {:<28} {:<62} FAILED: {msg}", row.workload, label(c));
+                    row.sweep.push((label(c), Err(msg)));
+                }
+            }
+        }
+        if skipped > 0 {
+            let _ = write!(row.note, "{skipped} configurations skipped (time budget). ");
+        }
+        best.map(|(c, t)| {
+            row.best = Some(t);
+            c
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Inputs
+
+/// `n` values from a per-chunk xorshift (parallel; deterministic for a seed).
+fn par_fill<T: Copy + Default + Send>(n: usize, seed: u64, f: fn(u64) -> T) -> Vec<T> {
+    let mut v = vec![T::default(); n];
+    let threads = std::thread::available_parallelism().map_or(8, |x| x.get()).min(64);
+    let chunk = n.div_ceil(threads).max(1 << 16);
+    std::thread::scope(|s| {
+        for (ci, part) in v.chunks_mut(chunk).enumerate() {
+            s.spawn(move || {
+                let mut st =
+                    (seed ^ (ci as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                for x in part {
+                    st ^= st << 13;
+                    st ^= st >> 7;
+                    st ^= st << 17;
+                    *x = f(st);
+                }
+            });
+        }
+    });
+    v
+}
+
+fn unit(bits: u64) -> f32 {
+    // [-1, 1)
+    f32::from_bits(0x3f80_0000 | ((bits >> 41) as u32)) * 2.0 - 3.0
+}
+
+fn random_bf16(shape: &[usize], seed: u64) -> HostTensor {
+    let n = shape.iter().product();
+    HostTensor { shape: shape.to_vec(), data: HostData::BF16(par_fill(n, seed, |b| bf16::from_f32(unit(b)))) }
+}
+
+fn random_f32(shape: &[usize], seed: u64) -> HostTensor {
+    let n = shape.iter().product();
+    HostTensor { shape: shape.to_vec(), data: HostData::F32(par_fill(n, seed, unit)) }
+}
+
+fn bf16_slice(t: &HostTensor) -> &[bf16] {
+    match &t.data {
+        HostData::BF16(v) => v,
+        _ => unreachable!("bf16 tensor"),
+    }
+}
+
+fn f32_slice(t: &HostTensor) -> &[f32] {
+    match &t.data {
+        HostData::F32(v) => v,
+        _ => unreachable!("f32 tensor"),
+    }
+}
+
+/// Rows `[row0, row0 + rows)` of a flat `[.., d]` bf16 tensor, as f64.
+fn rows_f64(t: &HostTensor, row0: usize, rows: usize, d: usize) -> Vec<f64> {
+    bf16_slice(t)[row0 * d..(row0 + rows) * d].iter().map(|x| x.to_f64()).collect()
+}
+
+/// Host copies of q, k, v (k/v `[B, Hkv, cap, D]`), for the references.
+struct HostKv {
+    batch: usize,
+    cap: usize,
+    hq: HostTensor,
+    hk: HostTensor,
+    hv: HostTensor,
+}
+
+impl HostKv {
+    /// The f64 K and V rows of (b, kv head).
+    fn slab(&self, b: usize, h: usize) -> (Vec<f64>, Vec<f64>) {
+        let row0 = (b * HKV + h) * self.cap;
+        (rows_f64(&self.hk, row0, self.cap, D), rows_f64(&self.hv, row0, self.cap, D))
+    }
+}
+
+/// q, k, v on the device with their host copies.
+struct Inputs {
+    q: DeviceTensor,
+    k: DeviceTensor,
+    v: DeviceTensor,
+    host: HostKv,
+}
+
+impl std::ops::Deref for Inputs {
+    type Target = HostKv;
+    fn deref(&self) -> &HostKv {
+        &self.host
+    }
+}
+
+impl Inputs {
+    fn new(rt: &Runtime, batch: usize, q_rows: usize, cap: usize, seed: u64) -> Result<Self> {
+        let t0 = Instant::now();
+        let hq = random_bf16(&[batch, q_rows, D], seed);
+        let hk = random_bf16(&[batch, HKV, cap, D], seed + 1);
+        let hv = random_bf16(&[batch, HKV, cap, D], seed + 2);
+        let st = rt.stream();
+        let (q, k, v) = (
+            DeviceTensor::upload(st, &hq)?.read_only(),
+            DeviceTensor::upload(st, &hk)?.read_only(),
+            DeviceTensor::upload(st, &hv)?.read_only(),
+        );
+        rt.synchronize()?;
+        eprintln!(
+            "inputs B={batch} cap={cap}: {:.2} GB of K+V generated and uploaded in {:.1} s",
+            2.0 * hk.numel() as f64 * 2.0 / 1e9,
+            t0.elapsed().as_secs_f64()
+        );
+        Ok(Inputs { q, k, v, host: HostKv { batch, cap, hq, hk, hv } })
+    }
+}
+
+/// Reference rows: `(flat output row, expected [D])`.
+type RefRows = Vec<(usize, Vec<f64>)>;
+
+/// f64 attention of query rows over positions of one KV slab, rows in parallel.
+fn attend_rows(
+    q: &HostTensor,
+    slab: &(Vec<f64>, Vec<f64>),
+    jobs: Vec<(usize, usize, Vec<usize>)>, // (q row, out row, positions)
+    scale_log2: f64,
+) -> RefRows {
+    std::thread::scope(|s| {
+        let hs: Vec<_> = jobs
+            .into_iter()
+            .map(|(qr, or, pos)| {
+                s.spawn(move || {
+                    let qv = rows_f64(q, qr, 1, D);
+                    (or, attend(&qv, &slab.0, &slab.1, 0, &pos, D, scale_log2).0)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("reference thread")).collect()
+    })
+}
+
+/// Every output value finite, and the reference rows within [`OUT_TOL`].
+fn check_out(out: &DeviceTensor, refs: &RefRows) -> std::result::Result<String, String> {
+    check_host_out(&out.download().map_err(|e| format!("download: {e}"))?, refs)
+}
+
+fn check_host_out(host: &HostTensor, refs: &RefRows) -> std::result::Result<String, String> {
+    let got = bf16_slice(host);
+    if let Some(i) = got.iter().position(|x| !x.to_f32().is_finite()) {
+        return Err(format!("non-finite output at flat index {i} ({})", got[i]));
+    }
+    if refs.is_empty() {
+        return Ok("finite".into());
+    }
+    let scale = refs.iter().flat_map(|(_, w)| w.iter()).fold(f64::MIN_POSITIVE, |m, x| m.max(x.abs()));
+    let mut worst: f64 = 0.0;
+    for (row, want) in refs {
+        for (g, w) in got[row * D..(row + 1) * D].iter().zip(want) {
+            worst = worst.max((g.to_f64() - w).abs() / scale);
+        }
+    }
+    if worst > OUT_TOL {
+        return Err(format!("rel err {worst:.1e} > {OUT_TOL:.0e} on {} reference rows", refs.len()));
+    }
+    Ok(format!("finite, rel err {worst:.1e} on {} rows", refs.len()))
+}
+
+fn kv_bytes(pairs: usize, tokens: usize) -> u64 {
+    (pairs * tokens * 2 * D * 2) as u64
+}
+
+fn scale_log2() -> f32 {
+    tessera_kernels::default_scale_log2(D)
+}
+
+/// Split-decoder knobs: (BLOCK_N, WARPS, max_splits), the first the default.
+fn decode_configs(splits: &[usize]) -> Vec<(usize, usize, usize)> {
+    let mut v = Vec::new();
+    for &(bn, w) in &[(64, 4), (64, 8), (128, 8), (128, 4), (32, 4)] {
+        for &s in splits {
+            v.push((bn, w, s));
+        }
+    }
+    v
+}
+
+fn decode_params(c: &(usize, usize, usize)) -> DecodeParams {
+    DecodeParams { block_n: c.0, warps: c.1, max_splits: c.2, ..DecodeParams::new(G, D) }
+}
+
+fn decode_label(c: &(usize, usize, usize)) -> String {
+    format!("BLOCK_N={} WARPS={} max_splits={}", c.0, c.1, c.2)
+}
+
+/// The reference (b, kv head) slices checked: the first and the last.
+fn check_pairs(batch: usize) -> Vec<(usize, usize)> {
+    if batch == 1 {
+        vec![(0, 0), (0, HKV - 1)]
+    } else {
+        vec![(0, 0), (batch - 1, HKV - 1)]
+    }
+}
+
+/// Reference rows of a decode (`out [B, Hq, D]`) where `positions(b, h)` are attended.
+fn decode_refs(x: &HostKv, on: bool, positions: impl Fn(usize, usize) -> Vec<usize>) -> RefRows {
+    if !on {
+        return Vec::new();
+    }
+    let mut refs = Vec::new();
+    for (b, h) in check_pairs(x.batch) {
+        let slab = x.slab(b, h);
+        let pos = positions(b, h);
+        let jobs = (0..G).map(|g| (b * HQ + h * G + g, b * HQ + h * G + g, pos.clone())).collect();
+        refs.extend(attend_rows(&x.hq, &slab, jobs, scale_log2() as f64));
+    }
+    refs
+}
+
+// ---------------------------------------------------------------------------------------
+// Workloads
+
+fn dense(cx: &Ctx, x: &Inputs, workload: &'static str, target: f64) -> Result<Row> {
+    let b = x.batch;
+    let mut row = Row::new(
+        workload,
+        format!("dense decode B{b} N={N} (DenseDecode: split-KV + LSE combine)"),
+        kv_bytes(b * HKV, N),
+        Some(target),
+    );
+    let refs = decode_refs(x, !cx.args.no_reference, |_, _| (0..N).collect());
+    let out = DeviceTensor::poisoned(cx.rt.stream(), DType::BF16, &[b, HQ, D])?;
+    let splits: &[usize] = if b == 1 { &[32, 64, 16, 128] } else { &[16, 8, 32] };
+    cx.sweep(&mut row, &decode_configs(splits), decode_label, |c| {
+        let op = DenseDecode::new(cx.rt, decode_params(c))?;
+        let (grid, split_len) = op.check_args(&x.q, &x.k, &x.v, N, &out, None)?;
+        let scratch = Scratch::new();
+        out.poison()?;
+        op.launch_with(cx.rt, &scratch, &x.q, &x.k, &x.v, N, &out, None)?;
+        cx.rt.synchronize()?;
+        let check = check_out(&out, &refs);
+        let stats = cx.time(|_| op.launch_with(cx.rt, &scratch, &x.q, &x.k, &x.v, N, &out, None))?;
+        Ok(Trial { config: format!("{} (splits={}, split_len={split_len})", decode_label(c), grid[0]), stats, check })
+    });
+    Ok(row)
+}
+
+const SINK: usize = 64;
+const WINDOW: usize = 4096;
+
+fn sink_window(cx: &Ctx, x: &Inputs) -> Result<Row> {
+    let b = x.batch;
+    let keys = union_len(N, SINK, WINDOW);
+    let mut row = Row::new(
+        "sink_window_B8",
+        format!("sink {SINK} + window {WINDOW}, B{b} N={N} (SinkWindowDecode)"),
+        kv_bytes(b * HKV, keys),
+        Some(35.0),
+    );
+    let pos = sink_window_positions(N, SINK, WINDOW);
+    let refs = decode_refs(x, !cx.args.no_reference, |_, _| pos.clone());
+    let out = DeviceTensor::poisoned(cx.rt.stream(), DType::BF16, &[b, HQ, D])?;
+    cx.sweep(&mut row, &decode_configs(&[4, 2, 8, 16]), decode_label, |c| {
+        let op = SinkWindowDecode::new(cx.rt, decode_params(c))?;
+        let (grid, split_len) = op.check_args(&x.q, &x.k, &x.v, N, SINK, WINDOW, &out, None)?;
+        let scratch = Scratch::new();
+        out.poison()?;
+        op.launch_with(cx.rt, &scratch, &x.q, &x.k, &x.v, N, SINK, WINDOW, &out, None)?;
+        cx.rt.synchronize()?;
+        let check = check_out(&out, &refs);
+        let stats = cx.time(|_| op.launch_with(cx.rt, &scratch, &x.q, &x.k, &x.v, N, SINK, WINDOW, &out, None))?;
+        Ok(Trial { config: format!("{} (splits={}, split_len={split_len})", decode_label(c), grid[0]), stats, check })
+    });
+    Ok(row)
+}
+
+const BS: usize = 128;
+const NBLK: usize = 64;
+
+/// The block-sparse op and its config from the sweep, for the top-k pipeline.
+struct BlockSparseBest {
+    config: (usize, usize, usize),
+}
+
+fn block_sparse(cx: &Ctx, x: &Inputs) -> Result<(Row, Option<BlockSparseBest>)> {
+    let b = x.batch;
+    let mut row = Row::new(
+        "block_sparse_B8",
+        format!("block-sparse {NBLK} blocks x {BS} tokens per (batch, KV head), random distinct, B{b} N={N}"),
+        kv_bytes(b * HKV, NBLK * BS),
+        Some(65.0),
+    );
+    let mut rng = StdRng::seed_from_u64(11);
+    let (idx, cnt) = random_selection(&mut rng, b, HKV, N / BS, NBLK, false, true);
+    let refs = if cx.args.no_reference {
+        Vec::new()
+    } else {
+        let iv = idx.to_f64();
+        decode_refs(x, true, |bb, h| {
+            let bh = bb * HKV + h;
+            let blocks: Vec<i64> = iv[bh * NBLK..(bh + 1) * NBLK].iter().map(|&v| v as i64).collect();
+            block_sparse_positions(N, 0, 0, &blocks, BS)
+        })
+    };
+    let out = DeviceTensor::poisoned(cx.rt.stream(), DType::BF16, &[b, HQ, D])?;
+    let (di, dc) = (DeviceTensor::upload(cx.rt.stream(), &idx)?, DeviceTensor::upload(cx.rt.stream(), &cnt)?);
+    let best = cx.sweep(&mut row, &decode_configs(&[8, 4, 16, 32]), decode_label, |c| {
+        let op = BlockSparseDecode::new(cx.rt, decode_params(c), BS)?;
+        // Index ranges are checked on the host copies.
+        op.check_args(&x.hq, &x.hk, &x.hv, &idx, &cnt, N, 0, 0, &out, None)?;
+        let (grid, split_len) = op.check_args(&x.q, &x.k, &x.v, &di, &dc, N, 0, 0, &out, None)?;
+        let scratch = Scratch::new();
+        out.poison()?;
+        op.launch_with(cx.rt, &scratch, &x.q, &x.k, &x.v, &di, &dc, N, 0, 0, &out, None)?;
+        cx.rt.synchronize()?;
+        let check = check_out(&out, &refs);
+        let stats = cx.time(|_| op.launch_with(cx.rt, &scratch, &x.q, &x.k, &x.v, &di, &dc, N, 0, 0, &out, None))?;
+        Ok(Trial { config: format!("{} (splits={}, split_len={split_len})", decode_label(c), grid[0]), stats, check })
+    });
+    Ok((row, best.map(|config| BlockSparseBest { config })))
+}
+
+/// Landmark sets rotated through while timing (together > 2x the L2), so each launch
+/// reads its landmarks from HBM as a decode step would.
+fn landmark_sets(rt: &Runtime, b: usize, nb: usize) -> Result<(Vec<DeviceTensor>, HostTensor)> {
+    let one = (b * HKV * nb * D * 4) as f64;
+    let l2 = rt.info().l2_bytes.max(1) as f64;
+    let sets = ((2.0 * l2 / one).ceil() as usize).clamp(1, 8);
+    let mut dev = Vec::new();
+    let mut first = None;
+    for s in 0..sets {
+        let h = random_f32(&[b, HKV, nb, D], 100 + s as u64);
+        dev.push(DeviceTensor::upload(rt.stream(), &h)?.read_only());
+        if s == 0 {
+            first = Some(h);
+        }
+    }
+    Ok((dev, first.expect("one set")))
+}
+
+/// Checks a top-k selection: `count = k`, indices distinct and in range, and on the
+/// checked slices the selected scores are the k largest (max over the group) within 1e-3.
+#[allow(clippy::too_many_arguments)]
+fn check_topk(
+    idx: &[f64],
+    cnt: &[f64],
+    q: &HostTensor,
+    lm: &HostTensor,
+    b: usize,
+    nb: usize,
+    k: usize,
+    reference: bool,
+) -> std::result::Result<String, String> {
+    for bh in 0..b * HKV {
+        if cnt[bh] as usize != k {
+            return Err(format!("(b,h) {bh}: count {} != {k}", cnt[bh]));
+        }
+        let sel = &idx[bh * k..(bh + 1) * k];
+        let mut seen = std::collections::HashSet::new();
+        for &x in sel {
+            if x < 0.0 || x as usize >= nb || !seen.insert(x as i64) {
+                return Err(format!("(b,h) {bh}: index {x} out of range or repeated"));
+            }
+        }
+    }
+    if !reference {
+        return Ok("valid selection".into());
+    }
+    let (qs, ls) = (bf16_slice(q), f32_slice(lm));
+    let mut worst: f64 = 0.0;
+    for (bb, h) in check_pairs(b) {
+        let bh = bb * HKV + h;
+        let scores: Vec<f64> = (0..nb)
+            .map(|j| {
+                let l = &ls[(bh * nb + j) * D..(bh * nb + j + 1) * D];
+                (0..G)
+                    .map(|g| {
+                        let qr = &qs[(bb * HQ + h * G + g) * D..(bb * HQ + h * G + g + 1) * D];
+                        qr.iter().zip(l).map(|(a, c)| a.to_f64() * *c as f64).sum::<f64>()
+                    })
+                    .fold(f64::NEG_INFINITY, f64::max)
+            })
+            .collect();
+        let mut sorted = scores.clone();
+        sorted.sort_by(|a, c| c.total_cmp(a));
+        let kth = sorted[k - 1];
+        let mag = sorted[0].abs().max(1.0);
+        for &x in &idx[bh * k..(bh + 1) * k] {
+            let short = (kth - scores[x as usize]) / mag;
+            worst = worst.max(short);
+            if short > 1e-3 {
+                return Err(format!("(b,h) {bh}: block {x} scores {} below the k-th best {kth}", scores[x as usize]));
+            }
+        }
+    }
+    Ok(format!("valid selection, top-{k} exact within {worst:.0e}"))
+}
+
+struct TopkBest {
+    lm_tile: usize,
+}
+
+fn topk(cx: &Ctx, x: &Inputs, workload: &'static str, bs: usize) -> Result<(Row, Option<TopkBest>)> {
+    let (b, k) = (x.batch, NBLK);
+    let nb = N / bs;
+    let mut row = Row::new(
+        workload,
+        format!("top-{k} block selection over {nb} blocks of {bs} (landmarks precomputed, f32), B{b} N={N}"),
+        (b * HKV * nb * D * 4) as u64,
+        Some(30.0),
+    );
+    let (sets, lm0) = landmark_sets(cx.rt, b, nb)?;
+    let _ = write!(row.note, "bytes = landmarks read (f32); {} landmark sets rotated (cold L2). ", sets.len());
+    let bi = DeviceTensor::poisoned(cx.rt.stream(), DType::I32, &[b, HKV, k])?;
+    let bc = DeviceTensor::poisoned(cx.rt.stream(), DType::I32, &[b, HKV])?;
+    let label = |t: &usize| format!("LM_TILE={t} WARPS=4 max over group");
+    let best = cx.sweep(&mut row, &[128usize, 64, 256], label, |&lm_tile| {
+        let max_cand = (nb.div_ceil(lm_tile) * k).next_power_of_two();
+        let op = TopkBlockSelect::new(cx.rt, G, D, k, lm_tile, false, max_cand)?;
+        let scratch = Scratch::new();
+        bi.poison()?;
+        bc.poison()?;
+        op.launch_with(cx.rt, &scratch, &x.q, &sets[0], nb, &bi, &bc)?;
+        cx.rt.synchronize()?;
+        let (idx, cnt) = (bi.download()?.to_f64(), bc.download()?.to_f64());
+        let check = check_topk(&idx, &cnt, &x.hq, &lm0, b, nb, k, !cx.args.no_reference);
+        let stats = cx.time(|i| op.launch_with(cx.rt, &scratch, &x.q, &sets[i % sets.len()], nb, &bi, &bc))?;
+        Ok(Trial { config: format!("{} (CAND={max_cand})", label(&lm_tile)), stats, check })
+    });
+    Ok((row, best.map(|lm_tile| TopkBest { lm_tile })))
+}
+
+/// Top-k selection (block 128) feeding block-sparse decode, back to back, best configs.
+fn topk_pipeline(cx: &Ctx, x: &Inputs, tk: &TopkBest, bsp: &BlockSparseBest) -> Result<Row> {
+    let (b, k, nb) = (x.batch, NBLK, N / BS);
+    let mut row = Row::new(
+        "topk_then_block_sparse_B8",
+        format!("top-{k} selection (block {BS}) then block-sparse decode on its output, B{b} N={N}"),
+        kv_bytes(b * HKV, NBLK * BS) + (b * HKV * nb * D * 4) as u64,
+        None,
+    );
+    row.note = "bytes = selected KV + landmarks. ".into();
+    let (sets, _) = landmark_sets(cx.rt, b, nb)?;
+    let bi = DeviceTensor::poisoned(cx.rt.stream(), DType::I32, &[b, HKV, k])?;
+    let bc = DeviceTensor::poisoned(cx.rt.stream(), DType::I32, &[b, HKV])?;
+    let out = DeviceTensor::poisoned(cx.rt.stream(), DType::BF16, &[b, HQ, D])?;
+    let max_cand = (nb.div_ceil(tk.lm_tile) * k).next_power_of_two();
+    let sel = TopkBlockSelect::new(cx.rt, G, D, k, tk.lm_tile, false, max_cand)?;
+    let dec = BlockSparseDecode::new(cx.rt, decode_params(&bsp.config), BS)?;
+    let config = format!("LM_TILE={} + {}", tk.lm_tile, decode_label(&bsp.config));
+    cx.sweep(
+        &mut row,
+        &[()],
+        |_| config.clone(),
+        |_| {
+            let (s1, s2) = (Scratch::new(), Scratch::new());
+            let step = |i: usize| -> Result<(), KernelError> {
+                sel.launch_with(cx.rt, &s1, &x.q, &sets[i % sets.len()], nb, &bi, &bc)?;
+                dec.launch_with(cx.rt, &s2, &x.q, &x.k, &x.v, &bi, &bc, N, 0, 0, &out, None)
+            };
+            out.poison()?;
+            step(0)?;
+            cx.rt.synchronize()?;
+            let check = check_out(&out, &Vec::new());
+            let stats = cx.time(step)?;
+            Ok(Trial { config: config.clone(), stats, check })
+        },
+    );
+    Ok(row)
+}
+
+/// Tree reference rows: nodes 0 and T-1 of every query head of the checked KV heads
+/// (`q`/`out` row `b·Hq·T + h·T + i`).
+fn tree_refs(x: &HostKv, hq: &HostTensor, anc_bits: &[u64], t: usize, prefix: usize) -> RefRows {
+    let mut refs = Vec::new();
+    for (bb, h) in check_pairs(x.batch) {
+        let slab = x.slab(bb, h);
+        let mut jobs = Vec::new();
+        for g in 0..G {
+            for i in [0, t - 1] {
+                let mut pos: Vec<usize> = (0..prefix).collect();
+                pos.extend((0..t).filter(|j| anc_bits[bb * t + i] >> j & 1 == 1).map(|j| prefix + j));
+                let r = bb * HQ * t + (h * G + g) * t + i;
+                jobs.push((r, r, pos));
+            }
+        }
+        refs.extend(attend_rows(hq, &slab, jobs, scale_log2() as f64));
+    }
+    refs
+}
+
+fn tree(cx: &Ctx, x: &Inputs, t: usize, workload: &'static str, target: f64) -> Result<Row> {
+    let b = x.batch;
+    let prefix = N;
+    let mut row = Row::new(
+        workload,
+        format!("tree verify T={t} over prefix N={N}, B{b}, random tree (TreeVerify)"),
+        kv_bytes(b * HKV, prefix),
+        Some(target),
+    );
+    row.flops = Some((4 * b * HQ * t * prefix * D) as f64);
+    let mut rng = StdRng::seed_from_u64(5 + t as u64);
+    let anc_bits = random_trees(&mut rng, b, t);
+    let anc = HostTensor { shape: vec![b, t], data: HostData::I64(anc_bits.iter().map(|&a| a as i64).collect()) };
+    let hq = random_bf16(&[b, HQ * t, D], 77 + t as u64);
+    let q = DeviceTensor::upload(cx.rt.stream(), &hq)?.read_only();
+    let danc = DeviceTensor::upload(cx.rt.stream(), &anc)?.read_only();
+    let refs = if cx.args.no_reference { Vec::new() } else { tree_refs(x, &hq, &anc_bits, t, prefix) };
+    let out = DeviceTensor::poisoned(cx.rt.stream(), DType::BF16, &[b, HQ * t, D])?;
+    let mut configs = Vec::new();
+    for bn in [64, 32, 128] {
+        for s in [32, 64, 16, 128] {
+            configs.push((bn, s));
+        }
+    }
+    let label = |c: &(usize, usize)| format!("BLOCK_N={} WARPS=4 max_splits={}", c.0, c.1);
+    cx.sweep(&mut row, &configs, label, |c| {
+        let p = TreeParams { block_n: c.0, max_splits: c.1, ..TreeParams::new(G, D, t) };
+        let op = TreeVerify::new(cx.rt, p)?;
+        op.check_args(&hq, &x.hk, &x.hv, &anc, prefix, &hq, None)?;
+        let (grid, split_len) = op.check_args(&q, &x.k, &x.v, &danc, prefix, &out, None)?;
+        let scratch = Scratch::new();
+        out.poison()?;
+        op.launch_with(cx.rt, &scratch, &q, &x.k, &x.v, &danc, prefix, &out, None)?;
+        cx.rt.synchronize()?;
+        let check = check_out(&out, &refs);
+        let stats = cx.time(|_| op.launch_with(cx.rt, &scratch, &q, &x.k, &x.v, &danc, prefix, &out, None))?;
+        Ok(Trial { config: format!("{} (splits={}, split_len={split_len})", label(c), grid[0]), stats, check })
+    });
+    Ok(row)
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// Runs a workload; an error (not a failing configuration: those are in the sweep)
+/// becomes a row without a figure.
+fn guarded(workload: &'static str, desc: &str, r: Result<Row>) -> Row {
+    r.unwrap_or_else(|e| {
+        eprintln!("{workload}: FAILED: {e:#}");
+        let mut row = Row::new(workload, desc.to_string(), 0, None);
+        row.note = format!("error: {e:#}");
+        row
+    })
+}
+
+/// The rows so far, written to the JSON file after every workload (so an interrupted run
+/// still leaves what it measured).
+struct Rows {
+    rows: Vec<Row>,
+    json: Option<PathBuf>,
+}
+
+impl Rows {
+    fn push(&mut self, row: Row) {
+        self.rows.push(row);
+        if let Some(p) = &self.json {
+            let v: Vec<_> = self.rows.iter().map(Row::json).collect();
+            let text = serde_json::to_string_pretty(&v).expect("JSON values") + "\n";
+            if let Err(e) = std::fs::write(p, text) {
+                eprintln!("writing {}: {e}", p.display());
+            }
+        }
+    }
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let rt = Runtime::new(0).context("bench-kernels needs a CUDA GPU")?;
+    println!(
+        "device {} ({}), {} SMs, L2 {} MB",
+        rt.info().name,
+        rt.arch(),
+        rt.info().sm_count,
+        rt.info().l2_bytes >> 20
+    );
+    let cx = Ctx { rt: &rt, args: &a, start: Instant::now() };
+    let mut rows = Rows { rows: Vec::new(), json: a.json.clone() };
+    let b8_workloads = ["sink_window_B8", "block_sparse_B8", "topk_select_B8_bs128", "topk_select_B8_bs64", "dense_B8"];
+    if b8_workloads.iter().any(|w| cx.wanted(w)) || cx.wanted("topk_then_block_sparse_B8") {
+        let x = Inputs::new(&rt, 8, HQ, N, 1)?;
+        if cx.wanted("sink_window_B8") {
+            rows.push(guarded("sink_window_B8", "sink+window", sink_window(&cx, &x)));
+        }
+        let mut bs_best = None;
+        if cx.wanted("block_sparse_B8") || cx.wanted("topk_then_block_sparse_B8") {
+            match block_sparse(&cx, &x) {
+                Ok((row, best)) => {
+                    rows.push(row);
+                    bs_best = best;
+                }
+                Err(e) => rows.push(guarded("block_sparse_B8", "block-sparse", Err(e))),
+            }
+        }
+        let mut tk_best = None;
+        if cx.wanted("topk_select_B8_bs128") || cx.wanted("topk_then_block_sparse_B8") {
+            match topk(&cx, &x, "topk_select_B8_bs128", BS) {
+                Ok((row, best)) => {
+                    rows.push(row);
+                    tk_best = best;
+                }
+                Err(e) => rows.push(guarded("topk_select_B8_bs128", "top-k", Err(e))),
+            }
+        }
+        if cx.wanted("topk_select_B8_bs64") {
+            rows.push(guarded("topk_select_B8_bs64", "top-k", topk(&cx, &x, "topk_select_B8_bs64", 64).map(|r| r.0)));
+        }
+        if cx.wanted("topk_then_block_sparse_B8") {
+            match (&tk_best, &bs_best) {
+                (Some(t), Some(s)) => {
+                    rows.push(guarded("topk_then_block_sparse_B8", "pipeline", topk_pipeline(&cx, &x, t, s)))
+                }
+                _ => eprintln!("topk_then_block_sparse_B8: skipped (top-k or block-sparse did not run)"),
+            }
+        }
+        if cx.wanted("dense_B8") {
+            rows.push(guarded("dense_B8", "dense", dense(&cx, &x, "dense_B8", 940.0)));
+        }
+    }
+    let b1_workloads = ["tree_T16_B1", "tree_T64_B1", "dense_B1"];
+    if b1_workloads.iter().any(|w| cx.wanted(w)) {
+        // One cache for the three: N prefix rows + 64 tree rows (dense reads the first N).
+        let x = Inputs::new(&rt, 1, HQ, N + 64, 2)?;
+        if cx.wanted("tree_T16_B1") {
+            rows.push(guarded("tree_T16_B1", "tree T=16", tree(&cx, &x, 16, "tree_T16_B1", 140.0)));
+        }
+        if cx.wanted("tree_T64_B1") {
+            rows.push(guarded("tree_T64_B1", "tree T=64", tree(&cx, &x, 64, "tree_T64_B1", 290.0)));
+        }
+        if cx.wanted("dense_B1") {
+            rows.push(guarded("dense_B1", "dense", dense(&cx, &x, "dense_B1", 130.0)));
+        }
+    }
+    let rows = rows.rows;
+    if rows.is_empty() {
+        bail!("no workload matches --only {:?}", a.only);
+    }
+    print_table(&rows);
+    println!("(total {:.1} s including NVRTC compiles)", cx.start.elapsed().as_secs_f64());
+    if let Some(p) = &a.json {
+        println!("wrote {}", p.display());
+    }
+    if rows.iter().any(|r| r.best.as_ref().is_none_or(|t| t.check.is_err())) {
+        return Err(anyhow!("some workloads have no checked figure (see the table)"));
+    }
+    Ok(())
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "\n{:<27} {:>10} {:>8} {:>6} {:>9} {:>7} {:>6}  {:<60}",
+        "workload", "median µs", "TB/s", "%ceil", "target µs", "met", "check", "best config"
+    );
+    for r in rows {
+        match &r.best {
+            Some(t) => {
+                let tb = r.tb_per_s().unwrap_or(0.0);
+                let target = r.target_us.map_or("-".to_string(), |x| format!("{x:.0}"));
+                let met = match r.target_us {
+                    Some(x) if t.stats.median_us <= x => "yes".to_string(),
+                    Some(x) => format!("+{:.0}%", 100.0 * (t.stats.median_us / x - 1.0)),
+                    None => "-".into(),
+                };
+                let mut cfg = t.config.clone();
+                if let Some(f) = r.flops {
+                    let _ = write!(cfg, " [{:.0} TFLOP/s]", f / (t.stats.median_us * 1e-6) / 1e12);
+                }
+                println!(
+                    "{:<27} {:>10.1} {:>8.2} {:>5.0}% {:>9} {:>7} {:>6}  {}",
+                    r.workload,
+                    t.stats.median_us,
+                    tb,
+                    100.0 * tb / CEILING_TB_S,
+                    target,
+                    met,
+                    if t.check.is_ok() { "ok" } else { "WRONG" },
+                    cfg
+                );
+            }
+            None => println!(
+                "{:<27} {:>10} {}",
+                r.workload,
+                "-",
+                if r.note.is_empty() { "no configuration ran" } else { &r.note }
+            ),
+        }
+    }
+    println!("(bytes read: the KV rows attended, K and V, once; landmarks for top-k. Ceiling {CEILING_TB_S} TB/s.)");
+    for r in rows.iter().filter(|r| !r.note.is_empty() && r.best.is_some()) {
+        println!("  {}: {}", r.workload, r.note.trim());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The references and checks above against the kernels on the CPU interpreter, at
+    //! small sequence lengths (the benchmark's heads and head dim).
+    use super::*;
+
+    fn host(batch: usize, q_rows: usize, cap: usize) -> HostKv {
+        HostKv {
+            batch,
+            cap,
+            hq: random_bf16(&[batch, q_rows, D], 3),
+            hk: random_bf16(&[batch, HKV, cap, D], 4),
+            hv: random_bf16(&[batch, HKV, cap, D], 5),
+        }
+    }
+
+    fn out(batch: usize, rows: usize) -> HostTensor {
+        HostTensor::full(DType::BF16, &[batch, rows, D], f64::NAN)
+    }
+
+    #[test]
+    fn decode_references_match_the_interpreter() {
+        let (n, sink, window) = (200, 8, 50);
+        let x = host(2, HQ, n);
+        let p = DecodeParams { block_n: 32, max_splits: 4, ..DecodeParams::new(G, D) };
+        let mut o = out(2, HQ);
+        DenseDecode::cpu(p.clone()).unwrap().run_cpu(&x.hq, &x.hk, &x.hv, n, &mut o, None).unwrap();
+        let refs = decode_refs(&x, true, |_, _| (0..n).collect());
+        assert_eq!(refs.len(), 2 * G);
+        check_host_out(&o, &refs).unwrap();
+        // A wrong reference is caught.
+        let bad = decode_refs(&x, true, |_, _| (0..n / 2).collect());
+        assert!(check_host_out(&o, &bad).is_err());
+
+        let mut o = out(2, HQ);
+        let op = SinkWindowDecode::cpu(p.clone()).unwrap();
+        op.run_cpu(&x.hq, &x.hk, &x.hv, n, sink, window, &mut o, None).unwrap();
+        let pos = sink_window_positions(n, sink, window);
+        check_host_out(&o, &decode_refs(&x, true, |_, _| pos.clone())).unwrap();
+
+        let bs = 16;
+        let mut rng = StdRng::seed_from_u64(11);
+        let (idx, cnt) = random_selection(&mut rng, 2, HKV, n / bs, 4, false, true);
+        let mut o = out(2, HQ);
+        let op = BlockSparseDecode::cpu(p, bs).unwrap();
+        op.run_cpu(&x.hq, &x.hk, &x.hv, &idx, &cnt, n, 0, 0, &mut o, None).unwrap();
+        let iv = idx.to_f64();
+        let refs = decode_refs(&x, true, |b, h| {
+            let bh = b * HKV + h;
+            let blocks: Vec<i64> = iv[bh * 4..(bh + 1) * 4].iter().map(|&v| v as i64).collect();
+            block_sparse_positions(n, 0, 0, &blocks, bs)
+        });
+        check_host_out(&o, &refs).unwrap();
+    }
+
+    #[test]
+    fn tree_reference_matches_the_interpreter() {
+        let (t, prefix) = (5, 100);
+        let x = host(1, HQ, prefix + t);
+        let mut rng = StdRng::seed_from_u64(5);
+        let bits = random_trees(&mut rng, 1, t);
+        let anc = HostTensor { shape: vec![1, t], data: HostData::I64(bits.iter().map(|&a| a as i64).collect()) };
+        let hq = random_bf16(&[1, HQ * t, D], 9);
+        let mut o = out(1, HQ * t);
+        let p = TreeParams { block_n: 32, max_splits: 4, ..TreeParams::new(G, D, t) };
+        TreeVerify::cpu(p).unwrap().run_cpu(&hq, &x.hk, &x.hv, &anc, prefix, &mut o, None).unwrap();
+        let refs = tree_refs(&x, &hq, &bits, t, prefix);
+        assert_eq!(refs.len(), 2 * G * 2);
+        check_host_out(&o, &refs).unwrap();
+    }
+
+    #[test]
+    fn topk_check_accepts_the_interpreter_and_refuses_a_bad_pick() {
+        let (b, nb, k) = (2, 96, 8);
+        let q = random_bf16(&[b, HQ, D], 1);
+        let lm = random_f32(&[b, HKV, nb, D], 2);
+        let op = TopkBlockSelect::cpu(G, D, k, 32, false, 32).unwrap();
+        let mut bi = HostTensor::full(DType::I32, &[b, HKV, k], 0.0);
+        let mut bc = HostTensor::full(DType::I32, &[b, HKV], 0.0);
+        op.run_cpu(&q, &lm, nb, &mut bi, &mut bc).unwrap();
+        let (mut idx, cnt) = (bi.to_f64(), bc.to_f64());
+        check_topk(&idx, &cnt, &q, &lm, b, nb, k, true).unwrap();
+        // Replace a pick of (0, 0) by a block that was not picked: refused.
+        let other = (0..nb).find(|j| !idx[..k].contains(&(*j as f64))).unwrap();
+        idx[k - 1] = other as f64;
+        assert!(check_topk(&idx, &cnt, &q, &lm, b, nb, k, true).is_err());
+    }
+
+    #[test]
+    fn random_inputs_are_spread_and_deterministic() {
+        let a = random_bf16(&[3, 100_000], 7);
+        assert_eq!(bf16_slice(&a), bf16_slice(&random_bf16(&[3, 100_000], 7)));
+        let v: Vec<f32> = bf16_slice(&a).iter().map(|x| x.to_f32()).collect();
+        let mean = v.iter().sum::<f32>() / v.len() as f32;
+        assert!(v.iter().all(|x| (-1.0..=1.0).contains(x)) && mean.abs() < 0.01);
+        assert!(v.iter().any(|&x| x > 0.99) && v.iter().any(|&x| x < -0.99));
+    }
+}
