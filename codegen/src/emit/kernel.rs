@@ -923,19 +923,23 @@ impl<'a> BodyWriter<'a> {
         }
     }
 
+    /// Opens the unrolled loop over this thread's vectors of a tile of `shape`, with the
+    /// flat index `f` and tile coordinates `c0, c1, ...` of the vector's first element.
+    fn open_vector_loop(&mut self, l: Layout, shape: &[usize]) {
+        self.line("#pragma unroll");
+        self.open(format!("for (int i = 0; i < {}; i += {})", l.slots, l.vec));
+        self.line(format!("const int f = tsr::flat<{}>(i);", l.vec));
+        let decl: Vec<String> = coords("f", shape).iter().enumerate().map(|(d, c)| format!("c{d} = {c}")).collect();
+        self.line(format!("const int {};", decl.join(", ")));
+    }
+
     /// The loop over this thread's vectors of a tile access. `body` emits the per-vector
     /// code with `ok` (all but the innermost tile axis in bounds), `base` (offset without
     /// the innermost position) and `pv` (innermost tensor position of element 0) in scope.
     fn access_loop(&mut self, a: &Access, ty: &TileType, body: impl FnOnce(&mut Self, &Access, &str)) {
         let l = self.layout(ty);
-        let last_axis = ty.rank() - 1;
         let (vd, _) = a.vector_dim.expect("tile access has a tile axis");
-        self.line("#pragma unroll");
-        self.open(format!("for (int i = 0; i < {}; i += {})", l.slots, l.vec));
-        self.line(format!("const int f = tsr::flat<{}>(i);", l.vec));
-        let cs = coords("f", &ty.shape);
-        let decl: Vec<String> = cs.iter().enumerate().map(|(d, c)| format!("c{d} = {c}")).collect();
-        self.line(format!("const int {};", decl.join(", ")));
+        self.open_vector_loop(l, &ty.shape);
         let mut ok = vec![format!("f < {}", l.numel)];
         let mut base = Vec::new();
         for d in 0..a.rank {
@@ -950,9 +954,7 @@ impl<'a> BodyWriter<'a> {
         self.line(format!("const bool ok = {};", ok.join(" && ")));
         let base = if base.is_empty() { "0".to_string() } else { base.join(" + ") };
         self.line(format!("const long long base = {base};"));
-        let _ = last_axis;
-        let e = "E";
-        body(self, a, e);
+        body(self, a, "E");
         self.close();
     }
 
@@ -1004,12 +1006,7 @@ impl<'a> BodyWriter<'a> {
         self.line(format!("auto* origin = {ptr} + {};", offset.join(" + ")));
         fast.push(format!("tsr::aligned(origin, {})", a.chunk));
         self.open(format!("if ({})", fast.join(" && ")));
-        self.line("#pragma unroll");
-        self.open(format!("for (int i = 0; i < {}; i += {})", l.slots, l.vec));
-        self.line(format!("const int f = tsr::flat<{}>(i);", l.vec));
-        let cs = coords("f", &ty.shape);
-        let decl: Vec<String> = cs.iter().enumerate().map(|(d, c)| format!("c{d} = {c}")).collect();
-        self.line(format!("const int {};", decl.join(", ")));
+        self.open_vector_loop(l, &ty.shape);
         let mut on = vec![format!("f < {}", l.numel)];
         let mut addr = Vec::new();
         for d in 0..a.rank {
