@@ -113,8 +113,11 @@ pub fn run(a: Args) -> Result<()> {
         );
         bar.set_prefix(format!("B={} N={}", shape.batch, shape.seq_len));
         bar.set_message("compiling");
-        precompile(&rt, shape, &candidates);
-        let trials = tune_key(&a, shape, &candidates, &bar, &overall)?;
+        let pruned = precompile(&rt, shape, &candidates);
+        let n_pruned = pruned.iter().filter(|t| t.is_some()).count() as u64;
+        bar.inc(n_pruned);
+        overall.inc(n_pruned);
+        let trials = tune_key(&a, shape, &candidates, pruned, &bar, &overall)?;
         bar.finish_with_message("done");
         let winner = Trial::fastest(&trials).cloned();
         db.record_run(&run_id, &key, &trials, winner.as_ref())?;
@@ -135,39 +138,64 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-/// Compiles every candidate's kernels on CPU threads, filling the PTX cache (memory and
-/// disk) so the worker only loads them. Failures are left for the worker to report.
-fn precompile(rt: &Runtime, shape: &DecodeShape, candidates: &[DecodeConfig]) {
+/// Compiles every candidate's split kernel on CPU threads, filling the PTX cache (memory
+/// and disk) so the worker only loads it, and prunes what this GPU cannot run: more
+/// dynamic shared memory than a block may opt into, or more registers per block than an
+/// SM has. Returns a trial for each pruned or uncompilable candidate (`compile-error`).
+fn precompile(rt: &Runtime, shape: &DecodeShape, candidates: &[DecodeConfig]) -> Vec<Option<Trial>> {
     let arch = rt.arch();
+    let smem_limit = rt.info().max_shared_per_block_optin;
+    const REGISTERS_PER_SM: u32 = 65536;
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(16);
-    let sources: Vec<(String, String)> = candidates
-        .iter()
-        .filter_map(|c| split_kernel(shape, c).ok())
-        .map(|k| emit_cuda(&k))
-        .map(|e| (e.source, e.entry))
-        .collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Trial>>> =
+        candidates.iter().map(|_| std::sync::Mutex::new(None)).collect();
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some((src, entry)) = sources.get(i) else { break };
-                let _ = rt.cache().get_or_compile(src, entry, &arch);
+                let Some(c) = candidates.get(i) else { break };
+                let config = serde_json::to_value(c).expect("serialisable");
+                let fail = |msg: String| Some(Trial::failed(config.clone(), TrialStatus::CompileError, msg));
+                let verdict = match split_kernel(shape, c) {
+                    Err(e) => fail(format!("{e:#}")),
+                    Ok(k) => {
+                        let e = emit_cuda(&k);
+                        if e.shared_bytes as usize > smem_limit {
+                            fail(format!(
+                                "needs {} B of shared memory; this GPU allows {smem_limit} B per block",
+                                e.shared_bytes
+                            ))
+                        } else if let Err(err) = rt.cache().get_or_compile(&e.source, &e.entry, &arch) {
+                            fail(format!("{err}"))
+                        } else {
+                            match tessera_runtime::resource_usage(&e.source, &e.entry, &arch) {
+                                Ok(r) if r.registers * e.threads > REGISTERS_PER_SM => fail(format!(
+                                    "{} registers x {} threads exceed the {REGISTERS_PER_SM} registers of an SM",
+                                    r.registers, e.threads
+                                )),
+                                _ => None,
+                            }
+                        }
+                    }
+                };
+                *results[i].lock().expect("no poisoning") = verdict;
             });
         }
     });
+    results.into_iter().map(|m| m.into_inner().expect("no poisoning")).collect()
 }
 
-/// Runs the candidates in worker processes, restarting a worker after a fault or a
-/// timeout, and returns one trial per candidate.
+/// Runs the candidates without an outcome yet in worker processes, restarting a worker
+/// after a fault or a timeout, and returns one trial per candidate.
 fn tune_key(
     a: &Args,
     shape: &DecodeShape,
     candidates: &[DecodeConfig],
+    mut outcomes: Vec<Option<Trial>>,
     bar: &ProgressBar,
     overall: &ProgressBar,
 ) -> Result<Vec<Trial>> {
-    let mut outcomes: Vec<Option<Trial>> = vec![None; candidates.len()];
     let config_json = |i: usize| serde_json::to_value(candidates[i]).expect("serialisable");
     let exe = std::env::current_exe()?;
     let dir = std::env::temp_dir().join(format!("tessera-autotune-{}", std::process::id()));
