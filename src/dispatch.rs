@@ -1,8 +1,10 @@
 //! Dispatch: which configuration a kernel runs with on this GPU.
 //!
-//! The tuning database is asked once per (kernel, shape bucket) and the answer cached.
-//! With no fresh record the documented heuristic ([`DecodeConfig::heuristic`]) is used and
-//! an info-level line says, once per kernel, that the kernel is untuned.
+//! [`Dispatcher::config_for`] asks the tuning database once per key (kernel, shape bucket,
+//! device, versions, source hash, candidate set: [`crate::autotune::target_key`]) and
+//! caches the answer. With no fresh record (or a record whose config no longer parses)
+//! the target's documented heuristic ([`TuneTarget::heuristic`]) is used and an
+//! info-level line says, once per kernel, that the kernel is untuned.
 
 use std::collections::{HashMap, HashSet};
 
@@ -10,14 +12,14 @@ use anyhow::Result;
 use tessera_runtime::Runtime;
 use tessera_tuning_db::{TuneKey, TuningDb};
 
-use crate::autotune::{decode_key, DECODE_KERNEL};
+use crate::autotune::{target_key, DenseDecodeTarget, TuneTarget};
 use crate::decode::{DecodeConfig, DecodeShape};
 
 /// Looks configurations up in the tuning database, with a per-process cache.
 pub struct Dispatcher<'a> {
     rt: &'a Runtime,
     db: TuningDb,
-    cache: HashMap<TuneKey, DecodeConfig>,
+    cache: HashMap<TuneKey, serde_json::Value>,
     warned: HashSet<&'static str>,
 }
 
@@ -27,27 +29,47 @@ impl<'a> Dispatcher<'a> {
         Ok(Dispatcher { rt, db: TuningDb::open(url)?, cache: HashMap::new(), warned: HashSet::new() })
     }
 
-    /// The configuration dense decode runs with for `shape`.
-    pub fn decode_config(&mut self, shape: &DecodeShape) -> Result<DecodeConfig> {
-        let key = decode_key(self.rt, shape)?;
+    /// The configuration `target` runs with for `shape`: the tuned winner of its key, else
+    /// the heuristic.
+    pub fn config_for<T: TuneTarget>(&mut self, target: &T, shape: &T::Shape) -> Result<T::Config> {
+        let key = target_key(self.rt, target, shape)?;
         if let Some(c) = self.cache.get(&key) {
-            return Ok(*c);
+            if let Ok(c) = serde_json::from_value(c.clone()) {
+                return Ok(c);
+            }
         }
-        let config = match self.db.winner(&key)? {
-            Some(w) => serde_json::from_value(w.config)?,
+        let tuned = match self.db.winner(&key)? {
+            Some(w) => match serde_json::from_value::<T::Config>(w.config.clone()) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!("{}: the tuned config {} does not parse ({e}); ignoring it", key.kernel, w.config);
+                    None
+                }
+            },
+            None => None,
+        };
+        let config = match tuned {
+            Some(c) => c,
             None => {
-                if self.warned.insert(DECODE_KERNEL) {
+                if self.warned.insert(target.name()) {
                     tracing::info!(
-                        "{DECODE_KERNEL} is not tuned for {} on this GPU ({}); using the heuristic configuration. \
-                         Run `tessera autotune` to tune it.",
+                        "{} is not tuned for {} on this GPU ({}); using the heuristic configuration. \
+                         Run `tessera autotune --kernels {}` to tune it.",
+                        key.kernel,
                         key.shape_bucket,
-                        key.device.gpu_name
+                        key.device.gpu_name,
+                        key.kernel
                     );
                 }
-                DecodeConfig::heuristic(shape, self.rt.info().sm_count as usize)
+                target.heuristic(shape, self.rt.info().sm_count as usize)
             }
         };
-        self.cache.insert(key, config);
+        self.cache.insert(key, serde_json::to_value(&config)?);
         Ok(config)
+    }
+
+    /// The configuration dense decode runs with for `shape`.
+    pub fn decode_config(&mut self, shape: &DecodeShape) -> Result<DecodeConfig> {
+        self.config_for(&DenseDecodeTarget, shape)
     }
 }

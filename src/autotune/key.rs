@@ -1,11 +1,12 @@
-//! Tuning keys and tune spaces of the tuned kernels.
+//! The tuning key and tune space of dense decode (the codegen sample pair).
 
 use anyhow::Result;
-use tessera_codegen::emit::emit_cuda;
 use tessera_runtime::Runtime;
-use tessera_tuning_db::{candidates_checksum, source_hash, DeviceFingerprint, ShapeBucket, TuneKey};
+use tessera_tuning_db::{ShapeBucket, TuneKey};
 
-use crate::decode::{split_kernel, DecodeConfig, DecodeShape};
+use super::dense::DenseDecodeTarget;
+use super::target::target_key;
+use crate::decode::{DecodeConfig, DecodeShape};
 
 /// The name dense decode is tuned and dispatched under.
 pub const DECODE_KERNEL: &str = "dense_decode";
@@ -43,29 +44,10 @@ pub fn decode_candidates(s: &DecodeShape) -> Vec<DecodeConfig> {
     out
 }
 
-/// The full key of dense decode at `shape` on this GPU.
+/// The full key of dense decode at `shape` on this GPU (unchanged format: the hash of
+/// the heuristic's emitted split kernel, the checksum of [`decode_candidates`]).
 pub fn decode_key(rt: &Runtime, shape: &DecodeShape) -> Result<TuneKey> {
-    let info = rt.info();
-    let (maj, min) = tessera_runtime::nvrtc_version()?;
-    let default = DecodeConfig::heuristic(shape, info.sm_count as usize);
-    let source = emit_cuda(&split_kernel(shape, &default)?).source;
-    let configs: Vec<serde_json::Value> =
-        decode_candidates(shape).iter().map(serde_json::to_value).collect::<Result<_, _>>()?;
-    Ok(TuneKey {
-        kernel: DECODE_KERNEL.into(),
-        dtype: "bf16".into(),
-        shape_bucket: decode_bucket(shape),
-        device: DeviceFingerprint {
-            gpu_name: info.name.clone(),
-            compute_capability: format!("{}.{}", info.compute_capability.0, info.compute_capability.1),
-            uuid: if info.uuid.is_empty() { info.pci_bus_id.clone() } else { info.uuid.clone() },
-            driver_version: format!("{}.{}", info.driver_version.0, info.driver_version.1),
-        },
-        nvrtc_version: format!("{maj}.{min}"),
-        tessera_version: env!("CARGO_PKG_VERSION").into(),
-        source_hash: source_hash(&source),
-        candidates_checksum: candidates_checksum(&configs),
-    })
+    target_key(rt, &DenseDecodeTarget, shape)
 }
 
 #[cfg(test)]

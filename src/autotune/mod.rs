@@ -3,12 +3,67 @@
 //! faults kills only the worker), check each against the reference before timing it,
 //! and store every trial and the winner in the tuning database in one transaction.
 //!
-//! Tuned now: dense flash-decoding (the `flash_decode` + `flash_decode_combine` pair,
-//! [`crate::decode`]), over BLOCK_N × WARPS × MIN_BLOCKS × split length.
+//! A tunable kernel is a [`TuneTarget`]; the ones registered in [`TARGETS`]:
+//!
+//! * `dense_decode`: the codegen sample pair `flash_decode` + `flash_decode_combine`
+//!   ([`crate::decode`]), BLOCK_N × WARPS × MIN_BLOCKS × split length;
+//! * `sink_window`, `block_sparse`, `tree_verify`, `topk_select`: the `tessera-kernels`
+//!   ops ([`ops`]), over their declared tune spaces (BLOCK_N, WARPS, LM_TILE) and the
+//!   split count.
+//!
+//! See `docs/autotune.md`.
 
+mod dense;
 mod key;
+pub mod ops;
 mod run;
+mod target;
 pub mod worker;
 
+pub use dense::DenseDecodeTarget;
 pub use key::{decode_bucket, decode_candidates, decode_key, DECODE_KERNEL};
+pub use ops::{
+    BlockSparseTarget, SinkWindowTarget, SparseShape, SplitConfig, TopkConfig, TopkSelectTarget, TopkShape, TreeConfig,
+    TreeShape, TreeVerifyTarget,
+};
 pub use run::{run, Args};
+pub use target::{make_key, target_key, Failure, TuneTarget};
+
+/// A [`TuneTarget`] with its types erased, for the registry.
+pub trait Tunable: Sync {
+    fn name(&self) -> &'static str;
+    /// Candidates over every shape of `--shapes` (for the overall progress bar).
+    fn candidate_count(&self, spec: &str) -> anyhow::Result<usize>;
+    /// Tunes every shape of `--shapes` (orchestrator side).
+    #[doc(hidden)]
+    fn tune(&self, cx: &mut run::Ctx) -> anyhow::Result<()>;
+    /// Runs a job (worker side).
+    fn work(&self, job: &worker::Job) -> anyhow::Result<()>;
+}
+
+impl<T: TuneTarget> Tunable for T {
+    fn name(&self) -> &'static str {
+        TuneTarget::name(self)
+    }
+
+    fn candidate_count(&self, spec: &str) -> anyhow::Result<usize> {
+        Ok(self.shapes(spec)?.iter().map(|s| self.candidates(s).len()).sum())
+    }
+
+    fn tune(&self, cx: &mut run::Ctx) -> anyhow::Result<()> {
+        run::tune_target(self, cx)
+    }
+
+    fn work(&self, job: &worker::Job) -> anyhow::Result<()> {
+        worker::work(self, job)
+    }
+}
+
+/// Every tunable kernel, in the order a full `tessera autotune` tunes them.
+pub static TARGETS: [&dyn Tunable; 5] =
+    [&DenseDecodeTarget, &SinkWindowTarget, &BlockSparseTarget, &TreeVerifyTarget, &TopkSelectTarget];
+
+/// The tunable kernel named `name`.
+pub fn find_target(name: &str) -> Option<&'static dyn Tunable> {
+    TARGETS.iter().copied().find(|t| t.name() == name)
+}

@@ -11,17 +11,19 @@ use tessera_codegen::emit::emit_cuda;
 use tessera_runtime::Runtime;
 use tessera_tuning_db::{Trial, TrialStatus, TuneKey, TuningDb};
 
-use super::key::{decode_candidates, decode_key, DECODE_KERNEL};
+use super::target::{target_key, TuneTarget};
 use super::worker::{Job, Outcome};
-use crate::decode::{split_kernel, DecodeConfig, DecodeShape};
+use super::{find_target, Tunable, TARGETS};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Kernels to tune (only `dense_decode` so far).
-    #[arg(long, value_delimiter = ',', default_value = DECODE_KERNEL)]
+    /// Kernels to tune (comma-separated): dense_decode, sink_window, block_sparse,
+    /// tree_verify, topk_select; default all of them.
+    #[arg(long, value_delimiter = ',')]
     kernels: Vec<String>,
-    /// `decode` (B ∈ {1, 8} × N ∈ {32K, 128K}, 32 q / 8 kv heads, d=128) or a list of
-    /// BATCHxSEQ_LEN shapes.
+    /// `decode`: each kernel's shape preset (dense_decode: B ∈ {1, 8} × N ∈ {32K, 128K},
+    /// 32 q / 8 kv heads, d=128; see docs/autotune.md for the others), or a list of
+    /// BATCHxSEQ_LEN shapes (the other dimensions from the preset).
     #[arg(long, default_value = "decode")]
     shapes: String,
     /// Tuning database URL (`sqlite://…` or `postgres://…`); default `TESSERA_DB`, else
@@ -57,35 +59,55 @@ fn parse_budget(s: &str) -> Result<Duration> {
     }))
 }
 
-fn shapes(spec: &str) -> Result<Vec<DecodeShape>> {
-    let list: Vec<&str> =
-        if spec == "decode" { vec!["1x32768", "8x32768", "1x131072", "8x131072"] } else { spec.split(',').collect() };
-    list.into_iter().map(DecodeShape::parse_bxn).collect()
-}
-
 /// What one key's tuning produced, for the summary.
-struct Summary {
+pub(super) struct Summary {
     key: TuneKey,
-    winner: Option<(DecodeConfig, f64)>,
-    default: Option<(DecodeConfig, f64)>,
+    winner: Option<(String, f64)>,
+    default: Option<(String, f64)>,
     counts: [usize; 5],
     skipped_fresh: bool,
 }
 
+/// The state of one `tessera autotune` run, shared by the kernels it tunes (opaque).
+pub struct Ctx<'a> {
+    a: &'a Args,
+    rt: &'a Runtime,
+    db: &'a TuningDb,
+    run_id: tessera_tuning_db::RunId,
+    multi: MultiProgress,
+    overall: ProgressBar,
+    started: Instant,
+    budget: Option<Duration>,
+    summaries: Vec<Summary>,
+}
+
 pub fn run(a: Args) -> Result<()> {
-    for k in &a.kernels {
-        if k != DECODE_KERNEL {
-            bail!("`{k}` has no tune space yet (tunable: {DECODE_KERNEL})");
-        }
-    }
+    let names: Vec<&str> = if a.kernels.is_empty() {
+        TARGETS.iter().map(|t| t.name()).collect()
+    } else {
+        a.kernels.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).collect()
+    };
+    let targets: Vec<&dyn Tunable> = names
+        .iter()
+        .map(|n| {
+            find_target(n).ok_or_else(|| {
+                let known: Vec<&str> = TARGETS.iter().map(|t| t.name()).collect();
+                anyhow!("`{n}` has no tune space (tunable: {})", known.join(", "))
+            })
+        })
+        .collect::<Result<_>>()?;
     let budget = a.budget.as_deref().map(parse_budget).transpose()?;
-    let started = Instant::now();
     let rt = Runtime::new(0)?;
     let db = TuningDb::open(a.db.as_deref())?;
-    let run_id = db.start_run(env!("CARGO_PKG_VERSION"), &format!("autotune --shapes {}", a.shapes))?;
+    let run_id = db.start_run(
+        env!("CARGO_PKG_VERSION"),
+        &format!("autotune --kernels {} --shapes {}", names.join(","), a.shapes),
+    )?;
     println!("device {} ({}), database {}", rt.info().name, rt.arch(), db.location());
-    let shapes = shapes(&a.shapes)?;
-    let total: usize = shapes.iter().map(|s| decode_candidates(s).len()).sum();
+    let mut total = 0;
+    for t in &targets {
+        total += t.candidate_count(&a.shapes)?;
+    }
     let multi = MultiProgress::new();
     let overall = multi.add(ProgressBar::new(total as u64));
     overall.set_style(
@@ -94,55 +116,72 @@ pub fn run(a: Args) -> Result<()> {
             .progress_chars("=> "),
     );
     overall.set_prefix("overall");
-    let mut summaries = Vec::new();
-    for shape in &shapes {
-        let key = decode_key(&rt, shape)?;
-        let candidates = decode_candidates(shape);
-        if !a.force && db.has_fresh(&key)? {
-            overall.inc(candidates.len() as u64);
-            summaries.push(Summary { key, winner: None, default: None, counts: [0; 5], skipped_fresh: true });
-            continue;
-        }
-        if budget.is_some_and(|b| started.elapsed() > b) {
-            multi.println(format!("budget spent: {} not tuned", key.shape_bucket))?;
-            continue;
-        }
-        let bar = multi.add(ProgressBar::new(candidates.len() as u64));
-        bar.set_style(
-            ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len} {msg}").expect("valid template"),
-        );
-        bar.set_prefix(format!("B={} N={}", shape.batch, shape.seq_len));
-        bar.set_message("compiling");
-        let pruned = precompile(&rt, shape, &candidates);
-        let n_pruned = pruned.iter().filter(|t| t.is_some()).count() as u64;
-        bar.inc(n_pruned);
-        overall.inc(n_pruned);
-        let trials = tune_key(&a, shape, &candidates, pruned, &bar, &overall)?;
-        bar.finish_with_message("done");
-        let winner = Trial::fastest(&trials).cloned();
-        db.record_run(&run_id, &key, &trials, winner.as_ref())?;
-        let heuristic = DecodeConfig::heuristic(shape, rt.info().sm_count as usize);
-        let timed = |t: &Trial| -> Option<(DecodeConfig, f64)> {
-            Some((serde_json::from_value(t.config.clone()).ok()?, t.median_us?))
-        };
-        let default =
-            trials.iter().filter(|t| t.status == TrialStatus::Ok).filter_map(timed).find(|(c, _)| *c == heuristic);
-        let mut counts = [0; 5];
-        for t in &trials {
-            counts[TrialStatus::ALL.iter().position(|s| *s == t.status).unwrap()] += 1;
-        }
-        summaries.push(Summary { key, winner: winner.as_ref().and_then(timed), default, counts, skipped_fresh: false });
+    let mut cx =
+        Ctx { a: &a, rt: &rt, db: &db, run_id, multi, overall, started: Instant::now(), budget, summaries: Vec::new() };
+    for t in &targets {
+        t.tune(&mut cx)?;
     }
-    overall.finish();
-    print_summary(&summaries);
+    cx.overall.finish();
+    print_summary(&cx.summaries);
     Ok(())
 }
 
-/// Compiles every candidate's split kernel on CPU threads, filling the PTX cache (memory
+/// Tunes every shape of `--shapes` of one kernel: one key per shape, skipped when fresh
+/// (unless `--force`), its trials and winner written in one transaction.
+pub(super) fn tune_target<T: TuneTarget>(t: &T, cx: &mut Ctx) -> Result<()> {
+    let a = cx.a;
+    for shape in t.shapes(&a.shapes)? {
+        let key = target_key(cx.rt, t, &shape)?;
+        let candidates = t.candidates(&shape);
+        if !a.force && cx.db.has_fresh(&key)? {
+            cx.overall.inc(candidates.len() as u64);
+            cx.summaries.push(Summary { key, winner: None, default: None, counts: [0; 5], skipped_fresh: true });
+            continue;
+        }
+        if cx.budget.is_some_and(|b| cx.started.elapsed() > b) {
+            cx.multi.println(format!("budget spent: {} {} not tuned", key.kernel, key.shape_bucket))?;
+            continue;
+        }
+        let bar = cx.multi.add(ProgressBar::new(candidates.len() as u64));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>24} [{bar:40}] {pos}/{len} {msg}").expect("valid template"),
+        );
+        bar.set_prefix(format!("{} {shape}", t.name()));
+        bar.set_message("compiling");
+        let pruned = precompile(t, cx.rt, &shape, &candidates);
+        let n_pruned = pruned.iter().filter(|t| t.is_some()).count() as u64;
+        bar.inc(n_pruned);
+        cx.overall.inc(n_pruned);
+        let trials = tune_key(t, a, &shape, &candidates, pruned, &bar, &cx.overall)?;
+        bar.finish_with_message("done");
+        let winner = Trial::fastest(&trials).cloned();
+        cx.db.record_run(&cx.run_id, &key, &trials, winner.as_ref())?;
+        let heuristic = serde_json::to_value(t.heuristic(&shape, cx.rt.info().sm_count as usize))?;
+        let timed = |tr: &Trial| -> Option<(String, f64)> {
+            let c: T::Config = serde_json::from_value(tr.config.clone()).ok()?;
+            Some((c.to_string(), tr.median_us?))
+        };
+        let default = trials.iter().filter(|tr| tr.status == TrialStatus::Ok && tr.config == heuristic).find_map(timed);
+        let mut counts = [0; 5];
+        for tr in &trials {
+            counts[TrialStatus::ALL.iter().position(|s| *s == tr.status).unwrap()] += 1;
+        }
+        cx.summaries.push(Summary {
+            key,
+            winner: winner.as_ref().and_then(timed),
+            default,
+            counts,
+            skipped_fresh: false,
+        });
+    }
+    Ok(())
+}
+
+/// Compiles every candidate's kernels ([`TuneTarget::kernels`]) on CPU threads, filling the PTX cache (memory
 /// and disk) so the worker only loads it, and prunes what this GPU cannot run: more
 /// dynamic shared memory than a block may opt into, or more registers per block than an
 /// SM has. Returns a trial for each pruned or uncompilable candidate (`compile-error`).
-fn precompile(rt: &Runtime, shape: &DecodeShape, candidates: &[DecodeConfig]) -> Vec<Option<Trial>> {
+fn precompile<T: TuneTarget>(t: &T, rt: &Runtime, shape: &T::Shape, candidates: &[T::Config]) -> Vec<Option<Trial>> {
     let arch = rt.arch();
     let smem_limit = rt.info().max_shared_per_block_optin;
     const REGISTERS_PER_SM: u32 = 65536;
@@ -157,27 +196,27 @@ fn precompile(rt: &Runtime, shape: &DecodeShape, candidates: &[DecodeConfig]) ->
                 let Some(c) = candidates.get(i) else { break };
                 let config = serde_json::to_value(c).expect("serialisable");
                 let fail = |msg: String| Some(Trial::failed(config.clone(), TrialStatus::CompileError, msg));
-                let verdict = match split_kernel(shape, c) {
+                let verdict = match t.kernels(shape, c) {
                     Err(e) => fail(format!("{e:#}")),
-                    Ok(k) => {
-                        let e = emit_cuda(&k);
+                    Ok(kernels) => kernels.iter().find_map(|k| {
+                        let e = emit_cuda(k);
                         if e.shared_bytes as usize > smem_limit {
                             fail(format!(
-                                "needs {} B of shared memory; this GPU allows {smem_limit} B per block",
-                                e.shared_bytes
+                                "{} needs {} B of shared memory; this GPU allows {smem_limit} B per block",
+                                e.entry, e.shared_bytes
                             ))
                         } else if let Err(err) = rt.cache().get_or_compile(&e.source, &e.entry, &arch) {
                             fail(format!("{err}"))
                         } else {
                             match tessera_runtime::resource_usage(&e.source, &e.entry, &arch) {
                                 Ok(r) if r.registers * e.threads > REGISTERS_PER_SM => fail(format!(
-                                    "{} registers x {} threads exceed the {REGISTERS_PER_SM} registers of an SM",
-                                    r.registers, e.threads
+                                    "{}: {} registers x {} threads exceed the {REGISTERS_PER_SM} registers of an SM",
+                                    e.entry, r.registers, e.threads
                                 )),
                                 _ => None,
                             }
                         }
-                    }
+                    }),
                 };
                 *results[i].lock().expect("no poisoning") = verdict;
             });
@@ -188,23 +227,25 @@ fn precompile(rt: &Runtime, shape: &DecodeShape, candidates: &[DecodeConfig]) ->
 
 /// Runs the candidates without an outcome yet in worker processes, restarting a worker
 /// after a fault or a timeout, and returns one trial per candidate.
-fn tune_key(
+fn tune_key<T: TuneTarget>(
+    t: &T,
     a: &Args,
-    shape: &DecodeShape,
-    candidates: &[DecodeConfig],
+    shape: &T::Shape,
+    candidates: &[T::Config],
     mut outcomes: Vec<Option<Trial>>,
     bar: &ProgressBar,
     overall: &ProgressBar,
 ) -> Result<Vec<Trial>> {
-    let config_json = |i: usize| serde_json::to_value(candidates[i]).expect("serialisable");
+    let config_json = |i: usize| serde_json::to_value(&candidates[i]).expect("serialisable");
     let exe = std::env::current_exe()?;
     let dir = std::env::temp_dir().join(format!("tessera-autotune-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     while let Some(first) = outcomes.iter().position(|o| o.is_none()) {
-        let pending: Vec<(usize, DecodeConfig)> =
-            (first..candidates.len()).filter(|&i| outcomes[i].is_none()).map(|i| (i, candidates[i])).collect();
+        let pending: Vec<(usize, serde_json::Value)> =
+            (first..candidates.len()).filter(|&i| outcomes[i].is_none()).map(|i| (i, config_json(i))).collect();
         let job = Job {
-            shape: *shape,
+            kernel: t.name().to_string(),
+            shape: serde_json::to_value(shape)?,
             candidates: pending.clone(),
             warmup: 5,
             iters: a.iters,
@@ -290,11 +331,11 @@ fn tune_key(
     Ok(outcomes.into_iter().map(|o| o.expect("every candidate has an outcome")).collect())
 }
 
-fn best_so_far(outcomes: &[Option<Trial>], candidates: &[DecodeConfig]) -> Option<(DecodeConfig, f64)> {
+fn best_so_far<C: Clone + std::fmt::Display>(outcomes: &[Option<Trial>], candidates: &[C]) -> Option<(C, f64)> {
     outcomes
         .iter()
         .enumerate()
-        .filter_map(|(i, o)| Some((candidates[i], o.as_ref()?.median_us?)))
+        .filter_map(|(i, o)| Some((candidates[i].clone(), o.as_ref()?.median_us?)))
         .min_by(|a, b| a.1.total_cmp(&b.1))
 }
 
@@ -308,8 +349,9 @@ fn print_summary(summaries: &[Summary]) {
             println!("{:<14} {:<34} already tuned (fresh record; --force re-tunes)", s.key.kernel, s.key.shape_bucket);
             continue;
         }
-        let (w, wt) = s.winner.map(|(c, t)| (c.to_string(), format!("{t:.1}"))).unwrap_or(("none".into(), "-".into()));
-        let (dt, speedup) = match (s.default, s.winner) {
+        let (w, wt) =
+            s.winner.as_ref().map(|(c, t)| (c.clone(), format!("{t:.1}"))).unwrap_or(("none".into(), "-".into()));
+        let (dt, speedup) = match (&s.default, &s.winner) {
             (Some((_, d)), Some((_, w))) => (format!("{d:.1}"), format!("{:.2}x", d / w)),
             (Some((_, d)), None) => (format!("{d:.1}"), "-".into()),
             _ => ("-".into(), "-".into()),
