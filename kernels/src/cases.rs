@@ -17,10 +17,13 @@ use tessera_codegen::host::{HostData, HostTensor};
 use tessera_codegen::ir::DType;
 use tessera_runtime::{DeviceTensor, Runtime};
 
+use crate::centroid::{CentroidDecode, ClusterOut, KMeansCluster};
 use crate::dense::DecodeParams;
 use crate::error::{KernelError, TensorMeta};
+use crate::hip::HipSelect;
 use crate::reference::{self as r, DecodeDims};
 use crate::sink_window::union_len;
+use crate::snapkv::{Pool, SnapKvCompress};
 use crate::tree::TreeParams;
 use crate::{BlockSparseDecode, DenseDecode, KvAppend, Landmarks, SinkWindowDecode, TopkBlockSelect, TreeVerify};
 
@@ -755,6 +758,15 @@ pub fn all_gpu_cases(seed: u64) -> Vec<Box<dyn KernelCase>> {
     for c in append_gpu_cases(seed) {
         v.push(Box::new(c));
     }
+    for c in hip_gpu_cases(seed) {
+        v.push(Box::new(c));
+    }
+    for c in snapkv_gpu_cases(seed) {
+        v.push(Box::new(c));
+    }
+    for c in centroid_gpu_cases(seed) {
+        v.push(Box::new(c));
+    }
     v
 }
 
@@ -850,5 +862,764 @@ pub fn append_gpu_cases(seed: u64) -> Vec<AppendCase> {
     vec![
         AppendCase::new("kv_append", dims(2, 8, 1, 4096, 128), 64, &[1000, 4000], 17, seed),
         AppendCase::new("kv_append", dims(3, 2, 1, 600, 64), 16, &[0, 15, 577], 1, seed + 1),
+    ]
+}
+
+/// HiP tree-search selection ([`crate::hip::HipSelect`]) vs [`crate::hip::reference_select`].
+pub struct HipCase {
+    pub name: String,
+    pub dims: DecodeDims,
+    pub seq_len: usize,
+    pub window: usize,
+    pub bk: usize,
+    pub k_nodes: usize,
+    pub child_tile: usize,
+    pub q: HostTensor,
+    pub k: HostTensor,
+    pub block_idx: HostTensor,
+    pub block_count: HostTensor,
+}
+
+impl HipCase {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: &str,
+        dims: DecodeDims,
+        seq_len: usize,
+        window: usize,
+        bk: usize,
+        k_nodes: usize,
+        child_tile: usize,
+        seed: u64,
+    ) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let DecodeDims { batch, kv_heads, group, cap, head_dim: d } = dims;
+        HipCase {
+            name: name.to_string(),
+            dims,
+            seq_len,
+            window,
+            bk,
+            k_nodes,
+            child_tile,
+            q: rand_bf16(&mut rng, &[batch, kv_heads * group, d], 2.0),
+            k: rand_bf16(&mut rng, &[batch, kv_heads, cap, d], 1.0),
+            block_idx: HostTensor::full(DType::I32, &[batch, kv_heads, k_nodes], 0.0),
+            block_count: HostTensor::full(DType::I32, &[batch, kv_heads], 0.0),
+        }
+    }
+}
+
+impl KernelCase for HipCase {
+    fn name(&self) -> String {
+        let d = self.dims;
+        format!(
+            "{} B{} Hkv{} G{} D{} N{} w{} bk{} K{}",
+            self.name, d.batch, d.kv_heads, d.group, d.head_dim, self.seq_len, self.window, self.bk, self.k_nodes
+        )
+    }
+
+    fn poison(&mut self) {
+        poison(&mut self.block_idx);
+        poison(&mut self.block_count);
+    }
+
+    fn run_cpu(&mut self) -> Result<(), KernelError> {
+        self.poison();
+        let d = self.dims;
+        let op = HipSelect::cpu(d.group, d.head_dim, self.bk, self.k_nodes, self.child_tile)?;
+        op.run_cpu(&self.q, &self.k, self.seq_len, self.window, &mut self.block_idx, &mut self.block_count)?;
+        Ok(())
+    }
+
+    fn run_gpu(&mut self, rt: &Runtime) -> Result<(), KernelError> {
+        self.poison();
+        let d = self.dims;
+        let op = HipSelect::new(rt, d.group, d.head_dim, self.bk, self.k_nodes, self.child_tile)?;
+        op.check_args(&self.q, &self.k, self.seq_len, self.window, &self.block_idx, &self.block_count)?;
+        let (q, k) = (up(rt, &self.q)?, up(rt, &self.k)?);
+        let bi = DeviceTensor::poisoned(rt.stream(), DType::I32, &self.block_idx.shape)?;
+        let bc = DeviceTensor::poisoned(rt.stream(), DType::I32, &self.block_count.shape)?;
+        op.launch(rt, &q, &k, self.seq_len, self.window, &bi, &bc)?;
+        rt.synchronize()?;
+        self.block_idx = bi.download()?;
+        self.block_count = bc.download()?;
+        Ok(())
+    }
+
+    /// The selection must equal the reference exactly (as in `tests/hip_select.rs`):
+    /// ascending block ids, `min(K, nb)` of them, -1 padding.
+    fn check(&self) -> Result<f64, String> {
+        let d = self.dims;
+        let (q, k) = (self.q.to_f64(), self.k.to_f64());
+        let want = crate::hip::reference_select(d, &q, &k, self.seq_len, self.window, self.bk, self.k_nodes);
+        let (idx, cnt) = (self.block_idx.to_f64(), self.block_count.to_f64());
+        let kn = self.k_nodes;
+        for (bh, w) in want.iter().enumerate() {
+            if cnt[bh] != w.len() as f64 {
+                return Err(format!("(b,h) {bh}: count {} want {}", cnt[bh], w.len()));
+            }
+            let row = &idx[bh * kn..(bh + 1) * kn];
+            for (j, &x) in row.iter().enumerate() {
+                let want_j = w.get(j).map_or(-1.0, |&b| b as f64);
+                if x != want_j {
+                    return Err(format!("(b,h) {bh}: slot {j} = {x}, want {want_j}"));
+                }
+            }
+        }
+        Ok(0.0)
+    }
+
+    fn bytes_read(&self) -> u64 {
+        // Per step: 2K children × BK key rows; plus the queries.
+        let d = self.dims;
+        let nb = self.seq_len.saturating_sub(self.window).div_ceil(self.bk);
+        let steps = crate::hip::refine_steps(nb, self.k_nodes) as u64;
+        let rows = (2 * self.k_nodes * self.bk) as u64;
+        steps * (d.batch * d.kv_heads) as u64 * rows * d.head_dim as u64 * 2 + self.q.numel() as u64 * 2
+    }
+}
+
+/// SnapKV selection + compression ([`crate::snapkv::SnapKvCompress`]) vs
+/// [`crate::snapkv::reference`].
+pub struct SnapKvCase {
+    pub name: String,
+    pub dims: DecodeDims,
+    pub window: usize,
+    pub t: usize,
+    pub capacity: usize,
+    pub kernel_size: usize,
+    pub pool: Pool,
+    pub pool_tile: usize,
+    pub q_obs: HostTensor,
+    pub k: HostTensor,
+    pub v: HostTensor,
+    pub votes: HostTensor,
+    pub keep_idx: HostTensor,
+    pub keep_count: HostTensor,
+    pub k_out: HostTensor,
+    pub v_out: HostTensor,
+}
+
+impl SnapKvCase {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: &str,
+        dims: DecodeDims,
+        window: usize,
+        t: usize,
+        capacity: usize,
+        kernel_size: usize,
+        pool: Pool,
+        pool_tile: usize,
+        seed: u64,
+    ) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let DecodeDims { batch: b, kv_heads: h, group: g, cap, head_dim: d } = dims;
+        let keep = capacity - window;
+        SnapKvCase {
+            name: name.to_string(),
+            dims,
+            window,
+            t,
+            capacity,
+            kernel_size,
+            pool,
+            pool_tile,
+            q_obs: rand_bf16(&mut rng, &[b, h, g * window, d], 1.0),
+            k: rand_bf16(&mut rng, &[b, h, cap, d], 1.0),
+            v: rand_bf16(&mut rng, &[b, h, cap, d], 1.0),
+            votes: HostTensor::full(DType::F32, &[b, h, cap], f64::NAN),
+            keep_idx: HostTensor::full(DType::I32, &[b, h, keep], 0.0),
+            keep_count: HostTensor::full(DType::I32, &[b, h], 0.0),
+            k_out: HostTensor::full(DType::BF16, &[b, h, capacity, d], f64::NAN),
+            v_out: HostTensor::full(DType::BF16, &[b, h, capacity, d], f64::NAN),
+        }
+    }
+
+    fn max_cand(&self) -> usize {
+        (self.t - self.window).div_ceil(self.pool_tile) * (self.capacity - self.window)
+    }
+
+    fn scale_log2(&self) -> f64 {
+        crate::default_scale_log2(self.dims.head_dim) as f64
+    }
+}
+
+impl KernelCase for SnapKvCase {
+    fn name(&self) -> String {
+        let d = self.dims;
+        format!(
+            "{} B{} Hkv{} G{} D{} t{} w{} C{} k{} {:?}",
+            self.name,
+            d.batch,
+            d.kv_heads,
+            d.group,
+            d.head_dim,
+            self.t,
+            self.window,
+            self.capacity,
+            self.kernel_size,
+            self.pool
+        )
+    }
+
+    fn poison(&mut self) {
+        for t in [&mut self.votes, &mut self.keep_idx, &mut self.keep_count, &mut self.k_out, &mut self.v_out] {
+            poison(t);
+        }
+    }
+
+    fn run_cpu(&mut self) -> Result<(), KernelError> {
+        self.poison();
+        let d = self.dims;
+        let op = SnapKvCompress::cpu(
+            d.group,
+            self.window,
+            d.head_dim,
+            self.capacity,
+            self.kernel_size,
+            self.pool,
+            self.pool_tile,
+            self.max_cand(),
+        )?;
+        op.run_cpu(
+            &self.q_obs,
+            &self.k,
+            &self.v,
+            self.t,
+            &mut self.votes,
+            &mut self.keep_idx,
+            &mut self.keep_count,
+            &mut self.k_out,
+            &mut self.v_out,
+        )?;
+        Ok(())
+    }
+
+    fn run_gpu(&mut self, rt: &Runtime) -> Result<(), KernelError> {
+        self.poison();
+        let d = self.dims;
+        let op = SnapKvCompress::new(
+            rt,
+            d.group,
+            self.window,
+            d.head_dim,
+            self.capacity,
+            self.kernel_size,
+            self.pool,
+            self.pool_tile,
+            self.max_cand(),
+        )?;
+        op.check_args(
+            &self.q_obs,
+            &self.k,
+            &self.v,
+            self.t,
+            &self.keep_idx,
+            &self.keep_count,
+            &self.k_out,
+            &self.v_out,
+        )?;
+        let (q, k, v) = (up(rt, &self.q_obs)?, up(rt, &self.k)?, up(rt, &self.v)?);
+        let st = rt.stream();
+        let votes = DeviceTensor::poisoned(st, DType::F32, &self.votes.shape)?;
+        let ki = DeviceTensor::poisoned(st, DType::I32, &self.keep_idx.shape)?;
+        let kc = DeviceTensor::poisoned(st, DType::I32, &self.keep_count.shape)?;
+        let ko = DeviceTensor::poisoned(st, DType::BF16, &self.k_out.shape)?;
+        let vo = DeviceTensor::poisoned(st, DType::BF16, &self.v_out.shape)?;
+        op.launch(rt, &q, &k, &v, self.t, &votes, &ki, &kc, &ko, &vo)?;
+        rt.synchronize()?;
+        self.votes = votes.download()?;
+        self.keep_idx = ki.download()?;
+        self.keep_count = kc.download()?;
+        self.k_out = ko.download()?;
+        self.v_out = vo.download()?;
+        Ok(())
+    }
+
+    /// As `tests/snapkv_select.rs`: the pooled kernel votes within 1e-4 (of the largest
+    /// pooled vote) of the reference, the selection ascending and equal to the reference
+    /// up to near-ties (the kept reference scores match the top scores within 1e-4), the
+    /// compressed rows bit-exact. Returns the worst pooled-vote error.
+    fn check(&self) -> Result<f64, String> {
+        let d = self.dims;
+        let (w, t, c, dd) = (self.window, self.t, self.capacity, d.head_dim);
+        let cap = d.cap;
+        let keep = c - w;
+        let (kf, vf) = (self.k.to_f64(), self.v.to_f64());
+        let want = crate::snapkv::reference(
+            d,
+            w,
+            &self.q_obs.to_f64(),
+            &kf,
+            t,
+            c,
+            self.kernel_size,
+            self.pool,
+            self.scale_log2(),
+        );
+        let (vt, it, ct) = (self.votes.to_f64(), self.keep_idx.to_f64(), self.keep_count.to_f64());
+        let (kof, vof) = (self.k_out.to_f64(), self.v_out.to_f64());
+        let prefix = t - w;
+        let mut worst: f64 = 0.0;
+        for (bh, (pooled, kept)) in want.iter().enumerate() {
+            let got: Vec<f32> = vt[bh * cap..][..prefix].iter().map(|&x| x as f32).collect();
+            let gp = crate::snapkv::pool(&got, self.kernel_size, self.pool);
+            let mag = pooled.iter().fold(1e-30f64, |m, x| m.max(x.abs()));
+            for (j, (a, r)) in gp.iter().zip(pooled).enumerate() {
+                let e = (*a as f64 - r).abs() / mag;
+                if e.is_nan() || e > 1e-4 {
+                    return Err(format!("(b,h) {bh} pooled vote {j}: {a} vs {r}"));
+                }
+                worst = worst.max(e);
+            }
+            if ct[bh] as usize != kept.len() {
+                return Err(format!("(b,h) {bh}: keep_count {} want {}", ct[bh], kept.len()));
+            }
+            let sel: Vec<usize> = it[bh * keep..][..kept.len()].iter().map(|&x| x as usize).collect();
+            if !sel.windows(2).all(|p| p[0] < p[1]) || sel.iter().any(|&j| j >= prefix) {
+                return Err(format!("(b,h) {bh}: selection not ascending or out of the prefix"));
+            }
+            let mut sorted = pooled.clone();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            let mut got_scores: Vec<f64> = sel.iter().map(|&j| pooled[j]).collect();
+            got_scores.sort_by(|a, b| b.total_cmp(a));
+            for (x, y) in got_scores.iter().zip(&sorted) {
+                if (x - y).abs() > 1e-4 * mag {
+                    return Err(format!("(b,h) {bh}: kept score {x} vs top {y}"));
+                }
+            }
+            let rows: Vec<usize> = sel.iter().copied().chain(t - w..t).collect();
+            for (r, &pos) in rows.iter().enumerate() {
+                let (src, dst) = ((bh * cap + pos) * dd, (bh * c + r) * dd);
+                if kof[dst..dst + dd] != kf[src..src + dd] || vof[dst..dst + dd] != vf[src..src + dd] {
+                    return Err(format!("(b,h) {bh}: compressed row {r} is not position {pos}"));
+                }
+            }
+        }
+        Ok(worst)
+    }
+
+    fn bytes_read(&self) -> u64 {
+        // Two passes over the t keys (stats, votes), then the C kept rows of K and V.
+        let d = self.dims;
+        let bh = (d.batch * d.kv_heads) as u64;
+        bh * (2 * self.t + 2 * self.capacity) as u64 * d.head_dim as u64 * 2 + self.q_obs.numel() as u64 * 2
+    }
+}
+
+pub fn hip_gpu_cases(seed: u64) -> Vec<HipCase> {
+    vec![
+        HipCase::new("hip_select", dims(2, 4, 4, 30011, 128), 30000, 1024, 16, 64, 64, seed),
+        HipCase::new("hip_select", dims(1, 3, 3, 5003, 64), 4999, 100, 2, 128, 32, seed + 1),
+    ]
+}
+
+pub fn snapkv_gpu_cases(seed: u64) -> Vec<SnapKvCase> {
+    vec![
+        SnapKvCase::new("snapkv_compress", dims(1, 4, 4, 16007, 128), 32, 16000, 1024, 7, Pool::Max, 2048, seed),
+        SnapKvCase::new("snapkv_compress", dims(2, 2, 3, 4100, 64), 16, 4099, 257, 4, Pool::Avg, 1024, seed + 1),
+    ]
+}
+
+/// Centroid lookup end to end: k-means of the fixed context ([`KMeansCluster`], `iters`
+/// iterations from [`crate::centroid::init_centroids`]), the permuted cache, then the
+/// decode ([`CentroidDecode`]: scores, select, range attention + recent rows, combine).
+pub struct CentroidCase {
+    pub name: String,
+    pub dims: DecodeDims,
+    pub fixed_len: usize,
+    pub seq_len: usize,
+    pub iters: usize,
+    pub normalize: bool,
+    pub keep: usize,
+    pub per_split: usize,
+    pub threshold: f32,
+    pub params: DecodeParams,
+    pub q: HostTensor,
+    pub k: HostTensor,
+    pub v: HostTensor,
+    /// `[B, Hkv, C, D] f32`.
+    pub init: HostTensor,
+    pub clusters: Option<ClusterOut>,
+    pub k_perm: HostTensor,
+    pub v_perm: HostTensor,
+    pub keep_start: HostTensor,
+    pub keep_len: HostTensor,
+    pub keep_count: HostTensor,
+    pub out: HostTensor,
+    pub lse: HostTensor,
+}
+
+impl CentroidCase {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: &str,
+        dims: DecodeDims,
+        fixed_len: usize,
+        seq_len: usize,
+        clusters: usize,
+        iters: usize,
+        keep: usize,
+        per_split: usize,
+        threshold: f32,
+        seed: u64,
+    ) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let DecodeDims { batch: b, kv_heads: h, group: g, cap, head_dim: d } = dims;
+        let k = rand_bf16(&mut rng, &[b, h, cap, d], 1.0);
+        let kf = k.to_f64();
+        let mut init = Vec::with_capacity(b * h * clusters * d);
+        for bh in 0..b * h {
+            let keys = &kf[bh * cap * d..(bh * cap + fixed_len) * d];
+            init.extend(crate::centroid::init_centroids(keys, fixed_len, d, clusters, true, seed ^ bh as u64));
+        }
+        let keep_shape = [b, h, keep];
+        CentroidCase {
+            name: name.to_string(),
+            dims,
+            fixed_len,
+            seq_len,
+            iters,
+            normalize: true,
+            keep,
+            per_split,
+            threshold,
+            params: lse_params(g, d),
+            q: rand_bf16(&mut rng, &[b, h * g, d], 2.0),
+            v: rand_bf16(&mut rng, &[b, h, cap, d], 1.0),
+            k,
+            init: HostTensor::from_f64(DType::F32, &[b, h, clusters, d], &init),
+            clusters: None,
+            k_perm: HostTensor::full(DType::BF16, &[b, h, cap, d], 0.0),
+            v_perm: HostTensor::full(DType::BF16, &[b, h, cap, d], 0.0),
+            keep_start: HostTensor::full(DType::I32, &keep_shape, 0.0),
+            keep_len: HostTensor::full(DType::I32, &keep_shape, 0.0),
+            keep_count: HostTensor::full(DType::I32, &[b, h], 0.0),
+            out: HostTensor::full(DType::BF16, &[b, h * g, d], f64::NAN),
+            lse: HostTensor::full(DType::F32, &[b, h * g], f64::NAN),
+        }
+    }
+
+    fn num_clusters(&self) -> usize {
+        self.init.shape[2]
+    }
+
+    /// Checks the clustering outputs: every label is the nearest of the last assignment's
+    /// centroids up to 1e-4, counts / starts / perm are the stable counting sort of the
+    /// labels, centroids are the raw-key means within 1e-4 (of the largest |key|), the
+    /// permuted caches are exact. Returns the worst centroid error.
+    #[allow(clippy::needless_range_loop)]
+    fn check_clusters(&self) -> Result<f64, String> {
+        let co = self.clusters.as_ref().ok_or("not run")?;
+        let DecodeDims { batch, kv_heads, cap, head_dim: d, .. } = self.dims;
+        let (c, tf) = (self.num_clusters(), self.fixed_len);
+        let (kf, vf) = (self.k.to_f64(), self.v.to_f64());
+        let (lab, cen, acen) = (co.labels.to_f64(), co.centroids.to_f64(), co.assign_centroids.to_f64());
+        let (cnt, st, perm) = (co.counts.to_f64(), co.starts.to_f64(), co.perm.to_f64());
+        let (kp, vp) = (self.k_perm.to_f64(), self.v_perm.to_f64());
+        let kmax = kf.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        let mut worst: f64 = 0.0;
+        for bh in 0..batch * kv_heads {
+            let keys = &kf[bh * cap * d..(bh * cap + tf) * d];
+            let labels: Vec<usize> = lab[bh * tf..(bh + 1) * tf].iter().map(|&x| x as usize).collect();
+            if labels.iter().any(|&l| l >= c) {
+                return Err(format!("(b,h) {bh}: label out of range"));
+            }
+            if self.iters > 0 {
+                let ac = &acen[bh * c * d..(bh + 1) * c * d];
+                for (j, &l) in labels.iter().enumerate() {
+                    let row = &keys[j * d..(j + 1) * d];
+                    let n: f64 = row.iter().map(|x| x * x).sum::<f64>().sqrt();
+                    let x: Vec<f64> = row.iter().map(|v| if self.normalize && n > 0.0 { v / n } else { *v }).collect();
+                    let s = |ci: usize| {
+                        let cc = &ac[ci * d..(ci + 1) * d];
+                        x.iter().zip(cc).map(|(a, b)| a * b).sum::<f64>() - 0.5 * cc.iter().map(|v| v * v).sum::<f64>()
+                    };
+                    let best = (0..c).map(s).fold(f64::NEG_INFINITY, f64::max);
+                    if s(l) < best - 1e-4 * (1.0 + best.abs()) {
+                        return Err(format!("(b,h) {bh} key {j}: label {l} scores {} < best {best}", s(l)));
+                    }
+                }
+            }
+            let (wp, ws) = crate::centroid::cluster_layout(&labels, c);
+            let got_st: Vec<usize> = st[bh * (c + 1)..(bh + 1) * (c + 1)].iter().map(|&x| x as usize).collect();
+            let got_p: Vec<usize> = perm[bh * tf..(bh + 1) * tf].iter().map(|&x| x as usize).collect();
+            if got_st != ws || got_p != wp {
+                return Err(format!("(b,h) {bh}: starts/perm are not the counting sort of the labels"));
+            }
+            for ci in 0..c {
+                let n = ws[ci + 1] - ws[ci];
+                if cnt[bh * c + ci] as usize != n {
+                    return Err(format!("(b,h) {bh}: count of cluster {ci} {} want {n}", cnt[bh * c + ci]));
+                }
+                if n == 0 {
+                    continue;
+                }
+                for e in 0..d {
+                    let mean = wp[ws[ci]..ws[ci + 1]].iter().map(|&j| keys[j * d + e]).sum::<f64>() / n as f64;
+                    let err = (cen[(bh * c + ci) * d + e] - mean).abs() / kmax.max(1e-30);
+                    if err.is_nan() || err > 1e-4 {
+                        return Err(format!(
+                            "(b,h) {bh}: centroid {ci}[{e}] {} vs mean {mean}",
+                            cen[(bh * c + ci) * d + e]
+                        ));
+                    }
+                    worst = worst.max(err);
+                }
+            }
+            for r in 0..self.seq_len {
+                let src = if r < tf { wp[r] } else { r };
+                let (a, b) = ((bh * cap + r) * d, (bh * cap + src) * d);
+                if kp[a..a + d] != kf[b..b + d] || vp[a..a + d] != vf[b..b + d] {
+                    return Err(format!("(b,h) {bh}: permuted row {r} is not row {src}"));
+                }
+            }
+        }
+        Ok(worst)
+    }
+
+    /// Kept clusters (ids) of each (b, h) from `keep_start`/`keep_len`/`keep_count`,
+    /// checked against the f64 scores up to near-ties (1e-3 in log2 units).
+    fn check_selection(&self) -> Result<Vec<Vec<usize>>, String> {
+        let co = self.clusters.as_ref().ok_or("not run")?;
+        let DecodeDims { batch, kv_heads, group, head_dim: d, .. } = self.dims;
+        let c = self.num_clusters();
+        let (cen, cnt, st) = (co.centroids.to_f64(), co.counts.to_f64(), co.starts.to_f64());
+        let (ks, kl, kc) = (self.keep_start.to_f64(), self.keep_len.to_f64(), self.keep_count.to_f64());
+        let q = self.q.to_f64();
+        let mut out = Vec::new();
+        let tol = 1e-3;
+        for bh in 0..batch * kv_heads {
+            let counts: Vec<usize> = cnt[bh * c..(bh + 1) * c].iter().map(|&x| x as usize).collect();
+            let starts = &st[bh * (c + 1)..(bh + 1) * (c + 1)];
+            let qs = &q[bh * group * d..(bh + 1) * group * d];
+            let scores = crate::centroid::score_clusters(
+                qs,
+                &cen[bh * c * d..(bh + 1) * c * d],
+                &counts,
+                d,
+                self.params.scale_log2 as f64,
+            );
+            let want = crate::centroid::select_clusters(&scores, self.keep, self.threshold as f64);
+            let n = kc[bh] as usize;
+            if n > self.keep {
+                return Err(format!("(b,h) {bh}: keep_count {n} > keep {}", self.keep));
+            }
+            let mut got = Vec::new();
+            for i in 0..n {
+                let (s0, len) = (ks[bh * self.keep + i], kl[bh * self.keep + i]);
+                let id = (0..c).find(|&ci| starts[ci] == s0 && counts[ci] > 0);
+                match id {
+                    Some(ci) if counts[ci] as f64 == len => got.push(ci),
+                    _ => return Err(format!("(b,h) {bh}: slot {i} range ({s0}, {len}) is no cluster")),
+                }
+            }
+            if !got.windows(2).all(|w| w[0] < w[1]) {
+                return Err(format!("(b,h) {bh}: kept clusters not ascending: {got:?}"));
+            }
+            let mut gs: Vec<f64> = got.iter().map(|&i| scores[i]).collect();
+            let mut ws: Vec<f64> = want.iter().map(|&i| scores[i]).collect();
+            gs.sort_by(|a, b| b.total_cmp(a));
+            ws.sort_by(|a, b| b.total_cmp(a));
+            for (x, y) in gs.iter().zip(&ws) {
+                if (x - y).abs() > tol {
+                    return Err(format!("(b,h) {bh}: kept score {x} vs reference {y}"));
+                }
+            }
+            let thr = self.threshold as f64;
+            let extra = if gs.len() > ws.len() { &gs[ws.len()..] } else { &ws[gs.len()..] };
+            if extra.iter().any(|x| (x - thr).abs() > tol) {
+                return Err(format!("(b,h) {bh}: kept {} clusters, reference {}", gs.len(), ws.len()));
+            }
+            out.push(got);
+        }
+        Ok(out)
+    }
+}
+
+impl KernelCase for CentroidCase {
+    fn name(&self) -> String {
+        let d = self.dims;
+        format!(
+            "{} B{} Hkv{} G{} D{} Tf{} N{} C{} I{} keep{} thr{}",
+            self.name,
+            d.batch,
+            d.kv_heads,
+            d.group,
+            d.head_dim,
+            self.fixed_len,
+            self.seq_len,
+            self.num_clusters(),
+            self.iters,
+            self.keep,
+            self.threshold
+        )
+    }
+
+    fn poison(&mut self) {
+        self.clusters = None;
+        for t in [
+            &mut self.k_perm,
+            &mut self.v_perm,
+            &mut self.keep_start,
+            &mut self.keep_len,
+            &mut self.keep_count,
+            &mut self.out,
+            &mut self.lse,
+        ] {
+            poison(t);
+        }
+    }
+
+    fn run_cpu(&mut self) -> Result<(), KernelError> {
+        self.poison();
+        let d = self.dims;
+        let km = KMeansCluster::cpu(d.head_dim, self.normalize, 64, 64)?;
+        let co = km.run_cpu(
+            &self.k,
+            &self.v,
+            self.fixed_len,
+            self.seq_len,
+            &self.init,
+            self.iters,
+            &mut self.k_perm,
+            &mut self.v_perm,
+        )?;
+        let op = CentroidDecode::cpu(self.params.clone(), self.keep, self.num_clusters(), self.per_split)?;
+        op.run_cpu(
+            &self.q,
+            &self.k_perm,
+            &self.v_perm,
+            &co.centroids,
+            &co.counts,
+            &co.starts,
+            self.fixed_len,
+            self.seq_len,
+            self.threshold,
+            &mut self.keep_start,
+            &mut self.keep_len,
+            &mut self.keep_count,
+            &mut self.out,
+            Some(&mut self.lse),
+        )?;
+        self.clusters = Some(co);
+        Ok(())
+    }
+
+    fn run_gpu(&mut self, rt: &Runtime) -> Result<(), KernelError> {
+        self.poison();
+        let d = self.dims;
+        let st = rt.stream();
+        let km = KMeansCluster::new(rt, d.head_dim, self.normalize, 64, 64)?;
+        km.check_args(&self.k, &self.v, self.fixed_len, self.seq_len, &self.init, &self.k_perm, &self.v_perm)?;
+        let (k, v, init) = (up(rt, &self.k)?, up(rt, &self.v)?, up(rt, &self.init)?);
+        let kp = DeviceTensor::poisoned(st, DType::BF16, &self.k_perm.shape)?;
+        let vp = DeviceTensor::poisoned(st, DType::BF16, &self.v_perm.shape)?;
+        let dc = km.launch(rt, &k, &v, self.fixed_len, self.seq_len, &init, self.iters, &kp, &vp)?;
+        let op = CentroidDecode::new(rt, self.params.clone(), self.keep, self.num_clusters(), self.per_split)?;
+        let q = up(rt, &self.q)?;
+        let ks = DeviceTensor::poisoned(st, DType::I32, &self.keep_start.shape)?;
+        let kl = DeviceTensor::poisoned(st, DType::I32, &self.keep_len.shape)?;
+        let kc = DeviceTensor::poisoned(st, DType::I32, &self.keep_count.shape)?;
+        let out = DeviceTensor::poisoned(st, DType::BF16, &self.out.shape)?;
+        let lse = DeviceTensor::poisoned(st, DType::F32, &self.lse.shape)?;
+        // `starts` was built on the host from the labels: check it before the launch.
+        let (_, starts_h) = crate::centroid::layout_tensors(&dc.labels, self.num_clusters());
+        op.check_args(
+            &self.q,
+            &self.k_perm,
+            &self.v_perm,
+            &self.init,
+            &HostTensor::full(DType::I32, &[d.batch, d.kv_heads, self.num_clusters()], 0.0),
+            &starts_h,
+            self.fixed_len,
+            self.seq_len,
+            &self.keep_start,
+            &self.keep_len,
+            &self.keep_count,
+            &self.out,
+            Some(&self.lse),
+        )?;
+        op.launch(
+            rt,
+            &q,
+            &kp,
+            &vp,
+            &dc.centroids,
+            &dc.counts,
+            &dc.starts,
+            self.fixed_len,
+            self.seq_len,
+            self.threshold,
+            &ks,
+            &kl,
+            &kc,
+            &out,
+            Some(&lse),
+        )?;
+        rt.synchronize()?;
+        self.k_perm = kp.download()?;
+        self.v_perm = vp.download()?;
+        self.keep_start = ks.download()?;
+        self.keep_len = kl.download()?;
+        self.keep_count = kc.download()?;
+        self.out = out.download()?;
+        self.lse = lse.download()?;
+        self.clusters = Some(ClusterOut {
+            labels: dc.labels,
+            centroids: dc.centroids.download()?,
+            assign_centroids: dc.assign_centroids.download()?,
+            counts: dc.counts.download()?,
+            starts: dc.starts.download()?,
+            perm: dc.perm,
+        });
+        Ok(())
+    }
+
+    /// Clustering consistency, selection up to near-ties, then the output / LSE against
+    /// the f64 decode over the kept clusters' rows + the recent rows.
+    fn check(&self) -> Result<f64, String> {
+        self.check_clusters()?;
+        let kept = self.check_selection()?;
+        let co = self.clusters.as_ref().ok_or("not run")?;
+        let c = self.num_clusters();
+        let st = co.starts.to_f64();
+        let hkv = self.dims.kv_heads;
+        let (q, k, v) = (self.q.to_f64(), self.k_perm.to_f64(), self.v_perm.to_f64());
+        let (tf, n) = (self.fixed_len, self.seq_len);
+        let (o, l) = r::decode_with(self.dims, &q, &k, &v, self.params.scale_log2 as f64, |b, h| {
+            let bh = b * hkv + h;
+            let mut pos: Vec<usize> = Vec::new();
+            for &ci in &kept[bh] {
+                pos.extend(st[bh * (c + 1) + ci] as usize..st[bh * (c + 1) + ci + 1] as usize);
+            }
+            pos.extend(tf..n);
+            pos
+        });
+        let e = within("out", r::rel_err(&self.out.to_f64(), &o)?, BF16_TOL)?;
+        check_lse(&self.lse, &l)?;
+        Ok(e)
+    }
+
+    fn bytes_read(&self) -> u64 {
+        // Decode only: centroids (f32) + kept rows (mean per (b, h)) + recent rows + q.
+        let d = self.dims;
+        let kept: f64 = self.keep_len.to_f64().iter().filter(|x| **x > 0.0).sum::<f64>();
+        let bh = (d.batch * d.kv_heads) as f64;
+        let rows = kept + bh * (self.seq_len - self.fixed_len) as f64;
+        let cent = bh * (self.num_clusters() * d.head_dim * 4) as f64;
+        (rows * (2 * d.head_dim * 2) as f64 + cent) as u64 + self.q.numel() as u64 * 2
+    }
+}
+
+pub fn centroid_gpu_cases(seed: u64) -> Vec<CentroidCase> {
+    vec![
+        // 5% clusters, top 10% of them, GQA 4, D 128.
+        CentroidCase::new("centroid", dims(2, 4, 4, 12000, 128), 11000, 11517, 550, 4, 56, 8, f32::NEG_INFINITY, seed),
+        // Threshold variant (keep clusters whose estimated per-key probability beats the
+        // uniform 1/T_f ≈ 2^-12.1), GQA 3, D 64.
+        CentroidCase::new("centroid", dims(1, 3, 3, 5000, 64), 4500, 4999, 225, 3, 40, 5, -12.0, seed + 1),
     ]
 }

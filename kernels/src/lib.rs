@@ -21,6 +21,7 @@
 pub mod append;
 pub mod block_sparse;
 pub mod cases;
+pub mod centroid;
 pub mod combine;
 pub mod dense;
 mod error;
@@ -36,6 +37,7 @@ pub mod tree;
 pub use append::{KvAppend, Landmarks};
 pub use block_sparse::BlockSparseDecode;
 pub use cases::{all_gpu_cases, all_gpu_cases as gpu_cases, KernelCase};
+pub use centroid::{CentroidDecode, KMeansCluster};
 pub use combine::LseCombine;
 pub use dense::{DecodeParams, DenseDecode};
 pub use error::{KernelError, TensorMeta};

@@ -1,0 +1,1050 @@
+//! Centroid lookup (Squeezed Attention, algorithms.md §3), per (batch, KV head).
+//!
+//! **Offline** ([`KMeansCluster`]): Lloyd k-means over the keys of a fixed context
+//! `[0, T_f)` from given initial centroids (deterministic seeds: [`init_centroids`]),
+//! `I` iterations of
+//!
+//! 1. [`kmeans_assign`] — label = `argmax_c (x · c − |c|² / 2)` = the nearest centroid in
+//!    L2 (ties: the lower centroid), `x` the key, L2-normalized when `normalize` (the
+//!    paper clusters normalized keys);
+//! 2. [`kmeans_accumulate`] — per-cluster sums of `x` and counts by atomics;
+//! 3. [`kmeans_finalize`] — centroid = sum / count (an empty cluster keeps its centroid);
+//!
+//! then one more accumulate + finalize over the **unnormalized** keys, so the stored
+//! centroids are the mean raw keys of each cluster (as the paper stores them). On the host
+//! the labels are counting-sorted (stable) into `perm` and cluster `starts` (a scan: no
+//! prefix sum in the DSL), and [`centroid_permute`] writes the cache with the fixed keys
+//! and values permuted by cluster — cluster `c` is rows `[starts[c], starts[c + 1])` —
+//! and the recent rows `[T_f, seq_len)` unchanged.
+//!
+//! **Decode** ([`CentroidDecode`]):
+//!
+//! 1. [`centroid_scores`] — per cluster the log2 of the paper's estimated per-key
+//!    probability `P̂_c = exp(q·c/√d) / Σ_k n_k exp(q·c_k/√d)` (one online-softmax pass
+//!    for the denominator, one for the scores), maximum over the GQA group;
+//! 2. [`centroid_select`] — the top-`KEEP` clusters, of those the ones with
+//!    `log2 P̂ > threshold` (threshold variant; `-inf` = pure top-k), as contiguous row
+//!    ranges (ascending cluster id);
+//! 3. [`centroid_range_attn`] — split attention over the kept ranges (`PER_SPLIT`
+//!    clusters per split) and over the recent rows `[T_f, seq_len)` (further splits),
+//!    merged by [`crate::LseCombine`].
+//!
+//! [`kmeans_reference`], [`cluster_layout`], [`score_clusters`], [`select_clusters`] are
+//! the host algorithm (f64 reference and `tessera recall`).
+
+use tessera_codegen::host::HostTensor;
+use tessera_codegen::ir::DType;
+use tessera_dsl_support::prelude::*;
+use tessera_runtime::DeviceTensor;
+
+use crate::combine::LseCombine;
+use crate::dense::{split_combine_cpu, split_combine_gpu, DecodeParams};
+use crate::error::{expect, invalid, KernelError, TensorMeta};
+
+// ---- host algorithm ---------------------------------------------------------------------
+
+/// `c` distinct rows of `keys [t, d]` chosen by a seeded partial Fisher–Yates shuffle
+/// (normalized when `normalize`): the initial centroids `[c, d]`.
+pub fn init_centroids(keys: &[f64], t: usize, d: usize, c: usize, normalize: bool, seed: u64) -> Vec<f64> {
+    assert!(c <= t && c > 0, "init_centroids: need 0 < c <= t");
+    let mut idx: Vec<usize> = (0..t).collect();
+    let mut s = seed ^ 0x9e37_79b9_7f4a_7c15;
+    for i in 0..c {
+        // splitmix64: deterministic and independent of the rand crate's version.
+        s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        let j = i + (z % (t - i) as u64) as usize;
+        idx.swap(i, j);
+    }
+    let mut out = Vec::with_capacity(c * d);
+    for &j in &idx[..c] {
+        let row = &keys[j * d..(j + 1) * d];
+        let inv = if normalize { inv_norm(row) } else { 1.0 };
+        out.extend(row.iter().map(|x| x * inv));
+    }
+    out
+}
+
+fn inv_norm(x: &[f64]) -> f64 {
+    let n: f64 = x.iter().map(|v| v * v).sum();
+    if n > 0.0 {
+        1.0 / n.sqrt()
+    } else {
+        1.0
+    }
+}
+
+/// A clustering of one (batch, KV head).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Clustering {
+    pub labels: Vec<usize>,
+    /// `[c, d]`: the mean unnormalized key of each cluster (empty: the last centroid).
+    pub centroids: Vec<f64>,
+    pub counts: Vec<usize>,
+    /// `[c, d]`: the centroids of the last assignment.
+    pub assign_centroids: Vec<f64>,
+}
+
+/// Nearest centroid of `x` by `x·c − |c|²/2` (ties: lower index).
+pub fn nearest(x: &[f64], centroids: &[f64], d: usize) -> usize {
+    let mut best = (f64::NEG_INFINITY, 0);
+    for (ci, c) in centroids.chunks_exact(d).enumerate() {
+        let s: f64 = x.iter().zip(c).map(|(a, b)| a * b).sum::<f64>() - 0.5 * c.iter().map(|v| v * v).sum::<f64>();
+        if s > best.0 {
+            best = (s, ci);
+        }
+    }
+    best.1
+}
+
+fn means(xs: &[f64], d: usize, labels: &[usize], old: &[f64]) -> (Vec<f64>, Vec<usize>) {
+    let c = old.len() / d;
+    let mut sum = vec![0.0; c * d];
+    let mut cnt = vec![0usize; c];
+    for (j, &l) in labels.iter().enumerate() {
+        cnt[l] += 1;
+        for (s, x) in sum[l * d..(l + 1) * d].iter_mut().zip(&xs[j * d..(j + 1) * d]) {
+            *s += x;
+        }
+    }
+    for ci in 0..c {
+        let row = &mut sum[ci * d..(ci + 1) * d];
+        if cnt[ci] == 0 {
+            row.copy_from_slice(&old[ci * d..(ci + 1) * d]);
+        } else {
+            row.iter_mut().for_each(|x| *x /= cnt[ci] as f64);
+        }
+    }
+    (sum, cnt)
+}
+
+/// Lloyd k-means of `keys [t, d]` from `init [c, d]`, `iters` × (assign, update), then the
+/// raw-key means of the final labels (the algorithm of [`KMeansCluster`]).
+pub fn kmeans_reference(keys: &[f64], t: usize, d: usize, init: &[f64], iters: usize, normalize: bool) -> Clustering {
+    let xs: Vec<f64> = if normalize {
+        keys[..t * d].chunks_exact(d).flat_map(|r| r.iter().map(move |x| x * inv_norm(r))).collect()
+    } else {
+        keys[..t * d].to_vec()
+    };
+    let mut cent = init.to_vec();
+    let mut labels = vec![0usize; t];
+    let mut assign = cent.clone();
+    for _ in 0..iters {
+        assign = cent.clone();
+        for (j, l) in labels.iter_mut().enumerate() {
+            *l = nearest(&xs[j * d..(j + 1) * d], &cent, d);
+        }
+        cent = means(&xs, d, &labels, &cent).0;
+    }
+    let (centroids, counts) = means(&keys[..t * d], d, &labels, &cent);
+    Clustering { labels, centroids, counts, assign_centroids: assign }
+}
+
+/// Stable counting sort of `labels` into `c` clusters: `(perm, starts)` with `perm[r]` the
+/// original position of permuted row `r` and cluster `i` = rows `[starts[i], starts[i+1])`.
+pub fn cluster_layout(labels: &[usize], c: usize) -> (Vec<usize>, Vec<usize>) {
+    let mut starts = vec![0usize; c + 1];
+    for &l in labels {
+        starts[l + 1] += 1;
+    }
+    for i in 0..c {
+        starts[i + 1] += starts[i];
+    }
+    let mut next = starts.clone();
+    let mut perm = vec![0usize; labels.len()];
+    for (j, &l) in labels.iter().enumerate() {
+        perm[next[l]] = j;
+        next[l] += 1;
+    }
+    (perm, starts)
+}
+
+/// Cluster scores of one KV head: `max_g log2 P̂_c(q_g)` with
+/// `log2 P̂_c = s_c − log2 Σ_k n_k 2^{s_k}`, `s = scale_log2 · q·c`; empty clusters -inf.
+pub fn score_clusters(qs: &[f64], centroids: &[f64], counts: &[usize], d: usize, scale_log2: f64) -> Vec<f64> {
+    let c = counts.len();
+    let mut best = vec![f64::NEG_INFINITY; c];
+    for q in qs.chunks_exact(d) {
+        let s: Vec<f64> = centroids
+            .chunks_exact(d)
+            .map(|cc| scale_log2 * q.iter().zip(cc).map(|(a, b)| a * b).sum::<f64>())
+            .collect();
+        let m = s.iter().zip(counts).filter(|x| *x.1 > 0).map(|x| *x.0).fold(f64::NEG_INFINITY, f64::max);
+        let l: f64 = s.iter().zip(counts).map(|(x, &n)| n as f64 * (x - m).exp2()).sum();
+        let lse = m + l.log2();
+        for i in 0..c {
+            if counts[i] > 0 {
+                best[i] = best[i].max(s[i] - lse);
+            }
+        }
+    }
+    best
+}
+
+/// The clusters [`centroid_select`] keeps: the top-`keep` scores (ties: lower id) above
+/// `threshold` (and finite), ascending ids.
+pub fn select_clusters(scores: &[f64], keep: usize, threshold: f64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    order.truncate(keep);
+    order.retain(|&i| scores[i] > threshold && scores[i] > f64::NEG_INFINITY);
+    order.sort_unstable();
+    order
+}
+
+// ---- k-means kernels ----------------------------------------------------------------------
+
+/// Labels of `KEY_TILE` keys of `[0, num_keys)`: the nearest centroid (`x·c − |c|²/2`,
+/// ties to the lower centroid). Grid `[ceil(num_keys / KEY_TILE), Hkv, B]`.
+#[kernel(tune(KEY_TILE = [64, 32, 128], C_TILE = [64, 32, 128], WARPS = [4, 8]))]
+pub fn kmeans_assign<
+    const HEAD_DIM: usize,
+    const NORMALIZE: usize,
+    const KEY_TILE: usize,
+    const C_TILE: usize,
+    const WARPS: usize,
+>(
+    k: Tensor<bf16, 4>,          // [B, Hkv, N, D]
+    centroids: Tensor<f32, 4>,   // [B, Hkv, C, D]
+    labels: &mut Tensor<i32, 3>, // [B, Hkv, T_f]
+    num_keys: i32,
+) {
+    let tile = program_id(0);
+    let kv_head = program_id(1);
+    let batch = program_id(2);
+    let nc = centroids.dim(2).cast::<i32>();
+    let j0 = tile * KEY_TILE as i32;
+    let inb = arange(0, KEY_TILE) + j0 < num_keys;
+    let raw = k.load_masked([at(batch), at(kv_head), range(j0, KEY_TILE), range(0, HEAD_DIM)], inb.expand_dims(1), 0.0);
+    let mut x = raw.cast::<f32>();
+    if NORMALIZE == 1 {
+        let n2 = (x * x).sum(1);
+        x = x * where_(n2 > 0.0, n2, 1.0).rsqrt().expand_dims(1);
+    }
+    let mut best = full([KEY_TILE], f32::NEG_INFINITY);
+    let mut arg = arange(0, KEY_TILE) * 0;
+    for c0 in (0..nc).step_by(C_TILE) {
+        let cv = arange(0, C_TILE) + c0 < nc;
+        let ct = centroids.load_masked(
+            [at(batch), at(kv_head), range(c0, C_TILE), range(0, HEAD_DIM)],
+            cv.expand_dims(1),
+            0.0,
+        );
+        let half = (ct * ct).sum(1) * 0.5;
+        let s = where_(cv, dot_t(x, ct) - half, f32::NEG_INFINITY);
+        let m = s.max(1);
+        let a = s.argmax(1) + c0;
+        let better = m > best;
+        arg = where_(better, a, arg);
+        best = where_(better, m, best);
+    }
+    labels.store_masked([at(batch), at(kv_head), range(j0, KEY_TILE)], arg, inb);
+}
+
+/// Adds each key (normalized when `NORMALIZE`) to its cluster's sum and 1 to its count
+/// (atomics). Grid `[ceil(num_keys / KEY_TILE), Hkv, B]`; `sums`/`counts` zeroed before.
+#[kernel(tune(KEY_TILE = [64, 32, 128], WARPS = [4, 8]))]
+pub fn kmeans_accumulate<const HEAD_DIM: usize, const NORMALIZE: usize, const KEY_TILE: usize, const WARPS: usize>(
+    k: Tensor<bf16, 4>,          // [B, Hkv, N, D]
+    labels: Tensor<i32, 3>,      // [B, Hkv, T_f]
+    sums: &mut Tensor<f32, 4>,   // [B, Hkv, C, D]
+    counts: &mut Tensor<i32, 3>, // [B, Hkv, C]
+    num_keys: i32,
+) {
+    let tile = program_id(0);
+    let kv_head = program_id(1);
+    let batch = program_id(2);
+    let j0 = tile * KEY_TILE as i32;
+    let inb = arange(0, KEY_TILE) + j0 < num_keys;
+    let lab = labels.load_masked([at(batch), at(kv_head), range(j0, KEY_TILE)], inb, 0);
+    let raw = k.load_masked([at(batch), at(kv_head), range(j0, KEY_TILE), range(0, HEAD_DIM)], inb.expand_dims(1), 0.0);
+    let mut x = raw.cast::<f32>();
+    if NORMALIZE == 1 {
+        let n2 = (x * x).sum(1);
+        x = x * where_(n2 > 0.0, n2, 1.0).rsqrt().expand_dims(1);
+    }
+    // Out-of-range rows add zeros to cluster 0 (the DSL has no masked atomics).
+    sums.atomic_add([at(batch), at(kv_head), gather(lab), range(0, HEAD_DIM)], x);
+    counts.atomic_add([at(batch), at(kv_head), gather(lab)], inb.cast::<i32>());
+}
+
+/// `new = sums / counts` per cluster, `old` where the count is 0. Grid
+/// `[ceil(C / C_TILE), Hkv, B]`.
+#[kernel(tune(C_TILE = [32, 64, 16], WARPS = [4, 8]))]
+pub fn kmeans_finalize<const HEAD_DIM: usize, const C_TILE: usize, const WARPS: usize>(
+    sums: Tensor<f32, 4>,     // [B, Hkv, C, D]
+    counts: Tensor<i32, 3>,   // [B, Hkv, C]
+    old: Tensor<f32, 4>,      // [B, Hkv, C, D]
+    new: &mut Tensor<f32, 4>, // [B, Hkv, C, D]
+) {
+    let tile = program_id(0);
+    let kv_head = program_id(1);
+    let batch = program_id(2);
+    let nc = old.dim(2).cast::<i32>();
+    let c0 = tile * C_TILE as i32;
+    let cv = arange(0, C_TILE) + c0 < nc;
+    let rows = cv.expand_dims(1);
+    let n = counts.load_masked([at(batch), at(kv_head), range(c0, C_TILE)], cv, 0);
+    let s = sums.load_masked([at(batch), at(kv_head), range(c0, C_TILE), range(0, HEAD_DIM)], rows, 0.0);
+    let o = old.load_masked([at(batch), at(kv_head), range(c0, C_TILE), range(0, HEAD_DIM)], rows, 0.0);
+    let nonempty = n > 0;
+    let mean = s / where_(nonempty, n.cast::<f32>(), 1.0).expand_dims(1);
+    new.store_masked(
+        [at(batch), at(kv_head), range(c0, C_TILE), range(0, HEAD_DIM)],
+        where_(nonempty.expand_dims(1), mean, o),
+        rows,
+    );
+}
+
+/// The permuted cache: row `r < T_f` is row `perm[r]`, rows `[T_f, seq_len)` are copied.
+/// Grid `[ceil(seq_len / ROWS), Hkv, B]`.
+#[kernel(tune(ROWS = [64, 32, 128], WARPS = [4, 8]))]
+pub fn centroid_permute<const HEAD_DIM: usize, const ROWS: usize, const WARPS: usize>(
+    k: Tensor<bf16, 4>,          // [B, Hkv, N, D]
+    v: Tensor<bf16, 4>,          // [B, Hkv, N, D]
+    perm: Tensor<i32, 3>,        // [B, Hkv, T_f]
+    k_out: &mut Tensor<bf16, 4>, // [B, Hkv, N, D]
+    v_out: &mut Tensor<bf16, 4>, // [B, Hkv, N, D]
+    fixed_len: i32,
+    seq_len: i32,
+) {
+    let tile = program_id(0);
+    let kv_head = program_id(1);
+    let batch = program_id(2);
+    let r0 = tile * ROWS as i32;
+    let r = arange(0, ROWS) + r0;
+    let live = r < seq_len;
+    let fixed = r < fixed_len;
+    let p = perm.load_masked([at(batch), at(kv_head), range(r0, ROWS)], fixed, 0);
+    let pos = where_(fixed, p, r);
+    let ok = live.expand_dims(1);
+    let kr = k.load_masked([at(batch), at(kv_head), gather(pos), range(0, HEAD_DIM)], ok, 0.0);
+    let vr = v.load_masked([at(batch), at(kv_head), gather(pos), range(0, HEAD_DIM)], ok, 0.0);
+    k_out.store_masked([at(batch), at(kv_head), range(r0, ROWS), range(0, HEAD_DIM)], kr, ok);
+    v_out.store_masked([at(batch), at(kv_head), range(r0, ROWS), range(0, HEAD_DIM)], vr, ok);
+}
+
+// ---- decode kernels -----------------------------------------------------------------------
+
+/// `scores[c] = max_g (s_gc − log2 Σ_k n_k 2^{s_gk})`, `s = scale_log2 · q_g · c` (empty
+/// clusters -inf). Grid `[Hkv, B]`.
+#[kernel(tune(C_TILE = [64, 128, 32], WARPS = [4, 8]))]
+pub fn centroid_scores<const GROUP: usize, const HEAD_DIM: usize, const C_TILE: usize, const WARPS: usize>(
+    q: Tensor<bf16, 3>,          // [B, Hq, D]
+    centroids: Tensor<f32, 4>,   // [B, Hkv, C, D]
+    counts: Tensor<i32, 3>,      // [B, Hkv, C]
+    scores: &mut Tensor<f32, 3>, // [B, Hkv, C]
+    scale_log2: f32,
+) {
+    let kv_head = program_id(0);
+    let batch = program_id(1);
+    let nc = centroids.dim(2).cast::<i32>();
+    let qt = q.load([at(batch), range(kv_head * GROUP as i32, GROUP), range(0, HEAD_DIM)]).cast::<f32>();
+    let mut m = full([GROUP], f32::NEG_INFINITY);
+    let mut l = zeros([GROUP]);
+    for c0 in (0..nc).step_by(C_TILE) {
+        let cv = arange(0, C_TILE) + c0 < nc;
+        let ct = centroids.load_masked(
+            [at(batch), at(kv_head), range(c0, C_TILE), range(0, HEAD_DIM)],
+            cv.expand_dims(1),
+            0.0,
+        );
+        let n = counts.load_masked([at(batch), at(kv_head), range(c0, C_TILE)], cv, 0);
+        let w = where_(n > 0, log2(where_(n > 0, n.cast::<f32>(), 1.0)), f32::NEG_INFINITY);
+        let s = dot_t(qt, ct) * scale_log2 + w;
+        let m_new = max(m, s.max(1));
+        let m_use = where_(m_new == f32::NEG_INFINITY, 0.0, m_new);
+        l = l * exp2(m - m_use) + exp2(s - m_use.expand_dims(1)).sum(1);
+        m = m_new;
+    }
+    let m_use = where_(m == f32::NEG_INFINITY, 0.0, m);
+    let lse = m_use + log2(where_(l > 0.0, l, 1.0));
+    for c0 in (0..nc).step_by(C_TILE) {
+        let cv = arange(0, C_TILE) + c0 < nc;
+        let ct = centroids.load_masked(
+            [at(batch), at(kv_head), range(c0, C_TILE), range(0, HEAD_DIM)],
+            cv.expand_dims(1),
+            0.0,
+        );
+        let n = counts.load_masked([at(batch), at(kv_head), range(c0, C_TILE)], cv, 0);
+        let s = (dot_t(qt, ct) * scale_log2 - lse.expand_dims(1)).max(0);
+        scores.store_masked([at(batch), at(kv_head), range(c0, C_TILE)], where_(n > 0, s, f32::NEG_INFINITY), cv);
+    }
+}
+
+/// The top-`KEEP` clusters (ties: lower id) with score `> threshold`, ascending ids, as
+/// row ranges `keep_start`/`keep_len [B, Hkv, KEEP]` (unused slots 0/0) and `keep_count`.
+/// Grid `[Hkv, B]`.
+#[kernel]
+pub fn centroid_select<const KEEP: usize, const CAND: usize, const WARPS: usize>(
+    scores: Tensor<f32, 3>,          // [B, Hkv, C]
+    starts: Tensor<i32, 3>,          // [B, Hkv, C + 1]
+    keep_start: &mut Tensor<i32, 3>, // [B, Hkv, KEEP]
+    keep_len: &mut Tensor<i32, 3>,   // [B, Hkv, KEEP]
+    keep_count: &mut Tensor<i32, 2>, // [B, Hkv]
+    threshold: f32,
+) {
+    let kv_head = program_id(0);
+    let batch = program_id(1);
+    let s = scores.load_or([at(batch), at(kv_head), range(0, CAND)], f32::NEG_INFINITY);
+    let (v, cl) = topk(s, KEEP);
+    let ok = v > threshold && v > f32::NEG_INFINITY;
+    let (u, _slot) = topk(where_(ok, -(cl.cast::<f32>()), f32::NEG_INFINITY), KEEP);
+    let live = u > f32::NEG_INFINITY;
+    let id = where_(live, (-u).cast::<i32>(), 0);
+    let st = starts.load([at(batch), at(kv_head), gather(id)]);
+    let en = starts.load([at(batch), at(kv_head), gather(id + 1)]);
+    keep_start.store([at(batch), at(kv_head), range(0, KEEP)], where_(live, st, 0));
+    keep_len.store([at(batch), at(kv_head), range(0, KEEP)], where_(live, en - st, 0));
+    keep_count.store([at(batch), at(kv_head)], live.cast::<i32>().sum(0));
+}
+
+/// Split `s < cluster_splits`: attention over kept clusters `[s·PER_SPLIT, (s+1)·PER_SPLIT)`
+/// (contiguous rows each); split `s >= cluster_splits`: recent rows
+/// `[T_f + (s − cluster_splits)·recent_split_len, ..)` below `seq_len`. Partial results in
+/// log2 units for [`crate::LseCombine`]. Grid `[S, Hkv, B]`.
+#[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8]))]
+pub fn centroid_range_attn<
+    const GROUP: usize,
+    const HEAD_DIM: usize,
+    const PER_SPLIT: usize,
+    const BLOCK_N: usize,
+    const WARPS: usize,
+>(
+    q: Tensor<bf16, 3>,            // [B, Hq, D]
+    k: Tensor<bf16, 4>,            // [B, Hkv, N, D] (fixed part permuted by cluster)
+    v: Tensor<bf16, 4>,            // [B, Hkv, N, D]
+    keep_start: Tensor<i32, 3>,    // [B, Hkv, KEEP]
+    keep_len: Tensor<i32, 3>,      // [B, Hkv, KEEP]
+    keep_count: Tensor<i32, 2>,    // [B, Hkv]
+    o_part: &mut Tensor<f32, 4>,   // [B, Hq, S, D]
+    lse_part: &mut Tensor<f32, 3>, // [B, Hq, S]
+    scale_log2: f32,
+    fixed_len: i32,
+    seq_len: i32,
+    cluster_splits: i32,
+    recent_split_len: i32,
+) {
+    let split = program_id(0);
+    let kv_head = program_id(1);
+    let batch = program_id(2);
+    let q_head0 = kv_head * GROUP as i32;
+    let slots = keep_start.dim(2).cast::<i32>();
+    let count = keep_count.load([at(batch), at(kv_head)]);
+    let recent = split >= cluster_splits;
+    let r0 = fixed_len + (split - cluster_splits) * recent_split_len;
+    let r1 = min(r0 + recent_split_len, seq_len);
+    let q_tile = q.load([at(batch), range(q_head0, GROUP), range(0, HEAD_DIM)]);
+    let mut row_max = full([GROUP], f32::NEG_INFINITY);
+    let mut row_sum = zeros([GROUP]);
+    let mut acc = zeros([GROUP, HEAD_DIM]);
+    for i in 0..PER_SPLIT as i32 {
+        let slot = split * PER_SPLIT as i32 + i;
+        let live = !recent && slot < count;
+        let sc = max(min(slot, slots - 1), 0);
+        let st = keep_start.load([at(batch), at(kv_head), at(sc)]);
+        let ln = keep_len.load([at(batch), at(kv_head), at(sc)]);
+        let first = i == 0;
+        let lo = where_(recent, r0, st);
+        let hi = where_(recent, where_(first, max(r1, r0), r0), where_(live, st + ln, st));
+        for t0 in (lo..hi).step_by(BLOCK_N) {
+            let valid = arange(0, BLOCK_N) + t0 < hi;
+            let rows = valid.expand_dims(1);
+            let k_tile = k.load_masked([at(batch), at(kv_head), range(t0, BLOCK_N), range(0, HEAD_DIM)], rows, 0.0);
+            let v_tile = v.load_masked([at(batch), at(kv_head), range(t0, BLOCK_N), range(0, HEAD_DIM)], rows, 0.0);
+            let scores = where_(valid, dot_t(q_tile, k_tile) * scale_log2, f32::NEG_INFINITY);
+            let m_new = max(row_max, scores.max(1));
+            let m_use = where_(m_new == f32::NEG_INFINITY, 0.0, m_new);
+            let alpha = exp2(row_max - m_use);
+            let probs = exp2(scores - m_use.expand_dims(1));
+            row_sum = row_sum * alpha + probs.sum(1);
+            acc = acc * alpha.expand_dims(1) + dot(probs.cast::<bf16>(), v_tile);
+            row_max = m_new;
+        }
+    }
+    let nonempty = row_sum > 0.0;
+    let denom = where_(nonempty, row_sum, 1.0);
+    o_part.store([at(batch), range(q_head0, GROUP), at(split), range(0, HEAD_DIM)], acc / denom.expand_dims(1));
+    lse_part.store(
+        [at(batch), range(q_head0, GROUP), at(split)],
+        where_(nonempty, row_max + log2(denom), f32::NEG_INFINITY),
+    );
+}
+
+// ---- host ops -----------------------------------------------------------------------------
+
+/// Per-(b, h) `(perm [B, Hkv, T_f], starts [B, Hkv, C + 1])` i32 from `labels [B, Hkv, T_f]`.
+pub fn layout_tensors(labels: &HostTensor, clusters: usize) -> (HostTensor, HostTensor) {
+    let s = &labels.shape;
+    let (b, h, t) = (s[0], s[1], s[2]);
+    let l = labels.to_f64();
+    let (mut perm, mut starts) = (Vec::with_capacity(b * h * t), Vec::with_capacity(b * h * (clusters + 1)));
+    for bh in 0..b * h {
+        let lab: Vec<usize> = l[bh * t..(bh + 1) * t].iter().map(|&x| x as usize).collect();
+        let (p, st) = cluster_layout(&lab, clusters);
+        perm.extend(p.iter().map(|&x| x as f64));
+        starts.extend(st.iter().map(|&x| x as f64));
+    }
+    (
+        HostTensor::from_f64(DType::I32, &[b, h, t], &perm),
+        HostTensor::from_f64(DType::I32, &[b, h, clusters + 1], &starts),
+    )
+}
+
+/// The clustering of a whole cache on the host side (interpreter run).
+#[derive(Clone, Debug)]
+pub struct ClusterOut {
+    /// `[B, Hkv, T_f] i32`.
+    pub labels: HostTensor,
+    /// `[B, Hkv, C, D] f32`: mean raw key per cluster (decode centroids).
+    pub centroids: HostTensor,
+    /// `[B, Hkv, C, D] f32`: the centroids of the last assignment.
+    pub assign_centroids: HostTensor,
+    /// `[B, Hkv, C] i32`.
+    pub counts: HostTensor,
+    /// `[B, Hkv, C + 1] i32`.
+    pub starts: HostTensor,
+    /// `[B, Hkv, T_f] i32`.
+    pub perm: HostTensor,
+}
+
+/// The same on the GPU: device centroids / counts / starts for [`CentroidDecode`], host
+/// labels and permutation.
+pub struct DeviceClusters {
+    pub centroids: DeviceTensor,
+    pub assign_centroids: DeviceTensor,
+    pub counts: DeviceTensor,
+    pub starts: DeviceTensor,
+    pub labels: HostTensor,
+    pub perm: HostTensor,
+}
+
+struct KmKernels {
+    assign: KmeansAssignKernel,
+    accumulate: KmeansAccumulateKernel,
+    accumulate_raw: KmeansAccumulateKernel,
+    finalize: KmeansFinalizeKernel,
+    permute: CentroidPermuteKernel,
+}
+
+/// Host op: k-means of the fixed context `[0, T_f)` per (batch, KV head) + the permuted
+/// cache (see the module docs).
+pub struct KMeansCluster {
+    pub head_dim: usize,
+    pub normalize: bool,
+    pub key_tile: usize,
+    pub c_tile: usize,
+    kernels: KmKernels,
+}
+
+/// Shapes of one clustering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KMeansPlan {
+    pub batch: usize,
+    pub kv_heads: usize,
+    pub clusters: usize,
+    pub key_grid: [u32; 3],
+    pub c_grid: [u32; 3],
+    pub row_grid: [u32; 3],
+}
+
+impl KMeansCluster {
+    const NAME: &'static str = "kmeans_cluster";
+
+    fn configs(head_dim: usize, normalize: bool, key_tile: usize, c_tile: usize) -> [KernelConfig; 5] {
+        let d = head_dim as i64;
+        let assign = |n: bool| {
+            KernelConfig::from_pairs(&[
+                ("HEAD_DIM", d),
+                ("NORMALIZE", n as i64),
+                ("KEY_TILE", key_tile as i64),
+                ("C_TILE", c_tile as i64),
+                ("WARPS", 4),
+            ])
+        };
+        let acc = |n: bool| {
+            KernelConfig::from_pairs(&[
+                ("HEAD_DIM", d),
+                ("NORMALIZE", n as i64),
+                ("KEY_TILE", key_tile as i64),
+                ("WARPS", 4),
+            ])
+        };
+        [
+            assign(normalize),
+            acc(normalize),
+            acc(false),
+            KernelConfig::from_pairs(&[("HEAD_DIM", d), ("C_TILE", 32), ("WARPS", 4)]),
+            KernelConfig::from_pairs(&[("HEAD_DIM", d), ("ROWS", 64), ("WARPS", 4)]),
+        ]
+    }
+
+    fn make(
+        head_dim: usize,
+        normalize: bool,
+        key_tile: usize,
+        c_tile: usize,
+        rt: Option<&Runtime>,
+    ) -> Result<Self, KernelError> {
+        if key_tile == 0 || c_tile == 0 {
+            return Err(invalid(Self::NAME, "need key_tile, c_tile > 0"));
+        }
+        let [a, b, c, d, e] = Self::configs(head_dim, normalize, key_tile, c_tile);
+        let kernels = match rt {
+            None => KmKernels {
+                assign: KmeansAssign::cpu(&a)?,
+                accumulate: KmeansAccumulate::cpu(&b)?,
+                accumulate_raw: KmeansAccumulate::cpu(&c)?,
+                finalize: KmeansFinalize::cpu(&d)?,
+                permute: CentroidPermute::cpu(&e)?,
+            },
+            Some(rt) => KmKernels {
+                assign: KmeansAssign::new(rt, &a)?,
+                accumulate: KmeansAccumulate::new(rt, &b)?,
+                accumulate_raw: KmeansAccumulate::new(rt, &c)?,
+                finalize: KmeansFinalize::new(rt, &d)?,
+                permute: CentroidPermute::new(rt, &e)?,
+            },
+        };
+        Ok(KMeansCluster { head_dim, normalize, key_tile, c_tile, kernels })
+    }
+
+    /// Interpreter op.
+    pub fn cpu(head_dim: usize, normalize: bool, key_tile: usize, c_tile: usize) -> Result<Self, KernelError> {
+        Self::make(head_dim, normalize, key_tile, c_tile, None)
+    }
+
+    /// GPU op.
+    pub fn new(
+        rt: &Runtime,
+        head_dim: usize,
+        normalize: bool,
+        key_tile: usize,
+        c_tile: usize,
+    ) -> Result<Self, KernelError> {
+        Self::make(head_dim, normalize, key_tile, c_tile, Some(rt))
+    }
+
+    /// Checks `k`/`v [B, Hkv, cap, D] bf16`, `init [B, Hkv, C, D] f32` with
+    /// `1 <= C <= fixed_len <= seq_len <= cap`, `k_out`/`v_out` like `k`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn check_args(
+        &self,
+        k: &dyn TensorMeta,
+        v: &dyn TensorMeta,
+        fixed_len: usize,
+        seq_len: usize,
+        init: &dyn TensorMeta,
+        k_out: &dyn TensorMeta,
+        v_out: &dyn TensorMeta,
+    ) -> Result<KMeansPlan, KernelError> {
+        let n = Self::NAME;
+        let d = self.head_dim;
+        expect(n, "k", k, DType::BF16, &[None, None, None, Some(d)])?;
+        let s = k.shape();
+        let (b, h, cap) = (s[0], s[1], s[2]);
+        expect(n, "v", v, DType::BF16, &[Some(b), Some(h), Some(cap), Some(d)])?;
+        expect(n, "k_out", k_out, DType::BF16, &[Some(b), Some(h), Some(cap), Some(d)])?;
+        expect(n, "v_out", v_out, DType::BF16, &[Some(b), Some(h), Some(cap), Some(d)])?;
+        expect(n, "init", init, DType::F32, &[Some(b), Some(h), None, Some(d)])?;
+        let c = init.shape()[2];
+        if c == 0 || c > fixed_len || fixed_len > seq_len || seq_len > cap || cap > i32::MAX as usize / 2 {
+            return Err(invalid(
+                n,
+                format!("need 1 <= clusters {c} <= fixed_len {fixed_len} <= seq_len {seq_len} <= cache {cap}"),
+            ));
+        }
+        let (bu, hu) = (b as u32, h as u32);
+        Ok(KMeansPlan {
+            batch: b,
+            kv_heads: h,
+            clusters: c,
+            key_grid: [fixed_len.div_ceil(self.key_tile) as u32, hu, bu],
+            c_grid: [c.div_ceil(32) as u32, hu, bu],
+            row_grid: [seq_len.div_ceil(64) as u32, hu, bu],
+        })
+    }
+
+    /// `iters` Lloyd iterations on the interpreter, the raw-key means, the host layout and
+    /// the permuted cache (`k_out`/`v_out` rows `>= seq_len` are left as they were).
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cpu(
+        &self,
+        k: &HostTensor,
+        v: &HostTensor,
+        fixed_len: usize,
+        seq_len: usize,
+        init: &HostTensor,
+        iters: usize,
+        k_out: &mut HostTensor,
+        v_out: &mut HostTensor,
+    ) -> Result<ClusterOut, KernelError> {
+        let p = self.check_args(k, v, fixed_len, seq_len, init, k_out, v_out)?;
+        if iters == 0 {
+            return Err(invalid(Self::NAME, "need at least one iteration"));
+        }
+        let kn = &self.kernels;
+        let (b, h, c, d) = (p.batch, p.kv_heads, p.clusters, self.head_dim);
+        let tf = fixed_len as i32;
+        let mut labels = HostTensor::full(DType::I32, &[b, h, fixed_len], -5.0);
+        let mut cent = init.clone();
+        let mut assign = init.clone();
+        let zs = || HostTensor::full(DType::F32, &[b, h, c, d], 0.0);
+        let zc = || HostTensor::full(DType::I32, &[b, h, c], 0.0);
+        let mut counts = zc();
+        for _ in 0..iters {
+            kn.assign.run_cpu(p.key_grid, k, &cent, &mut labels, tf)?;
+            let (mut sums, mut cnt) = (zs(), zc());
+            kn.accumulate.run_cpu(p.key_grid, k, &labels, &mut sums, &mut cnt, tf)?;
+            let mut next = zs();
+            kn.finalize.run_cpu(p.c_grid, &sums, &cnt, &cent, &mut next)?;
+            assign = std::mem::replace(&mut cent, next);
+            counts = cnt;
+        }
+        let centroids = if self.normalize {
+            let (mut sums, mut cnt) = (zs(), zc());
+            kn.accumulate_raw.run_cpu(p.key_grid, k, &labels, &mut sums, &mut cnt, tf)?;
+            let mut next = zs();
+            kn.finalize.run_cpu(p.c_grid, &sums, &cnt, &cent, &mut next)?;
+            counts = cnt;
+            next
+        } else {
+            cent
+        };
+        let (perm, starts) = layout_tensors(&labels, c);
+        kn.permute.run_cpu(p.row_grid, k, v, &perm, k_out, v_out, tf, seq_len as i32)?;
+        Ok(ClusterOut { labels, centroids, assign_centroids: assign, counts, starts, perm })
+    }
+
+    /// The same on the GPU. Synchronizes once, to download the labels for the host
+    /// counting sort (no scan in the DSL), then uploads `perm`/`starts` and permutes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn launch(
+        &self,
+        rt: &Runtime,
+        k: &DeviceTensor,
+        v: &DeviceTensor,
+        fixed_len: usize,
+        seq_len: usize,
+        init: &DeviceTensor,
+        iters: usize,
+        k_out: &DeviceTensor,
+        v_out: &DeviceTensor,
+    ) -> Result<DeviceClusters, KernelError> {
+        let p = self.check_args(k, v, fixed_len, seq_len, init, k_out, v_out)?;
+        if iters == 0 {
+            return Err(invalid(Self::NAME, "need at least one iteration"));
+        }
+        let kn = &self.kernels;
+        let st = rt.stream();
+        let (b, h, c, d) = (p.batch, p.kv_heads, p.clusters, self.head_dim);
+        let tf = fixed_len as i32;
+        let labels = DeviceTensor::zeros(st, DType::I32, &[b, h, fixed_len])?;
+        let zs = || DeviceTensor::zeros(st, DType::F32, &[b, h, c, d]);
+        let zc = || DeviceTensor::zeros(st, DType::I32, &[b, h, c]);
+        // Ping-pong centroid buffers: `cent` is read, `next` written.
+        let mut cent = zs()?;
+        let mut next = zs()?;
+        kn.finalize.launch(st, p.c_grid, &zs()?, &zc()?, init, &cent)?; // copy of init
+        let mut assign = zs()?;
+        let mut counts = zc()?;
+        for _ in 0..iters {
+            kn.assign.launch(st, p.key_grid, k, &cent, &labels, tf)?;
+            let (sums, cnt) = (zs()?, zc()?);
+            kn.accumulate.launch(st, p.key_grid, k, &labels, &sums, &cnt, tf)?;
+            kn.finalize.launch(st, p.c_grid, &sums, &cnt, &cent, &next)?;
+            std::mem::swap(&mut cent, &mut next);
+            std::mem::swap(&mut assign, &mut next);
+            counts = cnt;
+        }
+        let centroids = if self.normalize {
+            let (sums, cnt) = (zs()?, zc()?);
+            kn.accumulate_raw.launch(st, p.key_grid, k, &labels, &sums, &cnt, tf)?;
+            let out = zs()?;
+            kn.finalize.launch(st, p.c_grid, &sums, &cnt, &cent, &out)?;
+            counts = cnt;
+            out
+        } else {
+            cent
+        };
+        rt.synchronize()?;
+        let labels_h = labels.download()?;
+        let (perm, starts) = layout_tensors(&labels_h, c);
+        let (perm_d, starts_d) = (DeviceTensor::upload(st, &perm)?, DeviceTensor::upload(st, &starts)?);
+        kn.permute.launch(st, p.row_grid, k, v, &perm_d, k_out, v_out, tf, seq_len as i32)?;
+        rt.synchronize()?;
+        Ok(DeviceClusters { centroids, assign_centroids: assign, counts, starts: starts_d, labels: labels_h, perm })
+    }
+}
+
+/// Launch plan of one centroid decode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CentroidPlan {
+    pub batch: usize,
+    pub kv_heads: usize,
+    pub clusters: usize,
+    pub cluster_splits: usize,
+    pub recent_split_len: usize,
+    pub splits: usize,
+}
+
+/// Host op: centroid lookup decode (scores, select, range attention + recent rows,
+/// combine). `keep` = most clusters kept (top-k), `per_split` clusters per attention
+/// split; `params.max_splits` bounds the splits of the recent rows.
+pub struct CentroidDecode {
+    pub params: DecodeParams,
+    pub keep: usize,
+    /// Power of two `>=` the number of clusters (the select kernel's `topk` width).
+    pub cand: usize,
+    pub per_split: usize,
+    scores: CentroidScoresKernel,
+    select: CentroidSelectKernel,
+    attn: CentroidRangeAttnKernel,
+    combine: LseCombine,
+}
+
+impl CentroidDecode {
+    const NAME: &'static str = "centroid_decode";
+
+    fn max_splits(keep: usize, per_split: usize, p: &DecodeParams) -> usize {
+        (keep.div_ceil(per_split) + p.max_splits).next_power_of_two()
+    }
+
+    fn configs(p: &DecodeParams, keep: usize, cand: usize, per_split: usize) -> [KernelConfig; 3] {
+        let (g, d) = (p.group as i64, p.head_dim as i64);
+        [
+            KernelConfig::from_pairs(&[("GROUP", g), ("HEAD_DIM", d), ("C_TILE", 64), ("WARPS", 4)]),
+            KernelConfig::from_pairs(&[("KEEP", keep as i64), ("CAND", cand as i64), ("WARPS", 4)]),
+            KernelConfig::from_pairs(&[
+                ("GROUP", g),
+                ("HEAD_DIM", d),
+                ("PER_SPLIT", per_split as i64),
+                ("BLOCK_N", p.block_n as i64),
+                ("WARPS", p.warps as i64),
+            ]),
+        ]
+    }
+
+    fn make(
+        params: DecodeParams,
+        keep: usize,
+        clusters: usize,
+        per_split: usize,
+        rt: Option<&Runtime>,
+    ) -> Result<Self, KernelError> {
+        let cand = clusters.next_power_of_two();
+        if keep == 0 || per_split == 0 || keep > cand {
+            return Err(invalid(
+                Self::NAME,
+                format!("need 0 < keep {keep} <= clusters (rounded up to {cand}), per_split {per_split} > 0"),
+            ));
+        }
+        let [a, b, c] = Self::configs(&params, keep, cand, per_split);
+        let ms = Self::max_splits(keep, per_split, &params);
+        Ok(match rt {
+            None => CentroidDecode {
+                scores: CentroidScores::cpu(&a)?,
+                select: CentroidSelect::cpu(&b)?,
+                attn: CentroidRangeAttn::cpu(&c)?,
+                combine: LseCombine::cpu(params.head_dim, ms, params.write_lse)?,
+                params,
+                keep,
+                cand,
+                per_split,
+            },
+            Some(rt) => CentroidDecode {
+                scores: CentroidScores::new(rt, &a)?,
+                select: CentroidSelect::new(rt, &b)?,
+                attn: CentroidRangeAttn::new(rt, &c)?,
+                combine: LseCombine::new(rt, params.head_dim, ms, params.write_lse)?,
+                params,
+                keep,
+                cand,
+                per_split,
+            },
+        })
+    }
+
+    /// Interpreter op for up to `clusters` clusters per KV head.
+    pub fn cpu(params: DecodeParams, keep: usize, clusters: usize, per_split: usize) -> Result<Self, KernelError> {
+        Self::make(params, keep, clusters, per_split, None)
+    }
+
+    /// GPU op.
+    pub fn new(
+        rt: &Runtime,
+        params: DecodeParams,
+        keep: usize,
+        clusters: usize,
+        per_split: usize,
+    ) -> Result<Self, KernelError> {
+        Self::make(params, keep, clusters, per_split, Some(rt))
+    }
+
+    /// Checks `q [B, Hkv·G, D]`, `k`/`v [B, Hkv, cap, D]` (fixed rows permuted by
+    /// cluster), `centroids [B, Hkv, C, D] f32`, `counts [B, Hkv, C] i32`, `starts [B, Hkv,
+    /// C + 1] i32` (host copies: non-decreasing from 0 to `fixed_len`), `keep_start` /
+    /// `keep_len [B, Hkv, keep] i32`, `keep_count [B, Hkv] i32`, `out`, `lse`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn check_args(
+        &self,
+        q: &dyn TensorMeta,
+        k: &dyn TensorMeta,
+        v: &dyn TensorMeta,
+        centroids: &dyn TensorMeta,
+        counts: &dyn TensorMeta,
+        starts: &dyn TensorMeta,
+        fixed_len: usize,
+        seq_len: usize,
+        keep_start: &dyn TensorMeta,
+        keep_len: &dyn TensorMeta,
+        keep_count: &dyn TensorMeta,
+        out: &dyn TensorMeta,
+        lse: Option<&dyn TensorMeta>,
+    ) -> Result<CentroidPlan, KernelError> {
+        let n = Self::NAME;
+        let p = &self.params;
+        let (b, h, _) = p.check_qkv(n, q, k, v, seq_len, out, lse)?;
+        expect(n, "centroids", centroids, DType::F32, &[Some(b), Some(h), None, Some(p.head_dim)])?;
+        let c = centroids.shape()[2];
+        if c == 0 || c > self.cand || fixed_len > seq_len {
+            return Err(invalid(
+                n,
+                format!("clusters {c} not in 1..={}, or fixed_len {fixed_len} > seq_len", self.cand),
+            ));
+        }
+        expect(n, "counts", counts, DType::I32, &[Some(b), Some(h), Some(c)])?;
+        expect(n, "starts", starts, DType::I32, &[Some(b), Some(h), Some(c + 1)])?;
+        for (name, t) in [("keep_start", keep_start), ("keep_len", keep_len)] {
+            expect(n, name, t, DType::I32, &[Some(b), Some(h), Some(self.keep)])?;
+        }
+        expect(n, "keep_count", keep_count, DType::I32, &[Some(b), Some(h)])?;
+        if let Some(st) = starts.host() {
+            let s = st.to_f64();
+            for row in s.chunks_exact(c + 1) {
+                if row[0] != 0.0 || row[c] != fixed_len as f64 || row.windows(2).any(|w| w[1] < w[0]) {
+                    return Err(invalid(n, format!("starts must rise from 0 to fixed_len {fixed_len}")));
+                }
+            }
+        }
+        let cluster_splits = self.keep.div_ceil(self.per_split);
+        let (recent_split_len, recent_splits) =
+            if seq_len > fixed_len { crate::split_plan(seq_len - fixed_len, p.block_n, p.max_splits) } else { (1, 0) };
+        Ok(CentroidPlan {
+            batch: b,
+            kv_heads: h,
+            clusters: c,
+            cluster_splits,
+            recent_split_len,
+            splits: cluster_splits + recent_splits,
+        })
+    }
+
+    /// Scores, select (`threshold` in log2 of the estimated per-key probability; `-inf`:
+    /// top-`keep` only), attention and combine on the interpreter. `keep_*` are outputs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cpu(
+        &self,
+        q: &HostTensor,
+        k: &HostTensor,
+        v: &HostTensor,
+        centroids: &HostTensor,
+        counts: &HostTensor,
+        starts: &HostTensor,
+        fixed_len: usize,
+        seq_len: usize,
+        threshold: f32,
+        keep_start: &mut HostTensor,
+        keep_len: &mut HostTensor,
+        keep_count: &mut HostTensor,
+        out: &mut HostTensor,
+        lse: Option<&mut HostTensor>,
+    ) -> Result<CentroidPlan, KernelError> {
+        let lm = lse.as_deref().map(|l| l as &dyn TensorMeta);
+        let p = self.check_args(
+            q, k, v, centroids, counts, starts, fixed_len, seq_len, keep_start, keep_len, keep_count, out, lm,
+        )?;
+        let (b, h) = (p.batch as u32, p.kv_heads as u32);
+        let sc = self.params.scale_log2;
+        let mut scores = HostTensor::full(DType::F32, &[p.batch, p.kv_heads, p.clusters], f64::NAN);
+        self.scores.run_cpu([h, b, 1], q, centroids, counts, &mut scores, sc)?;
+        self.select.run_cpu([h, b, 1], &scores, starts, keep_start, keep_len, keep_count, threshold)?;
+        let grid = [p.splits as u32, h, b];
+        let (ks, kl, kc) = (&*keep_start, &*keep_len, &*keep_count);
+        split_combine_cpu(&self.combine, [q.shape[0], q.shape[1], p.splits], out, lse, |o, l| {
+            Ok(self.attn.run_cpu(
+                grid,
+                q,
+                k,
+                v,
+                ks,
+                kl,
+                kc,
+                o,
+                l,
+                sc,
+                fixed_len as i32,
+                seq_len as i32,
+                p.cluster_splits as i32,
+                p.recent_split_len as i32,
+            )?)
+        })?;
+        Ok(p)
+    }
+
+    /// The same launches on the GPU (nothing synchronized).
+    #[allow(clippy::too_many_arguments)]
+    pub fn launch(
+        &self,
+        rt: &Runtime,
+        q: &DeviceTensor,
+        k: &DeviceTensor,
+        v: &DeviceTensor,
+        centroids: &DeviceTensor,
+        counts: &DeviceTensor,
+        starts: &DeviceTensor,
+        fixed_len: usize,
+        seq_len: usize,
+        threshold: f32,
+        keep_start: &DeviceTensor,
+        keep_len: &DeviceTensor,
+        keep_count: &DeviceTensor,
+        out: &DeviceTensor,
+        lse: Option<&DeviceTensor>,
+    ) -> Result<CentroidPlan, KernelError> {
+        let lm = lse.map(|l| l as &dyn TensorMeta);
+        let p = self.check_args(
+            q, k, v, centroids, counts, starts, fixed_len, seq_len, keep_start, keep_len, keep_count, out, lm,
+        )?;
+        let (b, h) = (p.batch as u32, p.kv_heads as u32);
+        let sc = self.params.scale_log2;
+        let st = rt.stream();
+        let scores = DeviceTensor::zeros(st, DType::F32, &[p.batch, p.kv_heads, p.clusters])?;
+        self.scores.launch(st, [h, b, 1], q, centroids, counts, &scores, sc)?;
+        self.select.launch(st, [h, b, 1], &scores, starts, keep_start, keep_len, keep_count, threshold)?;
+        let grid = [p.splits as u32, h, b];
+        split_combine_gpu(rt, &self.combine, [q.shape()[0], q.shape()[1], p.splits], out, lse, |o, l| {
+            Ok(self.attn.launch(
+                st,
+                grid,
+                q,
+                k,
+                v,
+                keep_start,
+                keep_len,
+                keep_count,
+                o,
+                l,
+                sc,
+                fixed_len as i32,
+                seq_len as i32,
+                p.cluster_splits as i32,
+                p.recent_split_len as i32,
+            )?)
+        })?;
+        Ok(p)
+    }
+}
