@@ -306,7 +306,7 @@ impl<'a> BodyWriter<'a> {
             Op::Arange { start, .. } => {
                 let l = self.layout(&ty);
                 self.declare(&name, &ty);
-                self.slots(l.slots, &format!("{name}[i] = {start} + tsr::flat<{}>(i);", l.vec));
+                self.slots(l.slots, &format!("{name}[i] = {start} + {};", l.flat("i")));
             }
             Op::Splat { value, .. } => {
                 let l = self.layout(&ty);
@@ -409,7 +409,7 @@ impl<'a> BodyWriter<'a> {
             (self.broadcast_tmp(v, &target.shape), true)
         };
         move |i: &str| match &remat {
-            Some(e) => e.replace("@F", &format!("tsr::flat<{}>({})", l.vec, if i.is_empty() { "0" } else { i })),
+            Some(e) => e.replace("@F", &l.flat(if i.is_empty() { "0" } else { i })),
             None if by_slot && !i.is_empty() => format!("{name}[{i}]"),
             None => name.clone(),
         }
@@ -420,7 +420,7 @@ impl<'a> BodyWriter<'a> {
     fn stash_value(&mut self, v: ValueId, dst: &str) {
         let src = self.expand_alias.get(&v).copied().unwrap_or(v);
         let l = self.layout(&self.ty(src));
-        self.line(format!("tsr::stash<{}, {}>({dst}, {});", l.numel, l.vec, self.name(src)));
+        self.line(format!("tsr::stash<{}>({dst}, {});", l.targs(), self.name(src)));
     }
 
     /// Broadcasts tile `v` to `shape` through shared memory; returns the temporary's name.
@@ -431,15 +431,28 @@ impl<'a> BodyWriter<'a> {
         let tmp = format!("{}_as{}", self.name(v), shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x"));
         let tmp = format!("{tmp}_{}", self.fresh(""));
         let d = src_ty.dtype;
+        let src_index = broadcast_index("f", &src_ty.shape, shape);
+        // A fused expand_dims reads its source: same elements in the same order.
+        let held = self.expand_alias.get(&v).copied().unwrap_or(v);
+        if sl.replicated && self.layout(&self.ty(held)).replicated {
+            // Every warp holds the source: read it from the lane that has the element.
+            let src = self.name(held);
+            self.declare(&tmp, &dst_ty);
+            self.line("#pragma unroll");
+            self.open(format!("for (int i = 0; i < {}; ++i)", dl.slots));
+            self.line(format!("const int f = {};", dl.flat("i")));
+            self.line(format!("{tmp}[i] = tsr::shfl({src}[0], f < {} ? {src_index} : 0);", dl.numel));
+            self.close();
+            return tmp;
+        }
         self.use_smem(sl.numel * d.size_bytes());
         let s = Self::smem_ptr(d, 0);
         self.stash_value(v, &s);
         self.sync();
         self.declare(&tmp, &dst_ty);
-        let src_index = broadcast_index("f", &src_ty.shape, shape);
         self.line("#pragma unroll");
         self.open(format!("for (int i = 0; i < {}; ++i)", dl.slots));
-        self.line(format!("const int f = tsr::flat<{}>(i);", dl.vec));
+        self.line(format!("const int f = {};", dl.flat("i")));
         self.line(format!("if (f < {}) {tmp}[i] = {s}[{src_index}];", dl.numel));
         self.close();
         self.sync();
@@ -464,9 +477,9 @@ impl<'a> BodyWriter<'a> {
             let d = ty.dtype;
             self.use_smem(sl.numel * d.size_bytes());
             let s = Self::smem_ptr(d, 0);
-            self.line(format!("tsr::stash<{}, {}>({s}, {src});", sl.numel, sl.vec));
+            self.line(format!("tsr::stash<{}>({s}, {src});", sl.targs()));
             self.sync();
-            self.line(format!("tsr::unstash<{}, {}>({name}, {s});", dl.numel, dl.vec));
+            self.line(format!("tsr::unstash<{}>({name}, {s});", dl.targs()));
             self.sync();
         }
     }
@@ -483,7 +496,7 @@ impl<'a> BodyWriter<'a> {
         let dst_off = align16(sl.numel * acc.size_bytes());
         self.use_smem(dst_off + outer * inner * out_d.size_bytes());
         let (s, dst) = (Self::smem_ptr(acc, 0), Self::smem_ptr(out_d, dst_off));
-        self.line(format!("tsr::stash<{}, {}>({s}, {});", sl.numel, sl.vec, self.name(v)));
+        self.line(format!("tsr::stash<{}>({s}, {});", sl.targs(), self.name(v)));
         self.sync();
         match op {
             ReduceOp::Argmax => self.line(format!("tsr::argmax_axis<{outer}, {len}, {inner}>({dst}, {s});")),
@@ -508,7 +521,7 @@ impl<'a> BodyWriter<'a> {
         } else {
             let l = self.layout(ty);
             self.declare(name, ty);
-            self.line(format!("tsr::unstash<{}, {}>({name}, {src});", l.numel, l.vec));
+            self.line(format!("tsr::unstash<{}>({name}, {src});", l.targs()));
         }
         self.sync();
     }
@@ -541,7 +554,7 @@ impl<'a> BodyWriter<'a> {
                 let ld = cols + pad;
                 let p = Self::smem_ptr(d, off);
                 let l = w.layout(&w.ty(v));
-                w.line(format!("tsr::stash_rows<{rows}, {cols}, {ld}, {}>({p}, {});", l.vec, w.name(v)));
+                w.line(format!("tsr::stash_rows<{rows}, {cols}, {ld}, {}>({p}, {});", l.vargs(), w.name(v)));
                 off = align16(off + rows * ld * d.size_bytes());
                 (p, ld)
             }
@@ -572,7 +585,7 @@ impl<'a> BodyWriter<'a> {
             self.declare(name, ty);
             self.line(format!(
                 "tsr::dot_simt<{m}, {n}, {kk}, {lda}, {ldb}, {trans_b}, {}>({name}, {sa}, {sb});",
-                l.vec
+                l.vargs()
             ));
             self.sync();
         }
@@ -590,15 +603,15 @@ impl<'a> BodyWriter<'a> {
         self.use_smem(taken_off + rows * len);
         let s = Self::smem_ptr(c, 0);
         let (sv, si) = (Self::smem_ptr(c, vals_off), Self::smem_ptr(DType::I32, idx_off));
-        self.line(format!("tsr::stash<{}, {}>({s}, {});", sl.numel, sl.vec, self.name(v)));
+        self.line(format!("tsr::stash<{}>({s}, {});", sl.targs(), self.name(v)));
         self.sync();
         self.line(format!("tsr::topk_rows<{rows}, {len}, {k}>({sv}, {si}, {s}, tsr_scratch + {taken_off});"));
         self.sync();
         let l = self.layout(ty);
         self.declare(vals, ty);
-        self.line(format!("tsr::unstash<{}, {}>({vals}, {sv});", l.numel, l.vec));
+        self.line(format!("tsr::unstash<{}>({vals}, {sv});", l.targs()));
         self.declare(idx, &ty.with_dtype(DType::I32));
-        self.line(format!("tsr::unstash<{}, {}>({idx}, {si});", l.numel, l.vec));
+        self.line(format!("tsr::unstash<{}>({idx}, {si});", l.targs()));
         self.sync();
     }
 
@@ -765,7 +778,8 @@ impl<'a> BodyWriter<'a> {
         let shape = index_shape(index, self.k);
         let ty = TileType::tile(pdt, &shape);
         let val = self.operand(value, &ty);
-        let access = self.prepare_access(tensor, index, mask, &ty);
+        let mut access = self.prepare_access(tensor, index, mask, &ty);
+        access.warp0_only = self.layout(&ty).replicated;
         let write = |ptr: &str, off: &str, v: &str| match atomic {
             None => format!("{ptr}[{off}] = {v};"),
             Some(AtomicOp::Add) => format!("atomicAdd(&{ptr}[{off}], {v});"),
@@ -862,7 +876,7 @@ impl<'a> BodyWriter<'a> {
                 let gt = self.ty(*g);
                 let gl = self.layout(&gt);
                 let s = Self::smem_ptr(gt.dtype, off);
-                self.line(format!("tsr::stash<{}, {}>({s}, {});", gl.numel, gl.vec, self.name(*g)));
+                self.line(format!("tsr::stash<{}>({s}, {});", gl.targs(), self.name(*g)));
                 gathers.push(s);
                 off = align16(off + gl.numel * gt.dtype.size_bytes());
             }
@@ -885,8 +899,11 @@ impl<'a> BodyWriter<'a> {
                     vector_dim = Some((d, false));
                     axis += 1;
                 }
-                Index::Gather(_) => {
-                    positions.push(format!("(long long){}[c{axis}]", gathers[gi]));
+                Index::Gather(g) => {
+                    // Slots past the end of the tile have coordinates past the index tile:
+                    // clamp so they never read outside its shared-memory copy.
+                    let len = self.k.ty(*g).shape[0];
+                    positions.push(format!("(long long){}[tsr::clamp_index(c{axis}, {len})]", gathers[gi]));
                     gi += 1;
                     vector_dim = Some((d, true));
                     axis += 1;
@@ -909,6 +926,7 @@ impl<'a> BodyWriter<'a> {
         Access {
             tile_axis,
             has_gather: index.iter().any(|i| matches!(i, Index::Gather(_))),
+            warp0_only: false,
             elem_bytes: pdt.size_bytes(),
             ptr: pname,
             rank,
@@ -928,7 +946,7 @@ impl<'a> BodyWriter<'a> {
     fn open_vector_loop(&mut self, l: Layout, shape: &[usize]) {
         self.line("#pragma unroll");
         self.open(format!("for (int i = 0; i < {}; i += {})", l.slots, l.vec));
-        self.line(format!("const int f = tsr::flat<{}>(i);", l.vec));
+        self.line(format!("const int f = {};", l.flat("i")));
         let decl: Vec<String> = coords("f", shape).iter().enumerate().map(|(d, c)| format!("c{d} = {c}")).collect();
         self.line(format!("const int {};", decl.join(", ")));
     }
@@ -941,6 +959,9 @@ impl<'a> BodyWriter<'a> {
         let (vd, _) = a.vector_dim.expect("tile access has a tile axis");
         self.open_vector_loop(l, &ty.shape);
         let mut ok = vec![format!("f < {}", l.numel)];
+        if a.warp0_only {
+            ok.push("threadIdx.x < 32".into());
+        }
         let mut base = Vec::new();
         for d in 0..a.rank {
             if d == vd {
@@ -1008,6 +1029,9 @@ impl<'a> BodyWriter<'a> {
         self.open(format!("if ({})", fast.join(" && ")));
         self.open_vector_loop(l, &ty.shape);
         let mut on = vec![format!("f < {}", l.numel)];
+        if a.warp0_only {
+            on.push("threadIdx.x < 32".into());
+        }
         let mut addr = Vec::new();
         for d in 0..a.rank {
             if let Some(axis) = a.tile_axis[d] {
@@ -1110,6 +1134,8 @@ struct Access {
     tile_axis: Vec<Option<usize>>,
     /// Whether any dim is addressed by a gather.
     has_gather: bool,
+    /// A store of a replicated tile: only warp 0 writes (every warp holds the values).
+    warp0_only: bool,
     /// Bytes per element.
     elem_bytes: usize,
     /// Whether the mask is constant along the innermost tile axis (one check per vector).

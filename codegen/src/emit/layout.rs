@@ -15,11 +15,19 @@ pub struct Layout {
     pub vec: usize,
     /// Slots per thread (`ceil(numel / (threads * vec)) * vec`).
     pub slots: usize,
+    /// Small tiles (at most 32 elements, in blocks of several warps) are held by every
+    /// warp: lane `l` of each warp holds element `l`. Broadcasting one then takes a warp
+    /// shuffle instead of a trip through shared memory and two barriers (the row maxima
+    /// and rescale factors of attention are such tiles).
+    pub replicated: bool,
 }
 
 impl Layout {
     pub fn of(ty: &TileType, threads: usize) -> Layout {
         let numel = ty.numel();
+        if ty.rank() >= 1 && numel <= 32 && threads > 32 {
+            return Layout { numel, vec: 1, slots: 1, replicated: true };
+        }
         let last = ty.shape.last().copied().unwrap_or(1);
         // Up to 8 consecutive elements (16 bytes of bf16/f16, two 16-byte halves of f32),
         // but narrower when that leaves threads without work: a small tile such as the
@@ -28,7 +36,34 @@ impl Layout {
         let fits = |v: usize| last.is_multiple_of(v);
         let vec = [8, 4, 2].into_iter().find(|&v| fits(v) && numel / v >= threads).unwrap_or(1);
         let slots = numel.div_ceil(threads * vec) * vec;
-        Layout { numel, vec, slots }
+        Layout { numel, vec, slots, replicated: false }
+    }
+
+    /// C++ expression for the flat element index held by `slot`.
+    pub fn flat(&self, slot: &str) -> String {
+        if self.replicated {
+            "tsr::lane()".to_string()
+        } else {
+            format!("tsr::flat<{}>({slot})", self.vec)
+        }
+    }
+
+    /// Template arguments `E, V[, true]` of the header's stash/unstash helpers.
+    pub fn targs(&self) -> String {
+        if self.replicated {
+            format!("{}, 1, true", self.numel)
+        } else {
+            format!("{}, {}", self.numel, self.vec)
+        }
+    }
+
+    /// Trailing template arguments `V[, true]` of the row-stash and SIMT-dot helpers.
+    pub fn vargs(&self) -> String {
+        if self.replicated {
+            "1, true".to_string()
+        } else {
+            self.vec.to_string()
+        }
     }
 }
 
@@ -119,8 +154,10 @@ mod tests {
         // Small tiles spread out: [4, 64] has 256 elements for 128 threads.
         let l = Layout::of(&TileType::tile(DType::F32, &[4, 64]), 128);
         assert_eq!((l.vec, l.slots), (2, 2));
+        // At most 32 elements: every warp holds the whole tile, one element per lane.
         let l = Layout::of(&TileType::tile(DType::F32, &[4]), 128);
-        assert_eq!((l.vec, l.slots), (1, 1));
+        assert_eq!((l.vec, l.slots, l.replicated), (1, 1, true));
+        assert!(!Layout::of(&TileType::tile(DType::F32, &[4]), 32).replicated);
         let l = Layout::of(&TileType::tile(DType::F32, &[777]), 128);
         assert_eq!((l.vec, l.slots), (1, 7));
     }

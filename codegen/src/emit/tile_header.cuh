@@ -97,27 +97,51 @@ __device__ __forceinline__ float vmin(float a, float b) { return fminf(a, b); }
 template <typename T> __device__ __forceinline__ T vmax(T a, T b) { return a > b ? a : b; }
 template <typename T> __device__ __forceinline__ T vmin(T a, T b) { return a < b ? a : b; }
 
-/// Flat element index held by slot `i` of this thread in a tile of vector width V.
-template <int V> __device__ __forceinline__ int flat(int i) {
-  return ((i / V) * TSR_THREADS + (int)threadIdx.x) * V + i % V;
+__device__ __forceinline__ int lane() { return (int)(threadIdx.x & 31); }
+
+/// `c` when it indexes a tile of `n` elements, else 0: slots past the end of a tile must
+/// not read past the end of a shared-memory copy (their results are masked anyway).
+__device__ __forceinline__ int clamp_index(int c, int n) { return c < n ? c : 0; }
+
+/// Flat element index held by slot `i` of this thread in a tile of vector width V; for a
+/// replicated tile (REP) every warp holds the whole tile, element `lane` in slot 0.
+template <int V, bool REP = false> __device__ __forceinline__ int flat(int i) {
+  return REP ? lane() : ((i / V) * TSR_THREADS + (int)threadIdx.x) * V + i % V;
 }
 
-/// Writes this thread's slots of a tile into shared memory (flat row-major order).
-template <int E, int V, int N, typename D, typename S> __device__ __forceinline__ void stash(D* s, const S (&x)[N]) {
+/// Writes this thread's slots of a tile into shared memory (flat row-major order); of a
+/// replicated tile only warp 0 writes.
+template <int E, int V, bool REP = false, int N, typename D, typename S>
+__device__ __forceinline__ void stash(D* s, const S (&x)[N]) {
 #pragma unroll
   for (int i = 0; i < N; ++i) {
-    int f = flat<V>(i);
-    if (f < E) s[f] = cvt<D>(x[i]);
+    int f = flat<V, REP>(i);
+    if (f < E && (!REP || threadIdx.x < 32)) s[f] = cvt<D>(x[i]);
   }
 }
 
 /// Reads this thread's slots of a tile back from shared memory.
-template <int E, int V, int N, typename D, typename S> __device__ __forceinline__ void unstash(D (&x)[N], const S* s) {
+template <int E, int V, bool REP = false, int N, typename D, typename S>
+__device__ __forceinline__ void unstash(D (&x)[N], const S* s) {
 #pragma unroll
   for (int i = 0; i < N; ++i) {
-    int f = flat<V>(i);
+    int f = flat<V, REP>(i);
     if (f < E) x[i] = cvt<D>(s[f]);
   }
+}
+
+/// Element `src` (a lane) of a replicated tile, read by every lane of the warp.
+template <typename T> __device__ __forceinline__ T shfl(T x, int src) { return __shfl_sync(0xffffffffu, x, src); }
+__device__ __forceinline__ bool shfl(bool x, int src) { return __shfl_sync(0xffffffffu, (int)x, src) != 0; }
+__device__ __forceinline__ bf16 shfl(bf16 x, int src) {
+  bf16 r;
+  r.bits = (unsigned short)__shfl_sync(0xffffffffu, (unsigned)x.bits, src);
+  return r;
+}
+__device__ __forceinline__ f16 shfl(f16 x, int src) {
+  f16 r;
+  r.bits = (unsigned short)__shfl_sync(0xffffffffu, (unsigned)x.bits, src);
+  return r;
 }
 
 /// Copies BYTES (4, 8 or 16) between suitably aligned addresses as one access.
@@ -339,22 +363,22 @@ __device__ __forceinline__ void mma_tile(float* C, const T* A, const T* B) {
 
 /// Copies a row-major [R][COLS] tile from this thread's slots into shared memory at row
 /// stride LD (padding rows avoids bank conflicts in mma_tile).
-template <int R, int COLS, int LD, int V, int N, typename T>
+template <int R, int COLS, int LD, int V, bool REP = false, int N, typename T>
 __device__ __forceinline__ void stash_rows(T* s, const T (&x)[N]) {
 #pragma unroll
   for (int i = 0; i < N; ++i) {
-    int f = flat<V>(i);
-    if (f < R * COLS) s[(f / COLS) * LD + f % COLS] = x[i];
+    int f = flat<V, REP>(i);
+    if (f < R * COLS && (!REP || threadIdx.x < 32)) s[(f / COLS) * LD + f % COLS] = x[i];
   }
 }
 
 /// Plain (CUDA-core) product for shapes or dtypes mma_tile does not take: each thread
 /// computes the output elements it holds.
-template <int M, int N, int K, int LDA, int LDB, bool TRANS_B, int V, int NS, typename T>
+template <int M, int N, int K, int LDA, int LDB, bool TRANS_B, int V, bool REP = false, int NS, typename T>
 __device__ __forceinline__ void dot_simt(float (&out)[NS], const T* A, const T* B) {
 #pragma unroll
   for (int i = 0; i < NS; ++i) {
-    int f = flat<V>(i);
+    int f = flat<V, REP>(i);
     if (f >= M * N) continue;
     int m = f / N, n = f % N;
     float acc = 0.f;
