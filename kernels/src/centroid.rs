@@ -46,6 +46,17 @@ use crate::error::{expect, invalid, KernelError, TensorMeta};
 /// `c` distinct rows of `keys [t, d]` chosen by a seeded partial Fisher–Yates shuffle
 /// (normalized when `normalize`): the initial centroids `[c, d]`.
 pub fn init_centroids(keys: &[f64], t: usize, d: usize, c: usize, normalize: bool, seed: u64) -> Vec<f64> {
+    let mut out = Vec::with_capacity(c * d);
+    for j in init_indices(t, c, seed) {
+        let row = &keys[j * d..(j + 1) * d];
+        let inv = if normalize { inv_norm(row) } else { 1.0 };
+        out.extend(row.iter().map(|x| x * inv));
+    }
+    out
+}
+
+/// The `c` distinct key indices of [`init_centroids`].
+pub fn init_indices(t: usize, c: usize, seed: u64) -> Vec<usize> {
     assert!(c <= t && c > 0, "init_centroids: need 0 < c <= t");
     let mut idx: Vec<usize> = (0..t).collect();
     let mut s = seed ^ 0x9e37_79b9_7f4a_7c15;
@@ -59,13 +70,8 @@ pub fn init_centroids(keys: &[f64], t: usize, d: usize, c: usize, normalize: boo
         let j = i + (z % (t - i) as u64) as usize;
         idx.swap(i, j);
     }
-    let mut out = Vec::with_capacity(c * d);
-    for &j in &idx[..c] {
-        let row = &keys[j * d..(j + 1) * d];
-        let inv = if normalize { inv_norm(row) } else { 1.0 };
-        out.extend(row.iter().map(|x| x * inv));
-    }
-    out
+    idx.truncate(c);
+    idx
 }
 
 fn inv_norm(x: &[f64]) -> f64 {

@@ -70,6 +70,7 @@ pub fn run(a: Args) -> Result<()> {
         Method::SnapKv { w: a.snap_window, kernel: a.snap_kernel, pool },
         Method::RandomBlocks { bs: a.block },
         Method::SinkWindow,
+        Method::Centroid { keys_per_cluster: 64, iters: 4 },
     ];
     cfg.methods.dedup();
     println!(
