@@ -232,17 +232,17 @@ pub fn kmeans_assign<
     }
     let mut best = full([KEY_TILE], f32::NEG_INFINITY);
     let mut arg = arange(0, KEY_TILE) * 0;
-    for c0 in (0..nc).step_by(C_TILE) {
-        let cv = arange(0, C_TILE) + c0 < nc;
+    for cb in (0..nc).step_by(C_TILE) {
+        let cv = arange(0, C_TILE) + cb < nc;
         let ct = centroids.load_masked(
-            [at(batch), at(kv_head), range(c0, C_TILE), range(0, HEAD_DIM)],
+            [at(batch), at(kv_head), range(cb, C_TILE), range(0, HEAD_DIM)],
             cv.expand_dims(1),
             0.0,
         );
         let half = (ct * ct).sum(1) * 0.5;
         let s = where_(cv, dot_t(x, ct) - half, f32::NEG_INFINITY);
         let m = s.max(1);
-        let a = s.argmax(1) + c0;
+        let a = s.argmax(1) + cb;
         let better = m > best;
         arg = where_(better, a, arg);
         best = where_(better, m, best);
@@ -277,29 +277,29 @@ pub fn kmeans_accumulate<const HEAD_DIM: usize, const NORMALIZE: usize, const KE
     counts.atomic_add([at(batch), at(kv_head), gather(lab)], inb.cast::<i32>());
 }
 
-/// `new = sums / counts` per cluster, `old` where the count is 0. Grid
+/// `next = sums / counts` per cluster, `old` where the count is 0. Grid
 /// `[ceil(C / C_TILE), Hkv, B]`.
 #[kernel(tune(C_TILE = [32, 64, 16], WARPS = [4, 8]))]
 pub fn kmeans_finalize<const HEAD_DIM: usize, const C_TILE: usize, const WARPS: usize>(
-    sums: Tensor<f32, 4>,     // [B, Hkv, C, D]
-    counts: Tensor<i32, 3>,   // [B, Hkv, C]
-    old: Tensor<f32, 4>,      // [B, Hkv, C, D]
-    new: &mut Tensor<f32, 4>, // [B, Hkv, C, D]
+    sums: Tensor<f32, 4>,      // [B, Hkv, C, D]
+    counts: Tensor<i32, 3>,    // [B, Hkv, C]
+    old: Tensor<f32, 4>,       // [B, Hkv, C, D]
+    next: &mut Tensor<f32, 4>, // [B, Hkv, C, D]
 ) {
     let tile = program_id(0);
     let kv_head = program_id(1);
     let batch = program_id(2);
     let nc = old.dim(2).cast::<i32>();
-    let c0 = tile * C_TILE as i32;
-    let cv = arange(0, C_TILE) + c0 < nc;
+    let cb = tile * C_TILE as i32;
+    let cv = arange(0, C_TILE) + cb < nc;
     let rows = cv.expand_dims(1);
-    let n = counts.load_masked([at(batch), at(kv_head), range(c0, C_TILE)], cv, 0);
-    let s = sums.load_masked([at(batch), at(kv_head), range(c0, C_TILE), range(0, HEAD_DIM)], rows, 0.0);
-    let o = old.load_masked([at(batch), at(kv_head), range(c0, C_TILE), range(0, HEAD_DIM)], rows, 0.0);
+    let n = counts.load_masked([at(batch), at(kv_head), range(cb, C_TILE)], cv, 0);
+    let s = sums.load_masked([at(batch), at(kv_head), range(cb, C_TILE), range(0, HEAD_DIM)], rows, 0.0);
+    let o = old.load_masked([at(batch), at(kv_head), range(cb, C_TILE), range(0, HEAD_DIM)], rows, 0.0);
     let nonempty = n > 0;
     let mean = s / where_(nonempty, n.cast::<f32>(), 1.0).expand_dims(1);
-    new.store_masked(
-        [at(batch), at(kv_head), range(c0, C_TILE), range(0, HEAD_DIM)],
+    next.store_masked(
+        [at(batch), at(kv_head), range(cb, C_TILE), range(0, HEAD_DIM)],
         where_(nonempty.expand_dims(1), mean, o),
         rows,
     );
@@ -351,14 +351,14 @@ pub fn centroid_scores<const GROUP: usize, const HEAD_DIM: usize, const C_TILE: 
     let qt = q.load([at(batch), range(kv_head * GROUP as i32, GROUP), range(0, HEAD_DIM)]).cast::<f32>();
     let mut m = full([GROUP], f32::NEG_INFINITY);
     let mut l = zeros([GROUP]);
-    for c0 in (0..nc).step_by(C_TILE) {
-        let cv = arange(0, C_TILE) + c0 < nc;
+    for cb in (0..nc).step_by(C_TILE) {
+        let cv = arange(0, C_TILE) + cb < nc;
         let ct = centroids.load_masked(
-            [at(batch), at(kv_head), range(c0, C_TILE), range(0, HEAD_DIM)],
+            [at(batch), at(kv_head), range(cb, C_TILE), range(0, HEAD_DIM)],
             cv.expand_dims(1),
             0.0,
         );
-        let n = counts.load_masked([at(batch), at(kv_head), range(c0, C_TILE)], cv, 0);
+        let n = counts.load_masked([at(batch), at(kv_head), range(cb, C_TILE)], cv, 0);
         let w = where_(n > 0, log2(where_(n > 0, n.cast::<f32>(), 1.0)), f32::NEG_INFINITY);
         let s = dot_t(qt, ct) * scale_log2 + w;
         let m_new = max(m, s.max(1));
@@ -368,16 +368,16 @@ pub fn centroid_scores<const GROUP: usize, const HEAD_DIM: usize, const C_TILE: 
     }
     let m_use = where_(m == f32::NEG_INFINITY, 0.0, m);
     let lse = m_use + log2(where_(l > 0.0, l, 1.0));
-    for c0 in (0..nc).step_by(C_TILE) {
-        let cv = arange(0, C_TILE) + c0 < nc;
+    for cb in (0..nc).step_by(C_TILE) {
+        let cv = arange(0, C_TILE) + cb < nc;
         let ct = centroids.load_masked(
-            [at(batch), at(kv_head), range(c0, C_TILE), range(0, HEAD_DIM)],
+            [at(batch), at(kv_head), range(cb, C_TILE), range(0, HEAD_DIM)],
             cv.expand_dims(1),
             0.0,
         );
-        let n = counts.load_masked([at(batch), at(kv_head), range(c0, C_TILE)], cv, 0);
+        let n = counts.load_masked([at(batch), at(kv_head), range(cb, C_TILE)], cv, 0);
         let s = (dot_t(qt, ct) * scale_log2 - lse.expand_dims(1)).max(0);
-        scores.store_masked([at(batch), at(kv_head), range(c0, C_TILE)], where_(n > 0, s, f32::NEG_INFINITY), cv);
+        scores.store_masked([at(batch), at(kv_head), range(cb, C_TILE)], where_(n > 0, s, f32::NEG_INFINITY), cv);
     }
 }
 
