@@ -30,7 +30,7 @@ fn snapkv_case_small() {
 }
 
 #[test]
-#[ignore = "GPU-suite shapes on the interpreter: minutes in debug"]
+#[ignore = "GPU-suite shapes on the interpreter: run with --release (~2 min)"]
 fn gpu_suite_shapes_on_the_interpreter() {
     for mut c in hip_gpu_cases(7) {
         run(&mut c);
