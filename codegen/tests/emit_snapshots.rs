@@ -25,3 +25,25 @@ fn emission_is_deterministic() {
         assert_eq!(emit_cuda(&s.build_default()), emit_cuda(&s.build_default()), "{}", s.name);
     }
 }
+
+/// A value named like a tile coordinate (`c0`) used in an index: the emitter's coordinate
+/// substitution must leave its name alone.
+#[test]
+fn value_names_survive_coordinate_substitution() {
+    use tessera_codegen::ir::{DType, Index, KernelBuilder};
+    let mut b = KernelBuilder::new("names", 4);
+    let x = b.tensor("x", DType::F32, 1);
+    let out = b.tensor_mut("new", DType::F32, 1);
+    let pid = b.program_id(0);
+    let c0 = b.name(pid, "c0");
+    let t = b.load(x, vec![Index::Range { start: c0, len: 256 }], None, 0.0);
+    b.store(out, vec![Index::Range { start: c0, len: 256 }], t, None);
+    let k = b.finish().unwrap();
+    let src = emit_cuda(&k).source;
+    // The value keeps a name of its own (`c0__<id>`), distinct from the coordinate `c0`.
+    let name = format!("c0__{}", c0.0);
+    assert!(src.contains(&format!("(long long){name} + c0;")), "{src}");
+    assert!(src.contains(&format!("(long long){name} + 0;")), "{src}");
+    assert!(!src.contains("(long long)0_"), "coordinate substitution hit a value name");
+    assert!(src.contains("float* new_,"), "C++ keywords are renamed");
+}

@@ -732,7 +732,7 @@ impl<'a> BodyWriter<'a> {
             let l = Layout::of(&TileType::tile(DType::I32, &a.shape), w.threads);
             let (vd, _) = a.vector_dim.unwrap();
             w.line(format!("{cty}* dst = {name} + c0 * {ld} + c1;"));
-            w.line(format!("const long long pv = {};", a.positions[vd]));
+            w.line(format!("const long long pv = {};", a.position(vd, |k| format!("c{k}"))));
             w.line(format!("const {cty}* src = {} + base + pv;", a.ptr));
             let whole = if a.chunk == 0 {
                 "false".to_string()
@@ -895,7 +895,7 @@ impl<'a> BodyWriter<'a> {
             match i {
                 Index::At(v) => positions.push(format!("(long long){}", self.name(*v))),
                 Index::Range { start, .. } => {
-                    positions.push(format!("(long long){} + c{axis}", self.name(*start)));
+                    positions.push(format!("(long long){} + @C{axis}@", self.name(*start)));
                     vector_dim = Some((d, false));
                     axis += 1;
                 }
@@ -903,7 +903,7 @@ impl<'a> BodyWriter<'a> {
                     // Slots past the end of the tile have coordinates past the index tile:
                     // clamp so they never read outside its shared-memory copy.
                     let len = self.k.ty(*g).shape[0];
-                    positions.push(format!("(long long){}[tsr::clamp_index(c{axis}, {len})]", gathers[gi]));
+                    positions.push(format!("(long long){}[tsr::clamp_index(@C{axis}@, {len})]", gathers[gi]));
                     gi += 1;
                     vector_dim = Some((d, true));
                     axis += 1;
@@ -967,7 +967,7 @@ impl<'a> BodyWriter<'a> {
             if d == vd {
                 continue;
             }
-            let p = &a.positions[d];
+            let p = &a.position(d, |k| format!("c{k}"));
             self.line(format!("const long long p{d} = {p};"));
             ok.push(format!("p{d} >= 0 && p{d} < {}_size{d}", a.ptr));
             base.push(format!("p{d} * {}_stride{d}", a.ptr));
@@ -1003,13 +1003,7 @@ impl<'a> BodyWriter<'a> {
         let l = self.layout(ty);
         let (vd, _) = a.vector_dim.unwrap();
         let ptr = &a.ptr;
-        let origin = |d: usize| {
-            let mut p = a.positions[d].clone();
-            for axis in 0..a.shape.len() {
-                p = p.replace(&format!("c{axis}"), "0");
-            }
-            p
-        };
+        let origin = |d: usize| a.position(d, |_| "0".to_string());
         self.open("");
         let mut fast = vec![format!("{ptr}_stride{vd} == 1")];
         let mut offset = Vec::new();
@@ -1069,7 +1063,7 @@ impl<'a> BodyWriter<'a> {
             self.per_element(a, scalar);
             return;
         }
-        let p = a.positions[vd].clone();
+        let p = a.position(vd, |k| format!("c{k}"));
         self.line(format!("const long long pv = {p};"));
         self.line(format!("auto* {}_ptr = {} + base + pv;", a.ptr, a.ptr));
         let mut fast = vec![
@@ -1103,7 +1097,7 @@ impl<'a> BodyWriter<'a> {
         let (vd, _) = a.vector_dim.unwrap();
         let l = Layout::of(&TileType::tile(DType::I32, &a.shape), self.threads);
         let inner = a.shape.len() - 1;
-        let pe = a.positions[vd].replace(&format!("c{inner}"), &format!("(c{inner} + E)"));
+        let pe = a.position(vd, |k| if k == inner { format!("(c{k} + E)") } else { format!("c{k}") });
         let mut ok = vec!["ok".to_string(), "pe >= 0".to_string(), format!("pe < {}_size{vd}", a.ptr)];
         if let Some(m) = &a.mask {
             ok.push(m.replace("@E", "E"));
@@ -1123,6 +1117,8 @@ struct Access {
     ptr: String,
     rank: usize,
     /// Position of each tensor dim as a C++ expression of the tile coordinates `c<axis>`.
+    /// Tile coordinate `k` appears as the placeholder `@C<k>@` (see [`Access::position`]),
+    /// so substituting it can never touch a value's name.
     positions: Vec<String>,
     /// The tensor dim the innermost tile axis runs along, and whether it is a gather.
     vector_dim: Option<(usize, bool)>,
@@ -1146,6 +1142,15 @@ struct Access {
 }
 
 impl Access {
+    /// Position along tensor dim `d` with each tile coordinate `k` spelled by `coord(k)`.
+    fn position(&self, d: usize, coord: impl Fn(usize) -> String) -> String {
+        let mut p = self.positions[d].clone();
+        for k in 0..self.shape.len() {
+            p = p.replace(&format!("@C{k}@"), &coord(k));
+        }
+        p
+    }
+
     /// How many elements of a vector need their own mask check.
     fn mask_checks(&self, vec: usize) -> usize {
         if self.mask_uniform_inner {
@@ -1281,10 +1286,110 @@ pub(super) fn param_name(n: &str) -> String {
     sanitize(n)
 }
 
+/// C++ keywords (and CUDA built-ins) a parameter name must not shadow.
+const RESERVED: &[&str] = &[
+    "alignas",
+    "alignof",
+    "and",
+    "asm",
+    "auto",
+    "bool",
+    "break",
+    "case",
+    "catch",
+    "char",
+    "class",
+    "const",
+    "constexpr",
+    "continue",
+    "default",
+    "delete",
+    "do",
+    "double",
+    "else",
+    "enum",
+    "explicit",
+    "export",
+    "extern",
+    "false",
+    "float",
+    "for",
+    "friend",
+    "goto",
+    "if",
+    "inline",
+    "int",
+    "long",
+    "mutable",
+    "namespace",
+    "new",
+    "noexcept",
+    "not",
+    "nullptr",
+    "operator",
+    "or",
+    "private",
+    "protected",
+    "public",
+    "register",
+    "return",
+    "short",
+    "signed",
+    "sizeof",
+    "static",
+    "struct",
+    "switch",
+    "template",
+    "this",
+    "throw",
+    "true",
+    "try",
+    "typedef",
+    "typename",
+    "union",
+    "unsigned",
+    "using",
+    "virtual",
+    "void",
+    "volatile",
+    "while",
+    "xor",
+    "blockIdx",
+    "threadIdx",
+    "blockDim",
+    "gridDim",
+    "warpSize",
+    "tsr",
+    "base",
+    "origin",
+    "ok",
+    "on",
+    "row_ok",
+    "f",
+    "i",
+    "p",
+    "pv",
+    "pe",
+    "dst",
+    "src",
+    "off",
+    "off_e",
+    "ok_e",
+];
+
+/// `c0`, `o1`, `p2`, ...: the tile coordinates, origins and positions of access loops.
+fn is_loop_local(s: &str) -> bool {
+    s.len() > 1 && s.starts_with(['c', 'o', 'p']) && s[1..].bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A C++ identifier for a name: other characters become `_`, a leading digit gets a `_`,
+/// and keywords or names the emitted code uses itself get a trailing `_`.
 fn sanitize(n: &str) -> String {
     let s: String = n.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
     if s.starts_with(|c: char| c.is_ascii_digit()) {
         format!("_{s}")
+    } else if RESERVED.contains(&s.as_str()) || is_loop_local(&s) {
+        format!("{s}_")
     } else {
         s
     }
@@ -1320,5 +1425,17 @@ impl BodyWriter<'_> {
             let _ = write!(s, "\n    {p}{}", if i + 1 < ps.len() { "," } else { "" });
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod sanitize_tests {
+    #[test]
+    fn names_never_collide_with_the_emitted_code() {
+        assert_eq!(super::sanitize("new"), "new_");
+        assert_eq!(super::sanitize("c0"), "c0_");
+        assert_eq!(super::sanitize("p12"), "p12_");
+        assert_eq!(super::sanitize("k_tile"), "k_tile");
+        assert_eq!(super::sanitize("2x"), "_2x");
     }
 }
