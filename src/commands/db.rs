@@ -87,6 +87,22 @@ fn nvrtc_version() -> Option<String> {
     tessera_runtime::nvrtc_version().ok().map(|(a, b)| format!("{a}.{b}"))
 }
 
+/// UUIDs (or PCI bus ids) of this machine's GPUs, as the autotuner records them.
+fn device_uuids() -> Vec<String> {
+    let n = tessera_runtime::device::device_count().unwrap_or(0);
+    (0..n)
+        .filter_map(|i| tessera_runtime::Runtime::new(i).ok())
+        .map(|rt| {
+            let info = rt.info();
+            if info.uuid.is_empty() {
+                info.pci_bus_id.clone()
+            } else {
+                info.uuid.clone()
+            }
+        })
+        .collect()
+}
+
 fn driver_version() -> Option<String> {
     tessera_runtime::device::driver_version().ok().map(|(a, b)| format!("{a}.{b}"))
 }
@@ -216,6 +232,7 @@ fn prune(db: &TuningDb) -> Result<()> {
         tessera_version: tessera_version(),
         nvrtc_version: nvrtc_version(),
         driver_version: driver_version(),
+        device_uuids: device_uuids(),
         // No kernel registry to hash yet: source hashes are checked by `tessera autotune`'s
         // lookups (a changed kernel never matches) and not pruned here.
         source_hashes: Default::default(),
@@ -227,7 +244,10 @@ fn prune(db: &TuningDb) -> Result<()> {
         None => println!("NVRTC not found: records of other NVRTC versions are NOT pruned"),
     }
     match &current.driver_version {
-        Some(v) => println!("keeping records of driver {v} (records of every device with another driver are removed)"),
+        Some(v) => println!(
+            "keeping records of driver {v} for this machine's GPUs (their records under other drivers are removed; \
+             other machines' records stay)"
+        ),
         None => println!("no CUDA driver: records of other driver versions are NOT pruned"),
     }
     println!("kernel source hashes are not checked here (records of changed kernels are never used, but stay until pruned by version)");

@@ -223,7 +223,12 @@ impl fmt::Display for RunId {
 pub struct CurrentVersions {
     pub tessera_version: String,
     pub nvrtc_version: Option<String>,
+    /// The driver of this machine. Only rows of this machine's GPUs ([`Self::device_uuids`])
+    /// are checked against it: in a database shared by a fleet, other machines' rows
+    /// (measured under their own drivers) stay.
     pub driver_version: Option<String>,
+    /// UUIDs (or PCI bus ids) of this machine's GPUs.
+    pub device_uuids: Vec<String>,
     /// kernel name → current source hash; kernels not listed are not checked.
     pub source_hashes: BTreeMap<String, String>,
 }

@@ -181,8 +181,8 @@ const PRUNE_TESSERA: [&str; 2] =
 const PRUNE_NVRTC: [&str; 2] =
     ["DELETE FROM trials WHERE nvrtc_version <> $1", "DELETE FROM winners WHERE nvrtc_version <> $1"];
 const PRUNE_DRIVER: [&str; 2] = [
-    "DELETE FROM trials WHERE device_id IN (SELECT id FROM devices WHERE driver_version <> $1)",
-    "DELETE FROM winners WHERE device_id IN (SELECT id FROM devices WHERE driver_version <> $1)",
+    "DELETE FROM trials WHERE device_id IN (SELECT id FROM devices WHERE driver_version <> $1 AND uuid = $2)",
+    "DELETE FROM winners WHERE device_id IN (SELECT id FROM devices WHERE driver_version <> $1 AND uuid = $2)",
 ];
 const PRUNE_SOURCE: [&str; 2] = [
     "DELETE FROM trials WHERE kernel = $1 AND source_hash <> $2",
@@ -792,14 +792,19 @@ impl AsyncTuningDb {
         if let Some(v) = current.nvrtc_version.as_deref().filter(|v| !v.is_empty()) {
             singles.push((PRUNE_NVRTC, v));
         }
-        if let Some(v) = current.driver_version.as_deref().filter(|v| !v.is_empty()) {
-            singles.push((PRUNE_DRIVER, v));
-        }
+        let driver = current.driver_version.as_deref().filter(|v| !v.is_empty());
         on_pool!(self, p => {
             let mut tx = p.begin_write().await?;
             for ([trials, winners], v) in &singles {
                 rep.trials += sqlx::query(*trials).bind(*v).execute(&mut *tx).await?.rows_affected();
                 rep.winners += sqlx::query(*winners).bind(*v).execute(&mut *tx).await?.rows_affected();
+            }
+            // Another driver makes only this machine's own rows stale.
+            for uuid in current.device_uuids.iter().filter(|_| driver.is_some()) {
+                let [trials, winners] = PRUNE_DRIVER;
+                let d = driver.unwrap_or_default();
+                rep.trials += sqlx::query(trials).bind(d).bind(uuid.as_str()).execute(&mut *tx).await?.rows_affected();
+                rep.winners += sqlx::query(winners).bind(d).bind(uuid.as_str()).execute(&mut *tx).await?.rows_affected();
             }
             for (kernel, hash) in &current.source_hashes {
                 let [trials, winners] = PRUNE_SOURCE;

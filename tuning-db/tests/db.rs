@@ -274,6 +274,7 @@ mod cases {
             tessera_version: "0.1.0".into(),
             nvrtc_version: Some("12.8".into()),
             driver_version: Some("13.0".into()),
+            device_uuids: vec![current.device.uuid.clone()],
             source_hashes: [("flash_decode".to_string(), current.source_hash.clone())].into(),
         };
         let r = db.prune(&cur).unwrap();
@@ -286,6 +287,15 @@ mod cases {
         }
         // Nothing left to prune.
         assert_eq!(db.prune(&cur).unwrap(), PruneReport::default());
+
+        // Another machine of the fleet, under another driver: its rows are not this
+        // machine's to prune.
+        let mut other_machine = key("matmul", 2048);
+        other_machine.device.uuid = "GPU-other-machine".into();
+        other_machine.device.driver_version = "12.2".into();
+        record(&db, &run, &other_machine);
+        db.prune(&cur).unwrap();
+        assert!(db.winner(&other_machine).unwrap().is_some());
     }
 
     pub fn export_import_round_trip(env: &Env) {
