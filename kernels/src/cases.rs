@@ -309,6 +309,8 @@ pub struct TopkCase {
     pub k: usize,
     pub lm_tile: usize,
     pub sum_heads: bool,
+    /// WARPS of [`TopkBlockSelect`] (4 from [`TopkCase::new`]).
+    pub warps: usize,
     pub q: HostTensor,
     pub kc: HostTensor,
     /// `[B, Hkv, NB_cap, D]` f32 output of the landmarks kernel.
@@ -340,6 +342,7 @@ impl TopkCase {
             k,
             lm_tile,
             sum_heads,
+            warps: 4,
             q: rand_bf16(&mut rng, &[batch, kv_heads * group, d], 2.0),
             kc: rand_bf16(&mut rng, &[batch, kv_heads, cap, d], 1.0),
             landmarks: HostTensor::full(DType::F32, &[batch, kv_heads, nb_cap, d], f64::NAN),
@@ -384,7 +387,15 @@ impl KernelCase for TopkCase {
         self.poison();
         let d = self.dims;
         Landmarks::cpu(d.head_dim, self.block_size)?.run_cpu(&self.kc, &mut self.landmarks, self.seq_len)?;
-        let op = TopkBlockSelect::cpu(d.group, d.head_dim, self.k, self.lm_tile, self.sum_heads, self.max_cand())?;
+        let op = TopkBlockSelect::cpu(
+            d.group,
+            d.head_dim,
+            self.k,
+            self.lm_tile,
+            self.sum_heads,
+            self.max_cand(),
+            self.warps,
+        )?;
         op.run_cpu(&self.q, &self.landmarks, self.nb(), &mut self.block_idx, &mut self.block_count)
     }
 
@@ -396,7 +407,16 @@ impl KernelCase for TopkCase {
         let bi = DeviceTensor::poisoned(rt.stream(), DType::I32, &self.block_idx.shape)?;
         let bc = DeviceTensor::poisoned(rt.stream(), DType::I32, &self.block_count.shape)?;
         Landmarks::new(rt, d.head_dim, self.block_size)?.launch(rt, &kc, &lm, self.seq_len)?;
-        let op = TopkBlockSelect::new(rt, d.group, d.head_dim, self.k, self.lm_tile, self.sum_heads, self.max_cand())?;
+        let op = TopkBlockSelect::new(
+            rt,
+            d.group,
+            d.head_dim,
+            self.k,
+            self.lm_tile,
+            self.sum_heads,
+            self.max_cand(),
+            self.warps,
+        )?;
         op.launch(rt, &q, &lm, self.nb(), &bi, &bc)?;
         rt.synchronize()?;
         self.landmarks = lm.download()?;

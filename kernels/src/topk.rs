@@ -80,6 +80,8 @@ pub struct TopkBlockSelect {
     pub sum_heads: bool,
     /// Most candidates (`ceil(num_blocks / lm_tile) · k`), comptime of `topk_merge`.
     pub max_cand: usize,
+    /// WARPS of both kernels (4 or 8, `block_scores_topk`'s tune space).
+    pub warps: usize,
     scores: BlockScoresTopkKernel,
     merge: TopkMergeKernel,
 }
@@ -94,6 +96,7 @@ impl TopkBlockSelect {
         lm_tile: usize,
         sum_heads: bool,
         max_cand: usize,
+        warps: usize,
     ) -> [KernelConfig; 2] {
         [
             KernelConfig::from_pairs(&[
@@ -102,13 +105,14 @@ impl TopkBlockSelect {
                 ("LM_TILE", lm_tile as i64),
                 ("TOPK", k as i64),
                 ("SUM_HEADS", sum_heads as i64),
-                ("WARPS", 4),
+                ("WARPS", warps as i64),
             ]),
-            KernelConfig::from_pairs(&[("TOPK", k as i64), ("CAND", max_cand as i64), ("WARPS", 4)]),
+            KernelConfig::from_pairs(&[("TOPK", k as i64), ("CAND", max_cand as i64), ("WARPS", warps as i64)]),
         ]
     }
 
-    /// `lm_tile >= k`; `max_cand >= ceil(num_blocks / lm_tile) · k` for every launch.
+    /// `lm_tile >= k`; `max_cand >= ceil(num_blocks / lm_tile) · k` for every launch;
+    /// `warps` is both kernels' WARPS (4 or 8; 4 is the untuned default).
     pub fn cpu(
         group: usize,
         head_dim: usize,
@@ -116,6 +120,7 @@ impl TopkBlockSelect {
         lm_tile: usize,
         sum_heads: bool,
         max_cand: usize,
+        warps: usize,
     ) -> Result<Self, KernelError> {
         if k == 0 || k > lm_tile || k > max_cand {
             return Err(invalid(
@@ -123,9 +128,9 @@ impl TopkBlockSelect {
                 format!("need 0 < k <= lm_tile, max_cand (k {k}, lm_tile {lm_tile}, max_cand {max_cand})"),
             ));
         }
-        let [a, b] = Self::configs(group, head_dim, k, lm_tile, sum_heads, max_cand);
+        let [a, b] = Self::configs(group, head_dim, k, lm_tile, sum_heads, max_cand, warps);
         let (scores, merge) = (BlockScoresTopk::cpu(&a)?, TopkMerge::cpu(&b)?);
-        Ok(TopkBlockSelect { group, head_dim, k, lm_tile, sum_heads, max_cand, scores, merge })
+        Ok(TopkBlockSelect { group, head_dim, k, lm_tile, sum_heads, max_cand, warps, scores, merge })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -137,6 +142,7 @@ impl TopkBlockSelect {
         lm_tile: usize,
         sum_heads: bool,
         max_cand: usize,
+        warps: usize,
     ) -> Result<Self, KernelError> {
         if k == 0 || k > lm_tile || k > max_cand {
             return Err(invalid(
@@ -144,9 +150,9 @@ impl TopkBlockSelect {
                 format!("need 0 < k <= lm_tile, max_cand (k {k}, lm_tile {lm_tile}, max_cand {max_cand})"),
             ));
         }
-        let [a, b] = Self::configs(group, head_dim, k, lm_tile, sum_heads, max_cand);
+        let [a, b] = Self::configs(group, head_dim, k, lm_tile, sum_heads, max_cand, warps);
         let (scores, merge) = (BlockScoresTopk::new(rt, &a)?, TopkMerge::new(rt, &b)?);
-        Ok(TopkBlockSelect { group, head_dim, k, lm_tile, sum_heads, max_cand, scores, merge })
+        Ok(TopkBlockSelect { group, head_dim, k, lm_tile, sum_heads, max_cand, warps, scores, merge })
     }
 
     /// Checks `q [B, Hkv·G, D] bf16`, `landmarks [B, Hkv, NB_cap, D] f32`,

@@ -94,6 +94,8 @@ pub struct TreeVerify {
     /// Comptime tree capacity (≥ T, ≤ 64).
     pub t_pad: usize,
     pub block_n: usize,
+    /// WARPS of the split kernel (its tune space declares 4 and 8).
+    pub warps: usize,
     pub max_splits: usize,
     pub write_lse: bool,
     pub scale_log2: f32,
@@ -108,6 +110,8 @@ pub struct TreeParams {
     pub head_dim: usize,
     pub t_pad: usize,
     pub block_n: usize,
+    /// WARPS of the split kernel (4 or 8, its tune space; default 4).
+    pub warps: usize,
     pub max_splits: usize,
     pub write_lse: bool,
     pub scale_log2: f32,
@@ -120,6 +124,7 @@ impl TreeParams {
             head_dim,
             t_pad,
             block_n: 64,
+            warps: 4,
             max_splits: 16,
             write_lse: false,
             scale_log2: crate::default_scale_log2(head_dim),
@@ -136,13 +141,13 @@ impl TreeVerify {
             ("T_PAD", p.t_pad as i64),
             ("HEAD_DIM", p.head_dim as i64),
             ("BLOCK_N", p.block_n as i64),
-            ("WARPS", 4),
+            ("WARPS", p.warps as i64),
         ])
     }
 
     fn from_parts(p: TreeParams, split: TreeVerifySplitKernel, combine: LseCombine) -> Self {
-        let TreeParams { group, head_dim, t_pad, block_n, max_splits, write_lse, scale_log2 } = p;
-        TreeVerify { group, head_dim, t_pad, block_n, max_splits, write_lse, scale_log2, split, combine }
+        let TreeParams { group, head_dim, t_pad, block_n, warps, max_splits, write_lse, scale_log2 } = p;
+        TreeVerify { group, head_dim, t_pad, block_n, warps, max_splits, write_lse, scale_log2, split, combine }
     }
 
     pub fn cpu(p: TreeParams) -> Result<Self, KernelError> {

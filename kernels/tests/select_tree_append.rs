@@ -29,6 +29,17 @@ fn topk_selection_max_and_sum() {
 }
 
 #[test]
+fn topk_selection_with_eight_warps() {
+    // WARPS = 8 (the other value of the tune space) against the same reference.
+    for (i, &(g, k, lt, sum)) in [(2, 5, 16, false), (4, 3, 8, true)].iter().enumerate() {
+        let mut c = TopkCase::new("topk warps=8", dims(2, 2, g, 200, 64), 190, 16, k, lt, sum, 58 + i as u64);
+        c.warps = 8;
+        let c = run(c);
+        assert!(c.block_count.to_f64().iter().all(|&x| x == k as f64));
+    }
+}
+
+#[test]
 fn topk_more_blocks_requested_than_exist() {
     // 5 blocks, k = 8: count 5, slots 5..8 are -1.
     let c = run(TopkCase::new("topk k>nb", dims(1, 2, 2, 80, 64), 77, 16, 8, 8, false, 56));
@@ -60,7 +71,7 @@ fn topk_feeds_block_sparse() {
 
 #[test]
 fn topk_refuses_bad_arguments() {
-    let op = TopkBlockSelect::cpu(2, 64, 4, 8, false, 16).unwrap();
+    let op = TopkBlockSelect::cpu(2, 64, 4, 8, false, 16, 4).unwrap();
     let q = HostTensor::full(DType::BF16, &[1, 4, 64], 0.0);
     let lm = HostTensor::full(DType::F32, &[1, 2, 10, 64], 0.0);
     let mut bi = HostTensor::full(DType::I32, &[1, 2, 4], 0.0);
@@ -72,10 +83,10 @@ fn topk_refuses_bad_arguments() {
     let e = op.run_cpu(&q, &lm, 10, &mut HostTensor::full(DType::I32, &[1, 2, 5], 0.0), &mut bc).unwrap_err();
     assert!(matches!(e, KernelError::Shape { arg: "block_idx", .. }), "{e}");
     // 3 tiles of 8 blocks x k = 4 -> 12 candidates > max_cand 8.
-    let small = TopkBlockSelect::cpu(2, 64, 4, 8, false, 8).unwrap();
+    let small = TopkBlockSelect::cpu(2, 64, 4, 8, false, 8, 4).unwrap();
     let lm = HostTensor::full(DType::F32, &[1, 2, 24, 64], 0.0);
     assert!(matches!(small.run_cpu(&q, &lm, 24, &mut bi, &mut bc), Err(KernelError::Invalid { .. })));
-    assert!(TopkBlockSelect::cpu(2, 64, 9, 8, false, 16).is_err());
+    assert!(TopkBlockSelect::cpu(2, 64, 9, 8, false, 16, 4).is_err());
 }
 
 fn tree(g: usize, t: usize, prefix: usize, t_pad: usize, seed: u64) -> TreeCase {
@@ -92,6 +103,16 @@ fn tree_verify_random_trees() {
     run(tree(1, 64, 70, 64, 64)); // a full 64-node tree: bit 63 used
     let p = TreeParams { block_n: 32, max_splits: 4, write_lse: true, ..TreeParams::new(2, 128, 4) };
     run(TreeCase::new("tree d128", dims(1, 2, 2, 140, 128), 133, 4, p, 65));
+}
+
+#[test]
+fn tree_verify_with_eight_warps() {
+    // WARPS = 8 (the other value of the tune space) against the same reference.
+    for (g, t, prefix, t_pad, seed) in [(2, 7, 120, 8, 70), (4, 16, 65, 16, 71)] {
+        let mut c = tree(g, t, prefix, t_pad, seed);
+        c.params.warps = 8;
+        run(c);
+    }
 }
 
 #[test]

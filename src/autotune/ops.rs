@@ -572,18 +572,25 @@ impl fmt::Display for TreeShape {
     }
 }
 
-/// Knobs of tree verification: BLOCK_N of the split kernel and the most splits (WARPS is
-/// fixed at 4 by [`TreeVerify`]).
+/// Knobs of tree verification: BLOCK_N and WARPS of the split kernel and the most splits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TreeConfig {
     pub block_n: usize,
+    /// Absent from records written before WARPS was tuned: those ran 4.
+    #[serde(default = "four_warps")]
+    pub warps: usize,
     pub max_splits: usize,
 }
 
 impl fmt::Display for TreeConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "BLOCK_N={} WARPS=4 max_splits={}", self.block_n, self.max_splits)
+        write!(f, "BLOCK_N={} WARPS={} max_splits={}", self.block_n, self.warps, self.max_splits)
     }
+}
+
+/// WARPS of configs recorded before tree / top-k tuned it (the ops' fixed 4).
+fn four_warps() -> usize {
+    4
 }
 
 /// Tree verification, random trees (each node's parent uniform among the earlier nodes:
@@ -630,22 +637,21 @@ impl TuneTarget for TreeVerifyTarget {
             .build()
     }
 
-    /// BLOCK_N of the declared tune space (WARPS = 4 only: the op fixes it) × max_splits
-    /// ∈ {8, …, 128} (above 16 only while a split keeps a tile of keys).
+    /// BLOCK_N × WARPS of the declared tune space × max_splits ∈ {8, …, 128} (above 16
+    /// only while a split keeps a tile of keys).
     fn candidates(&self, s: &TreeShape) -> Vec<TreeConfig> {
         let keys = s.prefix_len.next_power_of_two() + s.tree;
-        let knobs: Vec<(usize, usize)> =
-            tile_knobs(TreeVerifySplit::tune_space()).into_iter().filter(|&(_, w)| w == 4).collect();
+        let knobs = tile_knobs(TreeVerifySplit::tune_space());
         split_candidates(&knobs, &[8, 16, 32, 64, 128], keys)
             .into_iter()
-            .map(|c| TreeConfig { block_n: c.block_n, max_splits: c.max_splits })
+            .map(|c| TreeConfig { block_n: c.block_n, warps: c.warps, max_splits: c.max_splits })
             .collect()
     }
 
     /// [`TreeParams::new`]'s defaults.
     fn heuristic(&self, s: &TreeShape, _sm_count: usize) -> TreeConfig {
         let p = TreeParams::new(s.group, s.head_dim, s.tree);
-        TreeConfig { block_n: p.block_n, max_splits: p.max_splits }
+        TreeConfig { block_n: p.block_n, warps: p.warps, max_splits: p.max_splits }
     }
 
     fn kernels(&self, s: &TreeShape, c: &TreeConfig) -> Result<Vec<Kernel>> {
@@ -654,7 +660,7 @@ impl TuneTarget for TreeVerifyTarget {
             ("T_PAD", s.tree as i64),
             ("HEAD_DIM", s.head_dim as i64),
             ("BLOCK_N", c.block_n as i64),
-            ("WARPS", 4),
+            ("WARPS", c.warps as i64),
         ]);
         Ok(vec![TreeVerifySplit::build(&config)?, combine_kernel(s.head_dim, c.max_splits)?])
     }
@@ -694,8 +700,12 @@ impl TuneTarget for TreeVerifyTarget {
         iters: usize,
     ) -> Result<TimingStats, Failure> {
         let s = b.shape;
-        let p =
-            TreeParams { block_n: c.block_n, max_splits: c.max_splits, ..TreeParams::new(s.group, s.head_dim, s.tree) };
+        let p = TreeParams {
+            block_n: c.block_n,
+            warps: c.warps,
+            max_splits: c.max_splits,
+            ..TreeParams::new(s.group, s.head_dim, s.tree)
+        };
         let op = TreeVerify::new(rt, p).map_err(kerr)?;
         let scratch = Scratch::new();
         let (x, out, anc) = (&b.x, &b.out, &b.anc);
@@ -727,16 +737,19 @@ impl fmt::Display for TopkShape {
     }
 }
 
-/// Knob of top-k selection: LM_TILE, blocks scored per program (WARPS is fixed at 4 by
-/// [`TopkBlockSelect`]).
+/// Knobs of top-k selection: LM_TILE, blocks scored per program, and WARPS of both
+/// kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TopkConfig {
     pub lm_tile: usize,
+    /// Absent from records written before WARPS was tuned: those ran 4.
+    #[serde(default = "four_warps")]
+    pub warps: usize,
 }
 
 impl fmt::Display for TopkConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "LM_TILE={} WARPS=4", self.lm_tile)
+        write!(f, "LM_TILE={} WARPS={}", self.lm_tile, self.warps)
     }
 }
 
@@ -793,17 +806,15 @@ impl TuneTarget for TopkSelectTarget {
             .build()
     }
 
-    /// LM_TILE of the declared tune space (its constraint TOPK <= LM_TILE applied; WARPS
-    /// = 4 only).
+    /// LM_TILE × WARPS of the declared tune space (its constraint TOPK <= LM_TILE
+    /// applied).
     fn candidates(&self, s: &TopkShape) -> Vec<TopkConfig> {
         let base = KernelConfig::from_pairs(&[("TOPK", s.k as i64)]);
         let mut out = Vec::new();
         for c in BlockScoresTopk::tune_space().configs_with(&base) {
-            if c.get("WARPS").unwrap_or(4) != 4 {
-                continue;
-            }
+            let warps = c.get("WARPS").unwrap_or(4) as usize;
             if let Some(t) = c.get("LM_TILE") {
-                let cfg = TopkConfig { lm_tile: t as usize };
+                let cfg = TopkConfig { lm_tile: t as usize, warps };
                 if !out.contains(&cfg) {
                     out.push(cfg);
                 }
@@ -812,10 +823,11 @@ impl TuneTarget for TopkSelectTarget {
         out
     }
 
-    /// LM_TILE = 128 (the smallest tile ≥ k of 64, 128, 256 when k > 128).
+    /// LM_TILE = 128 (the smallest tile ≥ k of 64, 128, 256 when k > 128), WARPS = 4
+    /// (what untuned callers pass).
     fn heuristic(&self, s: &TopkShape, _sm_count: usize) -> TopkConfig {
         let lm_tile = [128, 256, 64].into_iter().find(|&t| t >= s.k).unwrap_or(256);
-        TopkConfig { lm_tile }
+        TopkConfig { lm_tile, warps: 4 }
     }
 
     fn kernels(&self, s: &TopkShape, c: &TopkConfig) -> Result<Vec<Kernel>> {
@@ -825,9 +837,13 @@ impl TuneTarget for TopkSelectTarget {
             ("LM_TILE", c.lm_tile as i64),
             ("TOPK", s.k as i64),
             ("SUM_HEADS", 0),
-            ("WARPS", 4),
+            ("WARPS", c.warps as i64),
         ]);
-        let merge = KernelConfig::from_pairs(&[("TOPK", s.k as i64), ("CAND", c.max_cand(s) as i64), ("WARPS", 4)]);
+        let merge = KernelConfig::from_pairs(&[
+            ("TOPK", s.k as i64),
+            ("CAND", c.max_cand(s) as i64),
+            ("WARPS", c.warps as i64),
+        ]);
         Ok(vec![BlockScoresTopk::build(&scores)?, TopkMerge::build(&merge)?])
     }
 
@@ -858,7 +874,8 @@ impl TuneTarget for TopkSelectTarget {
         iters: usize,
     ) -> Result<TimingStats, Failure> {
         let s = b.shape;
-        let op = TopkBlockSelect::new(rt, s.group, s.head_dim, s.k, c.lm_tile, false, c.max_cand(&s)).map_err(kerr)?;
+        let op = TopkBlockSelect::new(rt, s.group, s.head_dim, s.k, c.lm_tile, false, c.max_cand(&s), c.warps)
+            .map_err(kerr)?;
         let scratch = Scratch::new();
         let io = |e: tessera_runtime::RuntimeError| Failure::classify(e.into());
         b.bi.poison().map_err(io)?;
@@ -956,9 +973,17 @@ mod tests {
         let bsp = contract(&BlockSparseTarget, |s| SparseShape { seq_len: s.seq_len - 1000, blocks: 63, ..*s });
         assert_eq!(bsp, vec![30, 30]);
         let tree = contract(&TreeVerifyTarget, |s| TreeShape { prefix_len: s.prefix_len - 1000, ..*s });
-        assert_eq!(tree, vec![15, 15]);
+        assert_eq!(tree, vec![30, 30]);
         let topk = contract(&TopkSelectTarget, |s| TopkShape { num_blocks: s.num_blocks - 10, ..*s });
-        assert_eq!(topk, vec![3, 3]);
+        assert_eq!(topk, vec![6, 6]);
+    }
+
+    #[test]
+    fn configs_recorded_before_warps_was_tuned_read_as_four() {
+        let t: TreeConfig = serde_json::from_str(r#"{"block_n":64,"max_splits":16}"#).unwrap();
+        assert_eq!(t, TreeConfig { block_n: 64, warps: 4, max_splits: 16 });
+        let k: TopkConfig = serde_json::from_str(r#"{"lm_tile":128}"#).unwrap();
+        assert_eq!(k, TopkConfig { lm_tile: 128, warps: 4 });
     }
 
     #[test]

@@ -638,7 +638,7 @@ fn topk(cx: &Ctx, x: &Inputs, workload: &'static str, bs: usize) -> Result<(Row,
     let label = |t: &usize| format!("LM_TILE={t} WARPS=4 max over group");
     let best = cx.sweep(&mut row, &[128usize, 64, 256], label, |&lm_tile| {
         let max_cand = (nb.div_ceil(lm_tile) * k).next_power_of_two();
-        let op = TopkBlockSelect::new(cx.rt, G, D, k, lm_tile, false, max_cand)?;
+        let op = TopkBlockSelect::new(cx.rt, G, D, k, lm_tile, false, max_cand, 4)?;
         let scratch = Scratch::new();
         bi.poison()?;
         bc.poison()?;
@@ -667,7 +667,7 @@ fn topk_pipeline(cx: &Ctx, x: &Inputs, tk: &TopkBest, bsp: &BlockSparseBest) -> 
     let bc = DeviceTensor::poisoned(cx.rt.stream(), DType::I32, &[b, HKV])?;
     let out = DeviceTensor::poisoned(cx.rt.stream(), DType::BF16, &[b, HQ, D])?;
     let max_cand = (nb.div_ceil(tk.lm_tile) * k).next_power_of_two();
-    let sel = TopkBlockSelect::new(cx.rt, G, D, k, tk.lm_tile, false, max_cand)?;
+    let sel = TopkBlockSelect::new(cx.rt, G, D, k, tk.lm_tile, false, max_cand, 4)?;
     let dec = BlockSparseDecode::new(cx.rt, decode_params(&bsp.config), BS)?;
     let config = format!("LM_TILE={} + {}", tk.lm_tile, decode_label(&bsp.config));
     cx.sweep(
@@ -987,7 +987,7 @@ mod tests {
         let (b, nb, k) = (2, 96, 8);
         let q = random_bf16(&[b, HQ, D], 1);
         let lm = random_f32(&[b, HKV, nb, D], 2);
-        let op = TopkBlockSelect::cpu(G, D, k, 32, false, 32).unwrap();
+        let op = TopkBlockSelect::cpu(G, D, k, 32, false, 32, 4).unwrap();
         let mut bi = HostTensor::full(DType::I32, &[b, HKV, k], 0.0);
         let mut bc = HostTensor::full(DType::I32, &[b, HKV], 0.0);
         op.run_cpu(&q, &lm, nb, &mut bi, &mut bc).unwrap();
