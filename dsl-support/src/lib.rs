@@ -25,12 +25,14 @@
 //! See `docs/dsl.md` for the language reference.
 
 mod config;
+mod entry;
 mod error;
 pub mod rt;
 
 #[doc(hidden)]
 pub use config::ConstraintFn as __ConstraintFn;
 pub use config::{KernelConfig, TuneSpace};
+pub use entry::KernelEntry;
 pub use error::{BuildError, DslError};
 pub use tessera_dsl::kernel;
 

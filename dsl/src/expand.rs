@@ -150,6 +150,15 @@ pub fn expand(attr_ts: TokenStream, item: TokenStream) -> syn::Result<TokenStrea
             /// Every compile-time parameter, including the warp count.
             pub const COMPTIME_PARAMS: &'static [&'static str] = &[#(#comptime_names),*];
 
+            /// A uniform descriptor of this kernel, for registries (`tessera compile`).
+            pub const ENTRY: ::tessera_dsl_support::KernelEntry = ::tessera_dsl_support::KernelEntry {
+                name: #fname,
+                comptime_params: Self::COMPTIME_PARAMS,
+                build: Self::build,
+                tune_space: Self::tune_space,
+                default_config: Self::default_config,
+            };
+
             /// The tune space declared in `#[kernel(tune(..), constraint = ..)]`.
             pub fn tune_space() -> ::tessera_dsl_support::TuneSpace {
                 ::tessera_dsl_support::TuneSpace::new(#fname, ::std::vec![#(#tune_entries),*], #constraint)

@@ -29,6 +29,7 @@ mod error;
 pub mod hip;
 pub mod recall;
 pub mod reference;
+pub mod registry;
 pub mod scratch;
 pub mod sink_window;
 pub mod snapkv;

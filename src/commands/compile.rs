@@ -6,7 +6,7 @@ use tessera_codegen::samples;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The program (one of the samples; `tessera compile --list` names them).
+    /// The program: a sample or an attention kernel (`tessera compile --list` names them).
     program: Option<String>,
     /// What to print.
     #[arg(long, value_enum, default_value = "cuda")]
@@ -32,38 +32,62 @@ enum Emit {
 
 pub fn run(a: Args) -> Result<()> {
     if a.list || a.program.is_none() {
+        println!("sample programs (hand-built IR, the compiler's fixtures):");
         for s in samples::all() {
             let d: Vec<String> = s.defaults.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            println!("{:<22} {}\n{:<22} defaults: {}", s.name, s.description, "", d.join(","));
+            println!("  {:<28} {}\n  {:<28} defaults: {}", s.name, s.description, "", d.join(","));
+        }
+        println!("\nattention kernels (#[kernel], tessera-kernels):");
+        for e in tessera_kernels::registry::registry() {
+            let defaults = (e.default_config)();
+            println!("  {:<28} parameters: {}; defaults: {defaults}", e.name, e.comptime_params.join(", "));
         }
         return Ok(());
     }
     let name = a.program.unwrap();
-    let s = samples::find(&name).ok_or_else(|| anyhow!("no program `{name}` (try `tessera compile --list`)"))?;
-    let overrides = a
-        .config
+    let overrides = parse_overrides(&a.config)?;
+    let kernel = match (samples::find(&name), tessera_kernels::registry::find(&name)) {
+        (Some(s), _) => {
+            let config = s.config(&overrides).map_err(|e| anyhow!(e))?;
+            (s.build)(&config)?
+        }
+        (None, Some(e)) => {
+            let mut config = (e.default_config)();
+            for (k, v) in &overrides {
+                config = config.with(k, *v);
+            }
+            (e.build)(&config)?
+        }
+        (None, None) => bail!("no program `{name}` (try `tessera compile --list`)"),
+    };
+    emit(&kernel, a.emit, &a.arch)
+}
+
+fn parse_overrides(config: &[String]) -> Result<Vec<(String, i64)>> {
+    config
         .iter()
         .map(|kv| {
             let (k, v) = kv.split_once('=').ok_or_else(|| anyhow!("`{kv}` is not NAME=VALUE"))?;
             let v: i64 = v.trim().parse().map_err(|_| anyhow!("`{kv}`: the value must be an integer"))?;
             Ok((k.trim().to_string(), v))
         })
-        .collect::<Result<Vec<_>>>()?;
-    let config = s.config(&overrides).map_err(|e| anyhow!(e))?;
-    let kernel = (s.build)(&config)?;
-    let emitted = emit_cuda(&kernel);
-    match a.emit {
+        .collect()
+}
+
+fn emit(kernel: &tessera_codegen::ir::Kernel, what: Emit, arch: &str) -> Result<()> {
+    let emitted = emit_cuda(kernel);
+    match what {
         Emit::Cuda => print!("{}", emitted.source),
-        Emit::Ptx => print!("{}", tessera_runtime::compile_ptx(&emitted.source, &emitted.entry, &a.arch)?.ptx),
+        Emit::Ptx => print!("{}", tessera_runtime::compile_ptx(&emitted.source, &emitted.entry, arch)?.ptx),
         Emit::Resources => {
-            let r = tessera_runtime::resource_usage(&emitted.source, &emitted.entry, &a.arch)?;
+            let r = tessera_runtime::resource_usage(&emitted.source, &emitted.entry, arch)?;
             if r.spill_stores > 0 && r.registers == 0 {
                 bail!("unexpected ptxas report");
             }
             println!(
                 "{} on {}: {} registers, {} B static + {} B dynamic shared memory, {} B spill stores, {} B spill loads, {} threads",
                 emitted.entry,
-                a.arch,
+                arch,
                 r.registers,
                 r.shared_bytes_static,
                 emitted.shared_bytes,

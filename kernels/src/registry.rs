@@ -1,0 +1,55 @@
+//! Every `#[kernel]` of this crate by name, for tools (`tessera compile --list`).
+
+use tessera_dsl_support::KernelEntry;
+
+/// The kernels of `tessera-kernels`, in module order.
+pub fn registry() -> Vec<KernelEntry> {
+    vec![
+        crate::append::LandmarksMean::ENTRY,
+        crate::append::KvAppendRows::ENTRY,
+        crate::block_sparse::BlockSparseDecodeSplit::ENTRY,
+        crate::centroid::KmeansAssign::ENTRY,
+        crate::centroid::KmeansAccumulate::ENTRY,
+        crate::centroid::KmeansFinalize::ENTRY,
+        crate::centroid::CentroidPermute::ENTRY,
+        crate::centroid::CentroidScores::ENTRY,
+        crate::centroid::CentroidSelect::ENTRY,
+        crate::centroid::CentroidRangeAttn::ENTRY,
+        crate::combine::AttnCombine::ENTRY,
+        crate::dense::DenseDecodeSplit::ENTRY,
+        crate::hip::HipInitNodes::ENTRY,
+        crate::hip::HipScoreChildren::ENTRY,
+        crate::hip::HipSelectChildren::ENTRY,
+        crate::hip::HipFinalize::ENTRY,
+        crate::sink_window::SinkWindowDecodeSplit::ENTRY,
+        crate::snapkv::SnapkvRowStats::ENTRY,
+        crate::snapkv::SnapkvVotes::ENTRY,
+        crate::snapkv::SnapkvPoolTopk::ENTRY,
+        crate::snapkv::SnapkvMerge::ENTRY,
+        crate::snapkv::SnapkvCompress::ENTRY,
+        crate::topk::BlockScoresTopk::ENTRY,
+        crate::topk::TopkMerge::ENTRY,
+        crate::tree::TreeVerifySplit::ENTRY,
+    ]
+}
+
+/// The kernel called `name`.
+pub fn find(name: &str) -> Option<KernelEntry> {
+    registry().into_iter().find(|e| e.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_are_unique_and_defaults_name_the_warp_count() {
+        let r = super::registry();
+        let mut names: Vec<&str> = r.iter().map(|e| e.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), r.len());
+        for e in &r {
+            assert!(e.comptime_params.contains(&"WARPS"), "{}", e.name);
+            assert!((e.default_config)().get("WARPS").is_some(), "{}", e.name);
+        }
+    }
+}
