@@ -18,3 +18,4 @@ pub mod autotune;
 pub mod decode;
 pub mod dispatch;
 pub mod gpu;
+pub mod inputs;

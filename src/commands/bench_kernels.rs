@@ -16,10 +16,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use half::bf16;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::json;
+use tessera::inputs::{bf16s, f32s, random_bf16, random_f32, rows_f64};
 use tessera_codegen::host::{HostData, HostTensor};
 use tessera_codegen::ir::DType;
 use tessera_kernels::cases::{random_selection, random_trees};
@@ -228,62 +228,6 @@ impl Ctx<'_> {
 // ---------------------------------------------------------------------------------------
 // Inputs
 
-/// `n` values from a per-chunk xorshift (parallel; deterministic for a seed).
-fn par_fill<T: Copy + Default + Send>(n: usize, seed: u64, f: fn(u64) -> T) -> Vec<T> {
-    let mut v = vec![T::default(); n];
-    let threads = std::thread::available_parallelism().map_or(8, |x| x.get()).min(64);
-    let chunk = n.div_ceil(threads).max(1 << 16);
-    std::thread::scope(|s| {
-        for (ci, part) in v.chunks_mut(chunk).enumerate() {
-            s.spawn(move || {
-                let mut st =
-                    (seed ^ (ci as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-                for x in part {
-                    st ^= st << 13;
-                    st ^= st >> 7;
-                    st ^= st << 17;
-                    *x = f(st);
-                }
-            });
-        }
-    });
-    v
-}
-
-fn unit(bits: u64) -> f32 {
-    // [-1, 1)
-    f32::from_bits(0x3f80_0000 | ((bits >> 41) as u32)) * 2.0 - 3.0
-}
-
-fn random_bf16(shape: &[usize], seed: u64) -> HostTensor {
-    let n = shape.iter().product();
-    HostTensor { shape: shape.to_vec(), data: HostData::BF16(par_fill(n, seed, |b| bf16::from_f32(unit(b)))) }
-}
-
-fn random_f32(shape: &[usize], seed: u64) -> HostTensor {
-    let n = shape.iter().product();
-    HostTensor { shape: shape.to_vec(), data: HostData::F32(par_fill(n, seed, unit)) }
-}
-
-fn bf16_slice(t: &HostTensor) -> &[bf16] {
-    match &t.data {
-        HostData::BF16(v) => v,
-        _ => unreachable!("bf16 tensor"),
-    }
-}
-
-fn f32_slice(t: &HostTensor) -> &[f32] {
-    match &t.data {
-        HostData::F32(v) => v,
-        _ => unreachable!("f32 tensor"),
-    }
-}
-
-/// Rows `[row0, row0 + rows)` of a flat `[.., d]` bf16 tensor, as f64.
-fn rows_f64(t: &HostTensor, row0: usize, rows: usize, d: usize) -> Vec<f64> {
-    bf16_slice(t)[row0 * d..(row0 + rows) * d].iter().map(|x| x.to_f64()).collect()
-}
-
 /// Host copies of q, k, v (k/v `[B, Hkv, cap, D]`), for the references.
 struct HostKv {
     batch: usize,
@@ -368,7 +312,7 @@ fn check_out(out: &DeviceTensor, refs: &RefRows) -> std::result::Result<String, 
 }
 
 fn check_host_out(host: &HostTensor, refs: &RefRows) -> std::result::Result<String, String> {
-    let got = bf16_slice(host);
+    let got = bf16s(host);
     if let Some(i) = got.iter().position(|x| !x.to_f32().is_finite()) {
         return Err(format!("non-finite output at flat index {i} ({})", got[i]));
     }
@@ -588,7 +532,7 @@ fn check_topk(
     if !reference {
         return Ok("valid selection".into());
     }
-    let (qs, ls) = (bf16_slice(q), f32_slice(lm));
+    let (qs, ls) = (bf16s(q), f32s(lm));
     let mut worst: f64 = 0.0;
     for (bb, h) in check_pairs(b) {
         let bh = bb * HKV + h;
@@ -1002,8 +946,8 @@ mod tests {
     #[test]
     fn random_inputs_are_spread_and_deterministic() {
         let a = random_bf16(&[3, 100_000], 7);
-        assert_eq!(bf16_slice(&a), bf16_slice(&random_bf16(&[3, 100_000], 7)));
-        let v: Vec<f32> = bf16_slice(&a).iter().map(|x| x.to_f32()).collect();
+        assert_eq!(bf16s(&a), bf16s(&random_bf16(&[3, 100_000], 7)));
+        let v: Vec<f32> = bf16s(&a).iter().map(|x| x.to_f32()).collect();
         let mean = v.iter().sum::<f32>() / v.len() as f32;
         assert!(v.iter().all(|x| (-1.0..=1.0).contains(x)) && mean.abs() < 0.01);
         assert!(v.iter().any(|&x| x > 0.99) && v.iter().any(|&x| x < -0.99));
