@@ -21,6 +21,19 @@ pub enum RuntimeError {
         /// Folders that were looked at, in order.
         searched: Vec<PathBuf>,
     },
+    /// No `libcublas` (with its `libcublasLt`) was found.
+    #[error(
+        "cuBLAS (libcublas.so.13 + libcublasLt.so.13, or .12) not found; searched {searched:?}, Python \
+         site-packages nvidia/{{cu13,cublas}}/lib and the system loader path. Set TESSERA_CUDA_LIB_DIR \
+         or LD_LIBRARY_PATH to the folder holding them (e.g. a torch wheel's nvidia/cu13/lib)"
+    )]
+    CublasNotFound {
+        /// Folders that were looked at, in order.
+        searched: Vec<PathBuf>,
+    },
+    /// A cuBLAS call failed, or its arguments were refused before the call.
+    #[error("cuBLAS: {0}")]
+    Blas(String),
     /// A library was found but could not be loaded (wrong architecture, missing dependency).
     #[error("failed to load {path}: {message}")]
     LibraryLoad {
@@ -149,6 +162,12 @@ pub enum RuntimeError {
 impl From<cudarc::driver::DriverError> for RuntimeError {
     fn from(e: cudarc::driver::DriverError) -> Self {
         RuntimeError::Driver(e.to_string())
+    }
+}
+
+impl From<cudarc::cublas::result::CublasError> for RuntimeError {
+    fn from(e: cudarc::cublas::result::CublasError) -> Self {
+        RuntimeError::Blas(e.to_string())
     }
 }
 

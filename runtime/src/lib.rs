@@ -6,7 +6,9 @@
 //! and the driver (needed to run) are probed first and their absence is a
 //! [`RuntimeError`].
 
+pub mod blas;
 pub mod cache;
+pub mod cublas_libs;
 pub mod device;
 pub mod doctor;
 pub mod error;
@@ -16,6 +18,7 @@ pub mod nvrtc;
 pub mod tensor;
 pub mod timing;
 
+pub use blas::Blas;
 pub use cache::{CacheStats, PtxCache};
 pub use device::{DeviceInfo, Runtime};
 pub use doctor::{doctor, DoctorReport};

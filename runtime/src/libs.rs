@@ -117,6 +117,11 @@ fn dedup(dirs: Vec<PathBuf>) -> Vec<PathBuf> {
 
 /// `site-packages/nvidia/cu13/lib` folders reported by `python3`, if any.
 fn python_dirs() -> Vec<PathBuf> {
+    python_lib_dirs(&["nvidia/cu13/lib"])
+}
+
+/// `site-packages/<sub>` folders (for each of `subdirs`) reported by `python3`, if any.
+pub(crate) fn python_lib_dirs(subdirs: &[&str]) -> Vec<PathBuf> {
     let script = "import site\nfor p in site.getsitepackages()+[site.getusersitepackages()]: print(p)";
     let Ok(out) = std::process::Command::new("python3").arg("-c").arg(script).output() else { return Vec::new() };
     if !out.status.success() {
@@ -124,7 +129,7 @@ fn python_dirs() -> Vec<PathBuf> {
     }
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(|l| PathBuf::from(l.trim()).join("nvidia/cu13/lib"))
+        .flat_map(|l| subdirs.iter().map(move |s| PathBuf::from(l.trim()).join(s)))
         .filter(|p| p.is_dir())
         .collect()
 }
@@ -149,6 +154,13 @@ pub fn find_builtins(dir: &Path) -> Option<PathBuf> {
 /// Whether `dir` holds both NVRTC libraries.
 pub fn has_nvrtc(dir: &Path) -> bool {
     dir.join(NVRTC_LIB).is_file() && find_builtins(dir).is_some()
+}
+
+pub(crate) fn preload_global(path: &Path) -> std::result::Result<(), (PathBuf, String)> {
+    preload(path).map_err(|e| match e {
+        Failure::Load { path, message } => (path, message),
+        Failure::NotFound(_) => (path.to_path_buf(), "not found".into()),
+    })
 }
 
 fn preload(path: &Path) -> std::result::Result<(), Failure> {
