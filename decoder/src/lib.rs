@@ -5,11 +5,15 @@
 //! - [`config`] / [`model`]: Llama configuration from GGUF metadata, weights in f32;
 //!   random-weight models with Llama-3-8B shapes for speed runs.
 //! - [`cpu`]: an f32 CPU forward pass with a KV cache; [`sampling`]: greedy / top-p.
-//! - [`generate`]: the generation loop shared by `tessera generate` and the tests.
+//! - [`gpu`]: the GPU forward pass (cuBLAS linears, Tessera kernels), speed runs and
+//!   golden checks; builds without CUDA, needs a GPU only at run time.
+//! - [`generate`]: the generation loop shared by `tessera generate` and the tests, over
+//!   any [`Decoder`] (CPU or GPU).
 
 pub mod config;
 pub mod cpu;
 pub mod gguf;
+pub mod gpu;
 pub mod model;
 pub mod sampling;
 pub mod tokenizer;
@@ -34,6 +38,29 @@ pub enum DecodeError {
     ContextFull { needed: usize, context: usize },
     #[error("token id {token} is outside the vocabulary of {vocab}")]
     TokenOutOfRange { token: u32, vocab: usize },
+    #[error(transparent)]
+    Gpu(#[from] gpu::GpuError),
+}
+
+/// A model that [`generate`] can drive: runs tokens after its cached context and picks
+/// the next one.
+pub trait Decoder {
+    /// Positions still free in the cache.
+    fn remaining(&self) -> usize;
+    /// Runs `tokens` after the cached context and returns the next token chosen by
+    /// `sampler` from the last position's logits.
+    fn next_token(&mut self, tokens: &[u32], sampler: &mut Sampler) -> Result<u32, DecodeError>;
+}
+
+impl Decoder for CpuModel<'_> {
+    fn remaining(&self) -> usize {
+        self.cache.capacity - self.cache.len
+    }
+
+    fn next_token(&mut self, tokens: &[u32], sampler: &mut Sampler) -> Result<u32, DecodeError> {
+        let logits = self.forward(tokens, false)?;
+        Ok(sampler.sample(&logits))
+    }
 }
 
 /// Figures of one generation.
@@ -59,8 +86,8 @@ impl GenerationStats {
 
 /// Greedy or sampled generation of up to `max_new` tokens after `prompt`, stopping at one of
 /// `stop_ids` (which is not emitted) or when the context is full. `on_token` sees each id.
-pub fn generate(
-    model: &mut CpuModel<'_>,
+pub fn generate<M: Decoder + ?Sized>(
+    model: &mut M,
     prompt: &[u32],
     max_new: usize,
     sampler: &mut Sampler,
@@ -70,7 +97,7 @@ pub fn generate(
     if prompt.is_empty() {
         return Err(DecodeError::EmptyPrompt);
     }
-    let context = model.cache.capacity - model.cache.len;
+    let context = model.remaining();
     if prompt.len() > context {
         return Err(DecodeError::PromptTooLong { prompt: prompt.len(), context });
     }
@@ -79,20 +106,19 @@ pub fn generate(
         return Ok(stats);
     }
     let t = Instant::now();
-    let mut logits = model.forward(prompt, false)?;
+    let mut next = model.next_token(prompt, sampler)?;
     stats.prefill = t.elapsed();
     let t = Instant::now();
     loop {
-        let next = sampler.sample(&logits);
         if stop_ids.contains(&next) {
             break;
         }
         stats.generated.push(next);
         on_token(next);
-        if stats.generated.len() >= max_new || model.cache.len >= model.cache.capacity {
+        if stats.generated.len() >= max_new || model.remaining() == 0 {
             break;
         }
-        logits = model.forward(&[next], false)?;
+        next = model.next_token(&[next], sampler)?;
     }
     stats.decode = t.elapsed();
     Ok(stats)
