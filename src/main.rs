@@ -33,8 +33,10 @@ enum Command {
     },
     /// Inspects and maintains the tuning database: list, show, export, import, prune (no GPU needed).
     Db(commands::db::Args),
-    /// Generates text with a GGUF model (CPU reference path; CUDA later).
+    /// Generates text with a GGUF model (--device cpu: f32 reference; --device cuda: bf16, cuBLAS + Tessera kernels).
     Generate(commands::generate::Args),
+    /// Checks the decoder's GPU path against golden logits and the CPU path, and measures its decode speed.
+    DecoderCheck(commands::decoder_check::Args),
     /// Attention recall of the selection methods (HiP, top-k, SnapKV, ...) on synthetic inputs (CPU).
     Recall(commands::recall::Args),
 }
@@ -55,6 +57,7 @@ fn main() {
         Command::AutotuneWorker { job } => tessera::autotune::worker::run(&job),
         Command::Db(a) => commands::db::run(a),
         Command::Generate(a) => commands::generate::run(a),
+        Command::DecoderCheck(a) => commands::decoder_check::run(a),
         Command::Recall(a) => commands::recall::run(a),
     };
     if let Err(e) = result {

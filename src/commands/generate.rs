@@ -1,12 +1,14 @@
 //! `tessera generate`: loads a GGUF model, tokenizes the prompt and streams generated text.
-//! The CPU path is the f32 reference of tessera-decoder; the CUDA path comes later (issue 7).
+//! `--device cpu` runs the f32 reference of tessera-decoder; `--device cuda` the GPU path
+//! (bf16 weights, cuBLAS linears, Tessera kernels; greedy on the GPU, top-p on the host).
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use tessera_decoder::{generate, CpuModel, GgufFile, GgufTokenizer, LlamaConfig, LlamaWeights, Sampler};
+use tessera_decoder::gpu::GpuModel;
+use tessera_decoder::{generate, CpuModel, Decoder, GgufFile, GgufTokenizer, LlamaConfig, LlamaWeights, Sampler};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Device {
@@ -46,9 +48,6 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    if a.device == Device::Cuda {
-        bail!("--device cuda is not implemented yet (issue 7: the GPU path comes after the CPU reference); use --device cpu");
-    }
     if !(a.top_p > 0.0 && a.top_p <= 1.0) {
         bail!("--top-p must be in (0, 1], got {}", a.top_p);
     }
@@ -84,8 +83,26 @@ pub fn run(a: Args) -> Result<()> {
     let weights = LlamaWeights::from_gguf(&file).with_context(|| format!("weights of {name}"))?;
     let load = t.elapsed();
     let c = &weights.config;
+    let t = Instant::now();
+    let mut gpu;
+    let mut cpu;
+    let model: &mut dyn Decoder = match a.device {
+        Device::Cpu => {
+            cpu = CpuModel::new(&weights, context);
+            &mut cpu
+        }
+        Device::Cuda => {
+            let rt = tessera_runtime::Runtime::new(0).context("opening the GPU (--device cuda)")?;
+            gpu = GpuModel::from_weights(rt, &weights, 1, context).context("setting up the model on the GPU")?;
+            &mut gpu
+        }
+    };
+    let where_ = match a.device {
+        Device::Cpu => "f32 on the CPU".to_string(),
+        Device::Cuda => format!("bf16 on the GPU, set up in {:.2} s", t.elapsed().as_secs_f64()),
+    };
     eprintln!(
-        "loaded {name} in {:.2} s: {} layers, hidden {}, {} q / {} kv heads × {}, vocab {}, {:.1} M params (f32 on the CPU)",
+        "loaded {name} in {:.2} s: {} layers, hidden {}, {} q / {} kv heads × {}, vocab {}, {:.1} M params ({where_})",
         load.as_secs_f64(),
         c.n_layers,
         c.hidden,
@@ -96,21 +113,19 @@ pub fn run(a: Args) -> Result<()> {
         c.n_params() as f64 / 1e6
     );
 
-    let mut model = CpuModel::new(&weights, context);
     let mut sampler = Sampler::new(a.temperature, a.top_p, a.seed);
     let mut stream = tokenizer.stream();
     let mut out = std::io::stdout().lock();
     let mut err = None;
-    let stats = generate(&mut model, &prompt, a.max_new_tokens, &mut sampler, &tokenizer.stop_ids, |id| match stream
-        .push(id)
-    {
-        Ok(Some(s)) => {
-            let _ = out.write_all(s.as_bytes());
-            let _ = out.flush();
-        }
-        Ok(None) => {}
-        Err(e) => err = Some(e),
-    })?;
+    let stats =
+        generate(model, &prompt, a.max_new_tokens, &mut sampler, &tokenizer.stop_ids, |id| match stream.push(id) {
+            Ok(Some(s)) => {
+                let _ = out.write_all(s.as_bytes());
+                let _ = out.flush();
+            }
+            Ok(None) => {}
+            Err(e) => err = Some(e),
+        })?;
     if let Some(e) = err {
         return Err(e.into());
     }

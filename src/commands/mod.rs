@@ -5,6 +5,7 @@ pub mod bench_kernels;
 pub mod check;
 pub mod compile;
 pub mod db;
+pub mod decoder_check;
 pub mod doctor;
 pub mod generate;
 pub mod recall;
