@@ -15,6 +15,8 @@ struct Cli {
 enum Command {
     /// Shows the GPU, driver, NVRTC and cache the runtime finds (works without a GPU).
     Doctor,
+    /// Lists the shipped attention and decoder kernels with their tune-space sizes.
+    Kernels(commands::kernels::Args),
     /// Emits the CUDA C++ or PTX of a program (no GPU needed).
     Compile(commands::compile::Args),
     /// Runs every sample program on the GPU and compares it with the reference.
@@ -49,6 +51,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Doctor => commands::doctor::run(),
+        Command::Kernels(a) => commands::kernels::run(a),
         Command::Compile(a) => commands::compile::run(a),
         Command::Check(a) => commands::check::run(a),
         Command::Bench(a) => commands::bench::run(a),

@@ -9,6 +9,8 @@ use crate::{BuildError, KernelConfig, TuneSpace};
 pub struct KernelEntry {
     /// The kernel's name (the Rust function's name).
     pub name: &'static str,
+    /// The first line of the kernel function's doc comment ("" when it has none).
+    pub summary: &'static str,
     /// Every compile-time parameter, including the warp count.
     pub comptime_params: &'static [&'static str],
     /// Builds and verifies the IR for a configuration.

@@ -15,6 +15,7 @@ use tessera_runtime::DeviceTensor;
 
 use crate::error::{expect, host_ints, invalid, KernelError, TensorMeta};
 
+/// Landmark of every KV block: the mean key of its `BLOCK_SIZE` rows (top-k selection scores against it).
 #[kernel]
 pub fn landmarks_mean<const HEAD_DIM: usize, const BLOCK_SIZE: usize, const WARPS: usize>(
     k: Tensor<bf16, 4>,             // [B, Hkv, N, D]
@@ -35,6 +36,7 @@ pub fn landmarks_mean<const HEAD_DIM: usize, const BLOCK_SIZE: usize, const WARP
     landmarks.store([at(batch), at(kv_head), at(blk), range(0, HEAD_DIM)], keys.cast::<f32>().sum(0) / n);
 }
 
+/// Writes new K/V rows into the cache and (optionally) folds them into the running block landmarks.
 #[kernel(tune(TILE_T = [16, 32, 64]))]
 pub fn kv_append_rows<
     const HEAD_DIM: usize,

@@ -29,6 +29,7 @@ use crate::error::{expect, host_ints, invalid, unravel, KernelError, TensorMeta}
 use crate::scratch::Scratch;
 use crate::sink_window::union_len;
 
+/// Block-sparse decode split: attention over a runtime list of KV blocks plus optional sink/window ranges.
 #[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8]))]
 pub fn block_sparse_decode_split<
     const GROUP: usize,

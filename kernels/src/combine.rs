@@ -11,6 +11,7 @@ use tessera_runtime::DeviceTensor;
 
 use crate::error::{expect, invalid, KernelError, TensorMeta};
 
+/// Merges per-split partial outputs and log2-sum-exps into the final output (optionally its LSE).
 #[kernel]
 pub fn attn_combine<const HEAD_DIM: usize, const MAX_SPLITS: usize, const WRITE_LSE: usize, const WARPS: usize>(
     o_part: Tensor<f32, 4>,    // [B, R, S, D]

@@ -13,6 +13,7 @@ use crate::combine::LseCombine;
 use crate::error::{expect, invalid, KernelError, TensorMeta};
 use crate::scratch::Scratch;
 
+/// Dense flash-decoding split: one program per (split, KV head, batch) serves the GQA group, online softmax.
 #[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8]))]
 pub fn dense_decode_split<const GROUP: usize, const HEAD_DIM: usize, const BLOCK_N: usize, const WARPS: usize>(
     q: Tensor<bf16, 3>,            // [B, Hq, D]

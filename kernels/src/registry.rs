@@ -58,6 +58,7 @@ mod tests {
         for e in &r {
             assert!(e.comptime_params.contains(&"WARPS"), "{}", e.name);
             assert!((e.default_config)().get("WARPS").is_some(), "{}", e.name);
+            assert!(!e.summary.is_empty(), "{} has no doc comment (its `tessera kernels` summary)", e.name);
         }
     }
 }

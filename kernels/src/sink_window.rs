@@ -17,6 +17,7 @@ use crate::dense::{split_combine_cpu, split_combine_gpu, split_combine_gpu_with,
 use crate::error::{KernelError, TensorMeta};
 use crate::scratch::Scratch;
 
+/// Sink + sliding-window decode split (StreamingLLM Λ-shape): the first S and last W keys only.
 #[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8]))]
 pub fn sink_window_decode_split<const GROUP: usize, const HEAD_DIM: usize, const BLOCK_N: usize, const WARPS: usize>(
     q: Tensor<bf16, 3>,            // [B, Hq, D]

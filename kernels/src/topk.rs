@@ -22,6 +22,7 @@ use tessera_runtime::DeviceTensor;
 use crate::error::{expect, invalid, KernelError, TensorMeta};
 use crate::scratch::Scratch;
 
+/// Scores a tile of block landmarks against the GQA group's queries and keeps its top-k blocks.
 #[kernel(tune(LM_TILE = [64, 128, 256], WARPS = [4, 8]), constraint = "TOPK <= LM_TILE")]
 pub fn block_scores_topk<
     const GROUP: usize,
@@ -54,6 +55,7 @@ pub fn block_scores_topk<
     cand_idx.store([at(batch), at(kv_head), range(tile * TOPK as i32, TOPK)], idx + blk0);
 }
 
+/// Merges the per-tile top-k candidates into the final top-k block indices per (batch, KV head).
 #[kernel]
 pub fn topk_merge<const TOPK: usize, const CAND: usize, const WARPS: usize>(
     cand_val: Tensor<f32, 3>,         // [B, Hkv, C]

@@ -23,6 +23,7 @@ use crate::dense::{split_combine_cpu, split_combine_gpu, split_combine_gpu_with}
 use crate::error::{expect, host_ints, invalid, unravel, KernelError, TensorMeta};
 use crate::scratch::Scratch;
 
+/// Tree verification split: T draft-tree tokens attend to the prefix and their ancestors in one launch.
 #[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8]))]
 pub fn tree_verify_split<
     const GROUP: usize,

@@ -8,4 +8,5 @@ pub mod db;
 pub mod decoder_check;
 pub mod doctor;
 pub mod generate;
+pub mod kernels;
 pub mod recall;
