@@ -600,7 +600,9 @@ impl<'a> BodyWriter<'a> {
         let vals_off = align16(sl.numel * c.size_bytes());
         let idx_off = vals_off + align16(rows * k * c.size_bytes());
         let taken_off = idx_off + align16(rows * k * 4);
-        self.use_smem(taken_off + rows * len);
+        // The warp-per-row path marks taken elements (rows · len bytes); the block-wide
+        // path needs 8 bytes per selected entry plus four reduction buffers.
+        self.use_smem(taken_off + (rows * len).max(8 * k + 4 * 4 * 32));
         let s = Self::smem_ptr(c, 0);
         let (sv, si) = (Self::smem_ptr(c, vals_off), Self::smem_ptr(DType::I32, idx_off));
         self.line(format!("tsr::stash<{}>({s}, {});", sl.targs(), self.name(v)));

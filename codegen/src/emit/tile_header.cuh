@@ -248,11 +248,132 @@ __device__ __forceinline__ void argmax_axis(int* dst, const T* src) {
   }
 }
 
+/// An unsigned key with the order of `beats` on values: larger value → larger key,
+/// NaN lowest ("NaN last"). Ties are broken by index separately.
+__device__ __forceinline__ unsigned order_key(float v) {
+  const unsigned b = __float_as_uint(v);
+  if (v != v) return 0u;
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+__device__ __forceinline__ unsigned order_key(int v) { return (unsigned)v ^ 0x80000000u; }
+template <typename T> __device__ __forceinline__ unsigned order_key(T v) { return order_key((float)v); }
+
+/// Block-wide sum of one int per thread. `red` holds TSR_THREADS / 32 ints; callers
+/// alternate between two such buffers so that one barrier per call suffices (a thread
+/// can only reach the write after next once every thread has read this one).
+__device__ __forceinline__ int block_sum_int(int x, int* red) {
+  x = __reduce_add_sync(0xffffffffu, x);
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = x;
+  __syncthreads();
+  int s = 0;
+#pragma unroll
+  for (int w = 0; w < TSR_THREADS / 32; ++w) s += red[w];
+  return s;
+}
+
+/// Block-wide exclusive prefix sum of one int per thread (in thread order) and the total.
+/// `red` holds TSR_THREADS / 32 ints no other call is using.
+__device__ __forceinline__ int block_exclusive_scan(int x, int* red, int& total) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  int inc = x;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int y = __shfl_up_sync(0xffffffffu, inc, o);
+    if (lane >= o) inc += y;
+  }
+  if (lane == 31) red[warp] = inc;
+  __syncthreads();
+  int base = 0;
+  total = 0;
+#pragma unroll
+  for (int w = 0; w < TSR_THREADS / 32; ++w) {
+    const int s = red[w];
+    base += w < warp ? s : 0;
+    total += s;
+  }
+  return base + inc - x;
+}
+
+/// Top-K of one row of L values with the whole block (radix select, then a rank sort):
+/// 1. the K-th largest order key `t` is found bit by bit (32 block-wide counts);
+/// 2. every key > t and the first (K − #greater) keys == t in index order are compacted
+///    into `sel_key` / `sel_idx` with block prefix sums over contiguous per-thread chunks;
+/// 3. each selected entry's output slot is its rank (key descending, index ascending).
+/// `scratch`: 8 K bytes + 4 · (TSR_THREADS / 32) ints (see `topk_scratch_bytes`).
+template <int L, int K, typename T>
+__device__ __forceinline__ void topk_row_block(T* vals, int* idx, const T* src, unsigned char* scratch) {
+  constexpr int NW = TSR_THREADS / 32;
+  constexpr int E = (L + TSR_THREADS - 1) / TSR_THREADS;
+  unsigned* sel_key = reinterpret_cast<unsigned*>(scratch);
+  int* sel_idx = reinterpret_cast<int*>(scratch + 4 * K);
+  int* red = reinterpret_cast<int*>(scratch + 8 * K);
+  const int first = threadIdx.x * E;
+  unsigned key[E];
+#pragma unroll
+  for (int j = 0; j < E; ++j) key[j] = first + j < L ? order_key(src[first + j]) : 0u;
+  // Largest t with #{key >= t} >= K. Padding keys (0) never count: t > 0 unless the row
+  // holds NaNs, and then the selection below only takes real elements.
+  unsigned t = 0;
+  for (int b = 31; b >= 0; --b) {
+    const unsigned c = t | (1u << b);
+    int cnt = 0;
+#pragma unroll
+    for (int j = 0; j < E; ++j) cnt += (first + j < L && key[j] >= c) ? 1 : 0;
+    if (block_sum_int(cnt, red + (b & 1) * NW) >= K) t = c;
+  }
+  int n_gt = 0, n_eq = 0;
+#pragma unroll
+  for (int j = 0; j < E; ++j) {
+    const bool in = first + j < L;
+    n_gt += (in && key[j] > t) ? 1 : 0;
+    n_eq += (in && key[j] == t) ? 1 : 0;
+  }
+  int total_gt, total_eq;
+  int pos_gt = block_exclusive_scan(n_gt, red + 2 * NW, total_gt);
+  int pos_eq = block_exclusive_scan(n_eq, red + 3 * NW, total_eq);
+  const int want_eq = K - total_gt;
+#pragma unroll
+  for (int j = 0; j < E; ++j) {
+    if (first + j >= L) continue;
+    if (key[j] > t) {
+      sel_key[pos_gt] = key[j];
+      sel_idx[pos_gt++] = first + j;
+    } else if (key[j] == t) {
+      if (pos_eq < want_eq) {
+        sel_key[total_gt + pos_eq] = key[j];
+        sel_idx[total_gt + pos_eq] = first + j;
+      }
+      ++pos_eq;
+    }
+  }
+  __syncthreads();
+  for (int s = threadIdx.x; s < K; s += TSR_THREADS) {
+    const unsigned ks = sel_key[s];
+    const int is = sel_idx[s];
+    int rank = 0;
+    for (int u = 0; u < K; ++u) {
+      const unsigned ku = sel_key[u];
+      rank += (ku > ks || (ku == ks && sel_idx[u] < is)) ? 1 : 0;
+    }
+    vals[rank] = src[is];
+    idx[rank] = is;
+  }
+  __syncthreads();
+}
+
 /// Top-K along the last axis of `src` viewed as [R][L]: values (descending, ties to the
-/// smaller index) and indices into vals/idx [R][K]. `taken` is R * L bytes of scratch.
-/// One warp per row, K rounds of a warp-wide arg-best.
+/// smaller index, NaN last) and indices into vals/idx [R][K]. `scratch` holds
+/// max(R · L, 8 K + 4 · 4 · 32) bytes.
+/// Few long rows (fewer rows than warps, or L ≥ 1024): each row by the whole block
+/// ([`topk_row_block`]: ~36 barriers whatever K is). Otherwise one warp per row, K rounds
+/// of a warp-wide arg-best (cheap for short rows, no barriers).
 template <int R, int L, int K, typename T>
-__device__ __forceinline__ void topk_rows(T* vals, int* idx, const T* src, unsigned char* taken) {
+__device__ __forceinline__ void topk_rows(T* vals, int* idx, const T* src, unsigned char* scratch) {
+  if constexpr (R < TSR_THREADS / 32 || L >= 1024) {
+    for (int r = 0; r < R; ++r) topk_row_block<L, K>(vals + r * K, idx + r * K, src + r * L, scratch);
+    return;
+  }
+  unsigned char* taken = scratch;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   for (int r = warp; r < R; r += TSR_THREADS / 32) {
     for (int l = lane; l < L; l += 32) taken[r * L + l] = 0;
