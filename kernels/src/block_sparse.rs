@@ -107,25 +107,51 @@ pub fn block_sparse_decode_split<
     // Block segment: virtual [max(v0, dense_len), v1) - dense_len = selected-token index t.
     let t_start = max(v0, dense_len) - dense_len;
     let t_stop = v1 - dense_len;
-    for t0 in (t_start..t_stop).step_by(BLOCK_N) {
-        let t = arange(0, BLOCK_N) + t0;
-        let live = t < t_stop;
-        let blk = block_idx.load_masked([at(batch), at(kv_head), gather(t / BLOCK_SIZE)], live, -1);
-        let pos = blk * BLOCK_SIZE as i32 + t % BLOCK_SIZE as i32;
-        let in_dense = pos < sink_end || pos >= win_start;
-        let valid = live && blk >= 0 && pos < seq_len && !in_dense;
-        let rows = valid.expand_dims(1);
-        let k_tile = k.load_masked([at(batch), at(kv_head), gather(pos), range(0, HEAD_DIM)], rows, 0.0);
-        let v_tile = v.load_masked([at(batch), at(kv_head), gather(pos), range(0, HEAD_DIM)], rows, 0.0);
-        let scores = where_(valid, dot_t(q_tile, k_tile) * scale_log2, f32::NEG_INFINITY);
-        // A tile may be fully masked (a block inside the window): keep -inf rows NaN-free.
-        let m_new = max(row_max, scores.max(1));
-        let m_use = where_(m_new == f32::NEG_INFINITY, 0.0, m_new);
-        let alpha = exp2(row_max - m_use);
-        let probs = exp2(scores - m_use.expand_dims(1));
-        row_sum = row_sum * alpha + probs.sum(1);
-        acc = acc * alpha.expand_dims(1) + dot(probs.cast::<bf16>(), v_tile);
-        row_max = m_new;
+    if BLOCK_SIZE % BLOCK_N == 0 {
+        // Tiles aligned to BLOCK_N never straddle two blocks: one scalar index per tile and
+        // contiguous K/V rows, so the copies take the affine path and stream a tile ahead.
+        for t0 in (t_start - t_start % BLOCK_N as i32..t_stop).step_by(BLOCK_N) {
+            let t = arange(0, BLOCK_N) + t0;
+            let live = t >= t_start && t < t_stop;
+            let blk = block_idx.load([at(batch), at(kv_head), at(t0 / BLOCK_SIZE as i32)]);
+            let pos0 = blk * BLOCK_SIZE as i32 + t0 % BLOCK_SIZE as i32;
+            let pos = arange(0, BLOCK_N) + pos0;
+            let in_dense = pos < sink_end || pos >= win_start;
+            let valid = live && blk >= 0 && pos < seq_len && !in_dense;
+            let rows = valid.expand_dims(1);
+            let k_tile = k.load_masked([at(batch), at(kv_head), range(pos0, BLOCK_N), range(0, HEAD_DIM)], rows, 0.0);
+            let v_tile = v.load_masked([at(batch), at(kv_head), range(pos0, BLOCK_N), range(0, HEAD_DIM)], rows, 0.0);
+            let scores = where_(valid, dot_t(q_tile, k_tile) * scale_log2, f32::NEG_INFINITY);
+            let m_new = max(row_max, scores.max(1));
+            let m_use = where_(m_new == f32::NEG_INFINITY, 0.0, m_new);
+            let alpha = exp2(row_max - m_use);
+            let probs = exp2(scores - m_use.expand_dims(1));
+            row_sum = row_sum * alpha + probs.sum(1);
+            acc = acc * alpha.expand_dims(1) + dot(probs.cast::<bf16>(), v_tile);
+            row_max = m_new;
+        }
+    } else {
+        // Blocks smaller than (or not dividing) the tile: gather rows by a position tile.
+        for t0 in (t_start..t_stop).step_by(BLOCK_N) {
+            let t = arange(0, BLOCK_N) + t0;
+            let live = t < t_stop;
+            let blk = block_idx.load_masked([at(batch), at(kv_head), gather(t / BLOCK_SIZE)], live, -1);
+            let pos = blk * BLOCK_SIZE as i32 + t % BLOCK_SIZE as i32;
+            let in_dense = pos < sink_end || pos >= win_start;
+            let valid = live && blk >= 0 && pos < seq_len && !in_dense;
+            let rows = valid.expand_dims(1);
+            let k_tile = k.load_masked([at(batch), at(kv_head), gather(pos), range(0, HEAD_DIM)], rows, 0.0);
+            let v_tile = v.load_masked([at(batch), at(kv_head), gather(pos), range(0, HEAD_DIM)], rows, 0.0);
+            let scores = where_(valid, dot_t(q_tile, k_tile) * scale_log2, f32::NEG_INFINITY);
+            // A tile may be fully masked (a block inside the window): keep -inf rows NaN-free.
+            let m_new = max(row_max, scores.max(1));
+            let m_use = where_(m_new == f32::NEG_INFINITY, 0.0, m_new);
+            let alpha = exp2(row_max - m_use);
+            let probs = exp2(scores - m_use.expand_dims(1));
+            row_sum = row_sum * alpha + probs.sum(1);
+            acc = acc * alpha.expand_dims(1) + dot(probs.cast::<bf16>(), v_tile);
+            row_max = m_new;
+        }
     }
     let nonempty = row_sum > 0.0;
     let denom = where_(nonempty, row_sum, 1.0);

@@ -80,6 +80,8 @@ fn block_sparse_random_selections() {
         (3, 300, 32, 6, 5, 40, 32),
         (4, 599, 64, 5, 16, 64, 64),
         (8, 201, 8, 12, 3, 17, 16),
+        // Several tiles per block, split boundaries not tile-aligned (the scalar-index path).
+        (2, 1000, 128, 6, 7, 50, 32),
     ];
     for (i, &(g, n, bs, mb, sink, window, bn)) in cases.iter().enumerate() {
         let c = DecodeCase::block_sparse(

@@ -57,28 +57,59 @@ pub fn tensor_core_dot(d: DType, k: usize, n: usize) -> bool {
 pub fn plan(k: &Kernel) -> StagingPlan {
     let mut uses: HashMap<ValueId, usize> = HashMap::new();
     let mut dot_operands: HashMap<ValueId, ()> = HashMap::new();
+    // Loads with the top-level statement that holds them (`None`: a top-level load).
     let mut loads = Vec::new();
-    walk(k, &k.body, &mut uses, &mut dot_operands, &mut loads);
+    for (i, st) in k.body.iter().enumerate() {
+        let mut found = Vec::new();
+        walk(k, std::slice::from_ref(st), &mut uses, &mut dot_operands, &mut found);
+        let top_level = matches!(st, Stmt::Let { .. });
+        loads.extend(found.into_iter().map(|l| (l, (!top_level).then_some(i))));
+    }
     let candidates: Vec<_> =
-        loads.into_iter().filter(|(v, ..)| uses.get(v) == Some(&1) && dot_operands.contains_key(v)).collect();
-    let staged_ids: Vec<ValueId> = candidates.iter().map(|c| c.0).collect();
+        loads.into_iter().filter(|((v, ..), _)| uses.get(v) == Some(&1) && dot_operands.contains_key(v)).collect();
+    let staged_ids: Vec<ValueId> = candidates.iter().map(|c| c.0 .0).collect();
     let mut pipelines = HashMap::new();
     find_pipelines(k, &k.body, &staged_ids, &mut pipelines);
     let mut double = std::collections::HashSet::new();
     collect_pipelined(&k.body, &pipelines, &mut double);
     let mut plan = StagingPlan { staged: HashMap::new(), pipelines, bytes: 0 };
-    for (v, rows, cols, d) in candidates {
-        let ld = cols + DOT_ROW_PAD;
-        let size = align16(rows * ld * d.size_bytes());
-        let offset = plan.bytes;
-        plan.bytes += size;
-        let second = double.contains(&v).then(|| {
-            plan.bytes += size;
-            offset + size
-        });
-        plan.staged.insert(v, Staged { offset, ld, second });
+    // Top-level loads keep their region for the whole kernel. A load inside a top-level
+    // loop or `if` is dead once that statement ends (values are scoped to their body, and
+    // a pipelined loop never prefetches past its last iteration), so the regions of
+    // sibling statements overlap: block-sparse decode's sink, window and block loops
+    // share one set of buffers.
+    let (top, scoped): (Vec<_>, Vec<_>) = candidates.into_iter().partition(|(_, scope)| scope.is_none());
+    for ((v, rows, cols, d), _) in top {
+        let at = plan.bytes;
+        plan.bytes = place(&mut plan, v, rows, cols, d, &double, at);
     }
+    let base = plan.bytes;
+    let mut end = base;
+    let mut cursor = HashMap::new();
+    for ((v, rows, cols, d), scope) in scoped {
+        let at = cursor.entry(scope).or_insert(base);
+        *at = place(&mut plan, v, rows, cols, d, &double, *at);
+        end = end.max(*at);
+    }
+    plan.bytes = end;
     plan
+}
+
+/// Gives the staged load `v` its region(s) at `offset`; returns the end of them.
+fn place(
+    plan: &mut StagingPlan,
+    v: ValueId,
+    rows: usize,
+    cols: usize,
+    d: DType,
+    double: &std::collections::HashSet<ValueId>,
+    offset: usize,
+) -> usize {
+    let ld = cols + DOT_ROW_PAD;
+    let size = align16(rows * ld * d.size_bytes());
+    let second = double.contains(&v).then_some(offset + size);
+    plan.staged.insert(v, Staged { offset, ld, second });
+    offset + size * if second.is_some() { 2 } else { 1 }
 }
 
 /// Values loaded by the pipelined load statements of every loop.
@@ -108,10 +139,16 @@ fn collect_pipelined(
     }
 }
 
-/// Ops a prefetch may re-evaluate: pure, cheap, no memory and no block-wide work other
-/// than layout changes.
-fn pure(op: &Op) -> bool {
-    !matches!(op, Op::Load { .. } | Op::Reduce { .. } | Op::Dot { .. } | Op::TopK { .. } | Op::Copy(_))
+/// Ops a prefetch may re-evaluate: pure, cheap, no block-wide work other than layout
+/// changes. Loads qualify only from tensors the kernel never writes (no program can
+/// change what they read mid-loop): in block-sparse decode the next tile's block index is
+/// read one iteration ahead, so the gathered K/V tiles still stream in the background.
+fn pure(k: &Kernel, op: &Op) -> bool {
+    match op {
+        Op::Load { tensor, .. } => matches!(k.param(*tensor).kind, ParamKind::Tensor { writable: false, .. }),
+        Op::Reduce { .. } | Op::Dot { .. } | Op::TopK { .. } | Op::Copy(_) => false,
+        _ => true,
+    }
 }
 
 fn find_pipelines(k: &Kernel, body: &[Stmt], staged: &[ValueId], out: &mut HashMap<ValueId, Pipeline>) {
@@ -153,7 +190,7 @@ fn slice_of(k: &Kernel, body: &[Stmt], j: usize, needed: Vec<ValueId>, loop_var:
     for i in (0..j).rev() {
         match &body[i] {
             Stmt::Let { results, op } if results.iter().any(|r| needed.contains(r)) => {
-                if !pure(op) {
+                if !pure(k, op) {
                     return None;
                 }
                 needed.extend(op.operands());
