@@ -50,9 +50,12 @@ pub struct Args {
     /// Timed decode steps per speed run (after 4 warm-up steps).
     #[arg(long, default_value_t = 128)]
     steps: usize,
-    /// Contexts of the random Llama-3-8B-shape runs (empty: skip them).
+    /// Contexts of the random Llama-3-8B-shape runs.
     #[arg(long, value_delimiter = ',', default_value = "32768,131072")]
     llama_contexts: Vec<usize>,
+    /// Skips the random Llama-3-8B-shape runs.
+    #[arg(long)]
+    no_llama: bool,
     /// Timed decode steps of the Llama-3-8B-shape runs.
     #[arg(long, default_value_t = 32)]
     llama_steps: usize,
@@ -192,7 +195,7 @@ pub fn run(a: Args) -> Result<()> {
     }
 
     // 4. Random Llama-3-8B shapes.
-    if !a.llama_contexts.is_empty() {
+    if !a.no_llama && !a.llama_contexts.is_empty() {
         let config = LlamaConfig { n_layers: a.llama_layers, ..LlamaConfig::llama3_8b_shapes() };
         let t = std::time::Instant::now();
         let mut w = GpuWeights::random(&rt, &config, 42).context("random Llama-3-8B-shape weights on the GPU")?;
