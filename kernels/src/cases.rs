@@ -356,7 +356,7 @@ impl TopkCase {
     }
 
     fn max_cand(&self) -> usize {
-        (self.nb().div_ceil(self.lm_tile).max(1) * self.k).next_power_of_two()
+        TopkBlockSelect::candidates(self.nb(), self.lm_tile, self.k).max(self.k).next_power_of_two()
     }
 }
 
@@ -364,7 +364,7 @@ impl KernelCase for TopkCase {
     fn name(&self) -> String {
         let d = self.dims;
         format!(
-            "{} B{} Hkv{} G{} D{} N{} bs{} k{}{}",
+            "{} B{} Hkv{} G{} D{} N{} bs{} k{} lm_tile{}{}",
             self.name,
             d.batch,
             d.kv_heads,
@@ -373,6 +373,7 @@ impl KernelCase for TopkCase {
             self.seq_len,
             self.block_size,
             self.k,
+            self.lm_tile,
             if self.sum_heads { " sum" } else { " max" }
         )
     }
@@ -852,6 +853,7 @@ pub fn block_sparse_gpu_cases(seed: u64) -> Vec<DecodeCase> {
 pub fn topk_gpu_cases(seed: u64) -> Vec<TopkCase> {
     vec![
         TopkCase::new("topk_block_select", dims(2, 8, 4, 32768, 128), 32700, 64, 64, 128, false, seed),
+        TopkCase::new("topk_block_select", dims(2, 8, 4, 32768, 128), 32700, 64, 64, 32, false, seed + 2),
         TopkCase::new("topk_block_select", dims(2, 2, 8, 5000, 64), 4999, 16, 16, 64, true, seed + 1),
     ]
 }

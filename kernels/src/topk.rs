@@ -11,8 +11,9 @@
 //! descending score, never duplicated, always in `[0, num_blocks)`.
 //!
 //! Two launches: `block_scores_topk` (grid `[ceil(num_blocks / LM_TILE), Hkv, B]`: scores
-//! of `LM_TILE` blocks, local top-k into candidates), then `topk_merge` (grid `[Hkv, B]`:
-//! top-k of the `tiles · k` candidates, ≤ `CAND` of them).
+//! of `LM_TILE` blocks; a tile larger than `k` keeps its local top-k, a smaller one all its
+//! scores), then `topk_merge` (grid `[Hkv, B]`: one block-wide radix select over the
+//! `tiles · min(k, LM_TILE)` candidates, ≤ `CAND` of them).
 
 use tessera_codegen::host::HostTensor;
 use tessera_codegen::ir::DType;
@@ -23,7 +24,11 @@ use crate::error::{expect, invalid, KernelError, TensorMeta};
 use crate::scratch::Scratch;
 
 /// Scores a tile of block landmarks against the GQA group's queries and keeps its top-k blocks.
-#[kernel(tune(LM_TILE = [64, 128, 256], WARPS = [4, 8]), constraint = "TOPK <= LM_TILE")]
+///
+/// A tile of at most `TOPK` landmarks keeps all of them (no per-tile selection: the merge
+/// does the one radix select), so small tiles spread the landmark reads over many
+/// programs; a larger tile keeps only its own top `TOPK`.
+#[kernel(tune(LM_TILE = [64, 32, 128, 256], WARPS = [4, 8]))]
 pub fn block_scores_topk<
     const GROUP: usize,
     const HEAD_DIM: usize,
@@ -34,8 +39,8 @@ pub fn block_scores_topk<
 >(
     q: Tensor<bf16, 3>,            // [B, Hq, D]
     landmarks: Tensor<f32, 4>,     // [B, Hkv, NB_cap, D]
-    cand_val: &mut Tensor<f32, 3>, // [B, Hkv, tiles * TOPK]
-    cand_idx: &mut Tensor<i32, 3>, // [B, Hkv, tiles * TOPK]
+    cand_val: &mut Tensor<f32, 3>, // [B, Hkv, tiles * min(TOPK, LM_TILE)]
+    cand_idx: &mut Tensor<i32, 3>, // [B, Hkv, tiles * min(TOPK, LM_TILE)]
     num_blocks: i32,
 ) {
     let tile = program_id(0);
@@ -50,9 +55,15 @@ pub fn block_scores_topk<
         agg = s.sum(0);
     }
     let valid = arange(0, LM_TILE) + blk0 < num_blocks;
-    let (vals, idx) = topk(where_(valid, agg, f32::NEG_INFINITY), TOPK);
-    cand_val.store([at(batch), at(kv_head), range(tile * TOPK as i32, TOPK)], vals);
-    cand_idx.store([at(batch), at(kv_head), range(tile * TOPK as i32, TOPK)], idx + blk0);
+    let scores = where_(valid, agg, f32::NEG_INFINITY);
+    if TOPK < LM_TILE {
+        let (vals, idx) = topk(scores, TOPK);
+        cand_val.store([at(batch), at(kv_head), range(tile * TOPK as i32, TOPK)], vals);
+        cand_idx.store([at(batch), at(kv_head), range(tile * TOPK as i32, TOPK)], idx + blk0);
+    } else {
+        cand_val.store([at(batch), at(kv_head), range(blk0, LM_TILE)], scores);
+        cand_idx.store([at(batch), at(kv_head), range(blk0, LM_TILE)], arange(0, LM_TILE) + blk0);
+    }
 }
 
 /// Merges the per-tile top-k candidates into the final top-k block indices per (batch, KV head).
@@ -80,7 +91,7 @@ pub struct TopkBlockSelect {
     pub k: usize,
     pub lm_tile: usize,
     pub sum_heads: bool,
-    /// Most candidates (`ceil(num_blocks / lm_tile) · k`), comptime of `topk_merge`.
+    /// Most candidates ([`TopkBlockSelect::candidates`]), comptime of `topk_merge`.
     pub max_cand: usize,
     /// WARPS of both kernels (4 or 8, `block_scores_topk`'s tune space).
     pub warps: usize,
@@ -90,6 +101,12 @@ pub struct TopkBlockSelect {
 
 impl TopkBlockSelect {
     const NAME: &'static str = "topk_block_select";
+
+    /// Candidates `block_scores_topk` writes for `num_blocks` landmarks: each tile of
+    /// `lm_tile` keeps `min(k, lm_tile)`. `max_cand` must be at least this.
+    pub fn candidates(num_blocks: usize, lm_tile: usize, k: usize) -> usize {
+        num_blocks.div_ceil(lm_tile).max(1) * k.min(lm_tile)
+    }
 
     fn configs(
         group: usize,
@@ -113,7 +130,7 @@ impl TopkBlockSelect {
         ]
     }
 
-    /// `lm_tile >= k`; `max_cand >= ceil(num_blocks / lm_tile) · k` for every launch;
+    /// `max_cand >= k` and `>= candidates(num_blocks, lm_tile, k)` for every launch;
     /// `warps` is both kernels' WARPS (4 or 8; 4 is the untuned default).
     pub fn cpu(
         group: usize,
@@ -124,10 +141,10 @@ impl TopkBlockSelect {
         max_cand: usize,
         warps: usize,
     ) -> Result<Self, KernelError> {
-        if k == 0 || k > lm_tile || k > max_cand {
+        if k == 0 || k > max_cand || lm_tile == 0 {
             return Err(invalid(
                 Self::NAME,
-                format!("need 0 < k <= lm_tile, max_cand (k {k}, lm_tile {lm_tile}, max_cand {max_cand})"),
+                format!("need 0 < k <= max_cand and lm_tile > 0 (k {k}, lm_tile {lm_tile}, max_cand {max_cand})"),
             ));
         }
         let [a, b] = Self::configs(group, head_dim, k, lm_tile, sum_heads, max_cand, warps);
@@ -146,10 +163,10 @@ impl TopkBlockSelect {
         max_cand: usize,
         warps: usize,
     ) -> Result<Self, KernelError> {
-        if k == 0 || k > lm_tile || k > max_cand {
+        if k == 0 || k > max_cand || lm_tile == 0 {
             return Err(invalid(
                 Self::NAME,
-                format!("need 0 < k <= lm_tile, max_cand (k {k}, lm_tile {lm_tile}, max_cand {max_cand})"),
+                format!("need 0 < k <= max_cand and lm_tile > 0 (k {k}, lm_tile {lm_tile}, max_cand {max_cand})"),
             ));
         }
         let [a, b] = Self::configs(group, head_dim, k, lm_tile, sum_heads, max_cand, warps);
@@ -179,7 +196,7 @@ impl TopkBlockSelect {
             return Err(invalid(n, format!("num_blocks {num_blocks} exceeds the landmark capacity {cap}")));
         }
         let tiles = num_blocks.div_ceil(self.lm_tile).max(1);
-        let cand = tiles * self.k;
+        let cand = Self::candidates(num_blocks, self.lm_tile, self.k);
         if cand > self.max_cand {
             return Err(invalid(n, format!("{cand} candidates exceed max_cand = {}", self.max_cand)));
         }

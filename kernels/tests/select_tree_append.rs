@@ -20,8 +20,15 @@ fn run<C: KernelCase>(mut c: C) -> C {
 #[test]
 fn topk_selection_max_and_sum() {
     // (group, seq_len, block size, k, lm_tile, sum)
-    let cases =
-        [(1, 517, 16, 5, 16, false), (3, 300, 8, 7, 16, true), (4, 599, 16, 8, 16, false), (8, 200, 32, 3, 4, true)];
+    // The last two have tiles no larger than k: every score goes to the merge.
+    let cases = [
+        (1, 517, 16, 5, 16, false),
+        (3, 300, 8, 7, 16, true),
+        (4, 599, 16, 8, 16, false),
+        (8, 200, 32, 3, 4, true),
+        (4, 599, 8, 16, 16, false),
+        (2, 777, 8, 20, 8, true),
+    ];
     for (i, &(g, n, bs, k, lt, sum)) in cases.iter().enumerate() {
         run(TopkCase::new("topk", dims(2, 2, g, n + 7, 64), n, bs, k, lt, sum, 50 + i as u64));
     }
@@ -86,7 +93,8 @@ fn topk_refuses_bad_arguments() {
     let small = TopkBlockSelect::cpu(2, 64, 4, 8, false, 8, 4).unwrap();
     let lm = HostTensor::full(DType::F32, &[1, 2, 24, 64], 0.0);
     assert!(matches!(small.run_cpu(&q, &lm, 24, &mut bi, &mut bc), Err(KernelError::Invalid { .. })));
-    assert!(TopkBlockSelect::cpu(2, 64, 9, 8, false, 16, 4).is_err());
+    // k larger than the merge's capacity.
+    assert!(TopkBlockSelect::cpu(2, 64, 17, 8, false, 16, 4).is_err());
 }
 
 fn tree(g: usize, t: usize, prefix: usize, t_pad: usize, seed: u64) -> TreeCase {
@@ -103,6 +111,17 @@ fn tree_verify_random_trees() {
     run(tree(1, 64, 70, 64, 64)); // a full 64-node tree: bit 63 used
     let p = TreeParams { block_n: 32, max_splits: 4, write_lse: true, ..TreeParams::new(2, 128, 4) };
     run(TreeCase::new("tree d128", dims(1, 2, 2, 140, 128), 133, 4, p, 65));
+}
+
+#[test]
+fn tree_verify_in_row_blocks() {
+    // GROUP · T_PAD split over programs of ROWS rows (T = 64 at GQA 4 needs it on a GPU);
+    // 48 rows does not divide 3 · 20 = 60: the last block is part padding.
+    for (g, t, t_pad, rows, seed) in [(4, 64, 64, 64, 67), (3, 17, 20, 48, 68), (2, 9, 16, 16, 69)] {
+        let mut c = tree(g, t, 150, t_pad, seed);
+        c.params.rows = rows;
+        run(c);
+    }
 }
 
 #[test]

@@ -604,6 +604,7 @@ impl TuneTarget for TreeVerifyTarget {
             ("T_PAD", s.tree as i64),
             ("HEAD_DIM", s.head_dim as i64),
             ("BLOCK_N", c.block_n as i64),
+            ("ROWS", TreeParams::new(s.group, s.head_dim, s.tree).rows as i64),
             ("WARPS", c.warps as i64),
         ]);
         Ok(vec![TreeVerifySplit::build(&config)?, combine_kernel(s.head_dim, c.max_splits)?])
@@ -700,7 +701,7 @@ impl fmt::Display for TopkConfig {
 impl TopkConfig {
     /// `topk_merge`'s CAND: the candidates of every tile, rounded up to a power of two.
     fn max_cand(&self, s: &TopkShape) -> usize {
-        (s.num_blocks.div_ceil(self.lm_tile) * s.k).next_power_of_two()
+        TopkBlockSelect::candidates(s.num_blocks, self.lm_tile, s.k).max(s.k).next_power_of_two()
     }
 }
 
@@ -750,8 +751,7 @@ impl TuneTarget for TopkSelectTarget {
             .build()
     }
 
-    /// LM_TILE × WARPS of the declared tune space (its constraint TOPK <= LM_TILE
-    /// applied).
+    /// LM_TILE × WARPS of the declared tune space.
     fn candidates(&self, s: &TopkShape) -> Vec<TopkConfig> {
         let base = KernelConfig::from_pairs(&[("TOPK", s.k as i64)]);
         let mut out = Vec::new();
@@ -767,11 +767,10 @@ impl TuneTarget for TopkSelectTarget {
         out
     }
 
-    /// LM_TILE = 128 (the smallest tile ≥ k of 64, 128, 256 when k > 128), WARPS = 4
-    /// (what untuned callers pass).
-    fn heuristic(&self, s: &TopkShape, _sm_count: usize) -> TopkConfig {
-        let lm_tile = [128, 256, 64].into_iter().find(|&t| t >= s.k).unwrap_or(256);
-        TopkConfig { lm_tile, warps: 4 }
+    /// LM_TILE = 64 (tiles of at most k keep every score: many small programs read the
+    /// landmarks, one radix select per head picks), WARPS = 4 (what untuned callers pass).
+    fn heuristic(&self, _s: &TopkShape, _sm_count: usize) -> TopkConfig {
+        TopkConfig { lm_tile: 64, warps: 4 }
     }
 
     fn kernels(&self, s: &TopkShape, c: &TopkConfig) -> Result<Vec<Kernel>> {

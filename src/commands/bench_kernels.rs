@@ -580,8 +580,8 @@ fn topk(cx: &Ctx, x: &Inputs, workload: &'static str, bs: usize) -> Result<(Row,
     let bi = DeviceTensor::poisoned(cx.rt.stream(), DType::I32, &[b, HKV, k])?;
     let bc = DeviceTensor::poisoned(cx.rt.stream(), DType::I32, &[b, HKV])?;
     let label = |t: &usize| format!("LM_TILE={t} WARPS=4 max over group");
-    let best = cx.sweep(&mut row, &[128usize, 64, 256], label, |&lm_tile| {
-        let max_cand = (nb.div_ceil(lm_tile) * k).next_power_of_two();
+    let best = cx.sweep(&mut row, &[64usize, 32, 128, 256], label, |&lm_tile| {
+        let max_cand = TopkBlockSelect::candidates(nb, lm_tile, k).max(k).next_power_of_two();
         let op = TopkBlockSelect::new(cx.rt, G, D, k, lm_tile, false, max_cand, 4)?;
         let scratch = Scratch::new();
         bi.poison()?;
@@ -610,7 +610,7 @@ fn topk_pipeline(cx: &Ctx, x: &Inputs, tk: &TopkBest, bsp: &BlockSparseBest) -> 
     let bi = DeviceTensor::poisoned(cx.rt.stream(), DType::I32, &[b, HKV, k])?;
     let bc = DeviceTensor::poisoned(cx.rt.stream(), DType::I32, &[b, HKV])?;
     let out = DeviceTensor::poisoned(cx.rt.stream(), DType::BF16, &[b, HQ, D])?;
-    let max_cand = (nb.div_ceil(tk.lm_tile) * k).next_power_of_two();
+    let max_cand = TopkBlockSelect::candidates(nb, tk.lm_tile, k).max(k).next_power_of_two();
     let sel = TopkBlockSelect::new(cx.rt, G, D, k, tk.lm_tile, false, max_cand, 4)?;
     let dec = BlockSparseDecode::new(cx.rt, decode_params(&bsp.config), BS)?;
     let config = format!("LM_TILE={} + {}", tk.lm_tile, decode_label(&bsp.config));
