@@ -81,6 +81,7 @@ fn forward_pass_kernels_compile_to_ptx() {
                 ("T_PAD", prefill_chunk(g, d)),
                 ("HEAD_DIM", d),
                 ("BLOCK_N", 64),
+                ("ROWS", (g * prefill_chunk(g, d)).min(64)),
                 ("WARPS", 4),
             ])),
         );
@@ -90,6 +91,7 @@ fn forward_pass_kernels_compile_to_ptx() {
             ("T_PAD", prefill_chunk(g, d)),
             ("HEAD_DIM", d),
             ("BLOCK_N", 64),
+            ("ROWS", (g * prefill_chunk(g, d)).min(64)),
             ("WARPS", 4),
         ]))
         .unwrap();

@@ -11,7 +11,11 @@
 //! `q [B, Hq · T, D]` (a `[B, Hq, T, D]` tensor viewed flat), outputs likewise
 //! `[B, Hq · T, D]`; row `h · T + i` is head `h`, node `i`. Split grid
 //! `[num_splits, kv_heads, batch]` over the virtual sequence `[0, prefix_len + T)`, then
-//! the shared combine over `Hq · T` rows.
+//! the shared combine over `Hq · T` rows. When `GROUP · T_PAD` exceeds `ROWS` (T = 64 at
+//! GQA 4: 256 query rows, too many for one program's registers and shared memory), axis 0
+//! also enumerates row blocks of `ROWS` rows: program `split · row_blocks + rb`. The row
+//! blocks of one split are neighbours in the grid, so they run together and their
+//! repeated K/V reads mostly hit the L2.
 
 use tessera_codegen::host::HostTensor;
 use tessera_codegen::ir::DType;
@@ -30,6 +34,7 @@ pub fn tree_verify_split<
     const T_PAD: usize,
     const HEAD_DIM: usize,
     const BLOCK_N: usize,
+    const ROWS: usize,
     const WARPS: usize,
 >(
     q: Tensor<bf16, 3>,            // [B, Hq * T, D]
@@ -43,26 +48,27 @@ pub fn tree_verify_split<
     tree_len: i32,
     split_len: i32,
 ) {
-    let split = program_id(0);
+    let row_blocks = ((GROUP * T_PAD + ROWS - 1) / ROWS) as i32;
+    let split = program_id(0) / row_blocks;
     let kv_head = program_id(1);
     let batch = program_id(2);
-    let r = arange(0, GROUP * T_PAD);
+    let r = arange(0, ROWS) + (program_id(0) % row_blocks) * ROWS as i32;
     let node = r % T_PAD as i32;
-    let row_ok = node < tree_len;
+    let row_ok = node < tree_len && r < (GROUP * T_PAD) as i32;
     let q_row = where_(row_ok, (kv_head * GROUP as i32 + r / T_PAD as i32) * tree_len + node, -1);
     let total = prefix_len + tree_len;
     let v0 = split * split_len;
     let v1 = min(v0 + split_len, total);
     if v0 >= v1 {
-        o_part.store([at(batch), gather(q_row), at(split), range(0, HEAD_DIM)], zeros([GROUP * T_PAD, HEAD_DIM]));
-        lse_part.store([at(batch), gather(q_row), at(split)], full([GROUP * T_PAD], f32::NEG_INFINITY));
+        o_part.store([at(batch), gather(q_row), at(split), range(0, HEAD_DIM)], zeros([ROWS, HEAD_DIM]));
+        lse_part.store([at(batch), gather(q_row), at(split)], full([ROWS], f32::NEG_INFINITY));
         return;
     }
     let q_tile = q.load([at(batch), gather(q_row), range(0, HEAD_DIM)]);
     let anc_row = anc.load([at(batch), gather(where_(row_ok, node, -1))]).expand_dims(1);
-    let mut row_max = full([GROUP * T_PAD], f32::NEG_INFINITY);
-    let mut row_sum = zeros([GROUP * T_PAD]);
-    let mut acc = zeros([GROUP * T_PAD, HEAD_DIM]);
+    let mut row_max = full([ROWS], f32::NEG_INFINITY);
+    let mut row_sum = zeros([ROWS]);
+    let mut acc = zeros([ROWS, HEAD_DIM]);
     for kv_start in (v0..v1).step_by(BLOCK_N) {
         let key = arange(0, BLOCK_N) + kv_start;
         let col_ok = key < v1;
@@ -97,6 +103,8 @@ pub struct TreeVerify {
     pub block_n: usize,
     /// WARPS of the split kernel (its tune space declares 4 and 8).
     pub warps: usize,
+    /// Query rows per program (see [`TreeParams::rows`]).
+    pub rows: usize,
     pub max_splits: usize,
     pub write_lse: bool,
     pub scale_log2: f32,
@@ -113,6 +121,9 @@ pub struct TreeParams {
     pub block_n: usize,
     /// WARPS of the split kernel (4 or 8, its tune space; default 4).
     pub warps: usize,
+    /// Query rows per program (`ROWS`); `GROUP · t_pad` rows take `ceil(GROUP · t_pad /
+    /// rows)` programs per split. Default: all of them up to 64.
+    pub rows: usize,
     pub max_splits: usize,
     pub write_lse: bool,
     pub scale_log2: f32,
@@ -126,6 +137,7 @@ impl TreeParams {
             t_pad,
             block_n: 64,
             warps: 4,
+            rows: (group * t_pad).min(64),
             max_splits: 16,
             write_lse: false,
             scale_log2: crate::default_scale_log2(head_dim),
@@ -142,18 +154,24 @@ impl TreeVerify {
             ("T_PAD", p.t_pad as i64),
             ("HEAD_DIM", p.head_dim as i64),
             ("BLOCK_N", p.block_n as i64),
+            ("ROWS", p.rows as i64),
             ("WARPS", p.warps as i64),
         ])
     }
 
+    /// Programs per split along grid axis 0.
+    pub fn row_blocks(&self) -> usize {
+        (self.group * self.t_pad).div_ceil(self.rows)
+    }
+
     fn from_parts(p: TreeParams, split: TreeVerifySplitKernel, combine: LseCombine) -> Self {
-        let TreeParams { group, head_dim, t_pad, block_n, warps, max_splits, write_lse, scale_log2 } = p;
-        TreeVerify { group, head_dim, t_pad, block_n, warps, max_splits, write_lse, scale_log2, split, combine }
+        let TreeParams { group, head_dim, t_pad, block_n, warps, rows, max_splits, write_lse, scale_log2 } = p;
+        TreeVerify { group, head_dim, t_pad, block_n, warps, rows, max_splits, write_lse, scale_log2, split, combine }
     }
 
     pub fn cpu(p: TreeParams) -> Result<Self, KernelError> {
-        if p.t_pad == 0 || p.t_pad > 64 {
-            return Err(invalid(Self::NAME, format!("t_pad {} is not in 1..=64", p.t_pad)));
+        if p.t_pad == 0 || p.t_pad > 64 || p.rows == 0 {
+            return Err(invalid(Self::NAME, format!("t_pad {} is not in 1..=64 or rows is 0", p.t_pad)));
         }
         let split = TreeVerifySplit::cpu(&Self::config(&p))?;
         let combine = LseCombine::cpu(p.head_dim, p.max_splits, p.write_lse)?;
@@ -161,8 +179,8 @@ impl TreeVerify {
     }
 
     pub fn new(rt: &Runtime, p: TreeParams) -> Result<Self, KernelError> {
-        if p.t_pad == 0 || p.t_pad > 64 {
-            return Err(invalid(Self::NAME, format!("t_pad {} is not in 1..=64", p.t_pad)));
+        if p.t_pad == 0 || p.t_pad > 64 || p.rows == 0 {
+            return Err(invalid(Self::NAME, format!("t_pad {} is not in 1..=64 or rows is 0", p.t_pad)));
         }
         let split = TreeVerifySplit::new(rt, &Self::config(&p))?;
         let combine = LseCombine::new(rt, p.head_dim, p.max_splits, p.write_lse)?;
@@ -221,7 +239,7 @@ impl TreeVerify {
             }
         }
         let (split_len, splits) = crate::split_plan(prefix_len + t, self.block_n, self.max_splits);
-        Ok(([splits as u32, hkv as u32, b as u32], split_len))
+        Ok(([(splits * self.row_blocks()) as u32, hkv as u32, b as u32], split_len))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -237,7 +255,7 @@ impl TreeVerify {
     ) -> Result<(), KernelError> {
         let (grid, split_len) =
             self.check_args(q, k, v, anc, prefix_len, out, lse.as_deref().map(|l| l as &dyn TensorMeta))?;
-        let shape = [q.shape[0], q.shape[1], grid[0] as usize];
+        let shape = [q.shape[0], q.shape[1], grid[0] as usize / self.row_blocks()];
         let t = anc.shape[1] as i32;
         split_combine_cpu(&self.combine, shape, out, lse, |o, l| {
             Ok(self.split.run_cpu(grid, q, k, v, anc, o, l, self.scale_log2, prefix_len as i32, t, split_len as i32)?)
@@ -257,7 +275,7 @@ impl TreeVerify {
         lse: Option<&DeviceTensor>,
     ) -> Result<(), KernelError> {
         let (grid, split_len) = self.check_args(q, k, v, anc, prefix_len, out, lse.map(|l| l as &dyn TensorMeta))?;
-        let shape = [q.shape()[0], q.shape()[1], grid[0] as usize];
+        let shape = [q.shape()[0], q.shape()[1], grid[0] as usize / self.row_blocks()];
         let t = anc.shape()[1] as i32;
         let sc = self.scale_log2;
         split_combine_gpu(rt, &self.combine, shape, out, lse, |o, l| {
@@ -280,7 +298,7 @@ impl TreeVerify {
         lse: Option<&DeviceTensor>,
     ) -> Result<(), KernelError> {
         let (grid, split_len) = self.check_args(q, k, v, anc, prefix_len, out, lse.map(|l| l as &dyn TensorMeta))?;
-        let shape = [q.shape()[0], q.shape()[1], grid[0] as usize];
+        let shape = [q.shape()[0], q.shape()[1], grid[0] as usize / self.row_blocks()];
         let t = anc.shape()[1] as i32;
         let sc = self.scale_log2;
         split_combine_gpu_with(rt, scratch, &self.combine, shape, out, lse, |o, l| {

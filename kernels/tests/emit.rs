@@ -31,7 +31,8 @@ fn all_kernels_emit_cuda() {
         ]))
         .unwrap(),
         TopkMerge::build(&cfg(&[("TOPK", 64), ("CAND", 1024)])).unwrap(),
-        TreeVerifySplit::build(&cfg(&[("GROUP", 4), ("T_PAD", 16), ("HEAD_DIM", 128), ("BLOCK_N", 64)])).unwrap(),
+        TreeVerifySplit::build(&cfg(&[("GROUP", 4), ("T_PAD", 16), ("HEAD_DIM", 128), ("BLOCK_N", 64), ("ROWS", 64)]))
+            .unwrap(),
         LandmarksMean::build(&cfg(&[("HEAD_DIM", 128), ("BLOCK_SIZE", 64)])).unwrap(),
         KvAppendRows::build(&cfg(&[("HEAD_DIM", 128), ("TILE_T", 16), ("BLOCK_SIZE", 64), ("UPDATE_LANDMARKS", 1)]))
             .unwrap(),
