@@ -524,11 +524,30 @@ pub struct TreeConfig {
     #[serde(default = "four_warps")]
     pub warps: usize,
     pub max_splits: usize,
+    /// Query rows per program (ROWS); 0 in records written before it was tuned: those ran
+    /// [`TreeParams::new`]'s default.
+    #[serde(default)]
+    pub rows: usize,
+}
+
+impl TreeConfig {
+    /// The kernel's ROWS for this shape (0 = the default of [`TreeParams::new`]).
+    fn rows_for(&self, s: &TreeShape) -> usize {
+        if self.rows == 0 {
+            TreeParams::new(s.group, s.head_dim, s.tree).rows
+        } else {
+            self.rows
+        }
+    }
 }
 
 impl fmt::Display for TreeConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "BLOCK_N={} WARPS={} max_splits={}", self.block_n, self.warps, self.max_splits)
+        write!(f, "BLOCK_N={} WARPS={} max_splits={}", self.block_n, self.warps, self.max_splits)?;
+        if self.rows != 0 {
+            write!(f, " ROWS={}", self.rows)?;
+        }
+        Ok(())
     }
 }
 
@@ -586,16 +605,28 @@ impl TuneTarget for TreeVerifyTarget {
     fn candidates(&self, s: &TreeShape) -> Vec<TreeConfig> {
         let keys = s.prefix_len.next_power_of_two() + s.tree;
         let knobs = tile_knobs(TreeVerifySplit::tune_space());
-        split_candidates(&knobs, &[8, 16, 32, 64, 128], keys)
-            .into_iter()
-            .map(|c| TreeConfig { block_n: c.block_n, warps: c.warps, max_splits: c.max_splits })
+        // Fewer query rows per program: less work per KV tile, the row blocks of a split
+        // re-read its tiles (mostly from the L2).
+        let all_rows = s.group * s.tree;
+        let row_choices: Vec<usize> = [64, 32, 16].into_iter().filter(|&r| r <= all_rows.max(16)).collect();
+        let splits = split_candidates(&knobs, &[8, 16, 32, 64, 128], keys);
+        row_choices
+            .iter()
+            .flat_map(|&rows| {
+                splits.iter().map(move |c| TreeConfig {
+                    block_n: c.block_n,
+                    warps: c.warps,
+                    max_splits: c.max_splits,
+                    rows: rows.min(all_rows),
+                })
+            })
             .collect()
     }
 
     /// [`TreeParams::new`]'s defaults.
     fn heuristic(&self, s: &TreeShape, _sm_count: usize) -> TreeConfig {
         let p = TreeParams::new(s.group, s.head_dim, s.tree);
-        TreeConfig { block_n: p.block_n, warps: p.warps, max_splits: p.max_splits }
+        TreeConfig { block_n: p.block_n, warps: p.warps, max_splits: p.max_splits, rows: p.rows }
     }
 
     fn kernels(&self, s: &TreeShape, c: &TreeConfig) -> Result<Vec<Kernel>> {
@@ -604,7 +635,7 @@ impl TuneTarget for TreeVerifyTarget {
             ("T_PAD", s.tree as i64),
             ("HEAD_DIM", s.head_dim as i64),
             ("BLOCK_N", c.block_n as i64),
-            ("ROWS", TreeParams::new(s.group, s.head_dim, s.tree).rows as i64),
+            ("ROWS", c.rows_for(s) as i64),
             ("WARPS", c.warps as i64),
         ]);
         Ok(vec![TreeVerifySplit::build(&config)?, combine_kernel(s.head_dim, c.max_splits)?])
@@ -649,6 +680,7 @@ impl TuneTarget for TreeVerifyTarget {
             block_n: c.block_n,
             warps: c.warps,
             max_splits: c.max_splits,
+            rows: c.rows_for(&s),
             ..TreeParams::new(s.group, s.head_dim, s.tree)
         };
         let op = TreeVerify::new(rt, p).map_err(kerr)?;
@@ -916,15 +948,15 @@ mod tests {
         let bsp = contract(&BlockSparseTarget, |s| SparseShape { seq_len: s.seq_len - 1000, blocks: 63, ..*s });
         assert_eq!(bsp, vec![30, 30]);
         let tree = contract(&TreeVerifyTarget, |s| TreeShape { prefix_len: s.prefix_len - 1000, ..*s });
-        assert_eq!(tree, vec![30, 30]);
+        assert_eq!(tree, vec![90, 90]);
         let topk = contract(&TopkSelectTarget, |s| TopkShape { num_blocks: s.num_blocks - 10, ..*s });
-        assert_eq!(topk, vec![6, 6]);
+        assert_eq!(topk, vec![8, 8]);
     }
 
     #[test]
     fn configs_recorded_before_warps_was_tuned_read_as_four() {
         let t: TreeConfig = serde_json::from_str(r#"{"block_n":64,"max_splits":16}"#).unwrap();
-        assert_eq!(t, TreeConfig { block_n: 64, warps: 4, max_splits: 16 });
+        assert_eq!(t, TreeConfig { block_n: 64, warps: 4, max_splits: 16, rows: 0 });
         let k: TopkConfig = serde_json::from_str(r#"{"lm_tile":128}"#).unwrap();
         assert_eq!(k, TopkConfig { lm_tile: 128, warps: 4 });
     }

@@ -673,15 +673,22 @@ fn tree(cx: &Ctx, x: &Inputs, t: usize, workload: &'static str, target: f64) -> 
     let danc = DeviceTensor::upload(cx.rt.stream(), &anc)?.read_only();
     let refs = if cx.args.no_reference { Vec::new() } else { tree_refs(x, &hq, &anc_bits, t, prefix) };
     let out = DeviceTensor::poisoned(cx.rt.stream(), DType::BF16, &[b, HQ * t, D])?;
+    // (BLOCK_N, max_splits, ROWS, WARPS): fewer rows per program first (row blocks of a
+    // split re-read its KV tiles, mostly from the L2, but each tile costs less).
     let mut configs = Vec::new();
-    for bn in [64, 32, 128] {
-        for s in [32, 64, 16, 128] {
-            configs.push((bn, s));
+    for rows in [16, 32, 64] {
+        for warps in [4, 8] {
+            for bn in [64, 32] {
+                for s in [32, 64, 128] {
+                    configs.push((bn, s, rows, warps));
+                }
+            }
         }
     }
-    let label = |c: &(usize, usize)| format!("BLOCK_N={} WARPS=4 max_splits={}", c.0, c.1);
+    let label =
+        |c: &(usize, usize, usize, usize)| format!("BLOCK_N={} WARPS={} max_splits={} ROWS={}", c.0, c.3, c.1, c.2);
     cx.sweep(&mut row, &configs, label, |c| {
-        let p = TreeParams { block_n: c.0, max_splits: c.1, ..TreeParams::new(G, D, t) };
+        let p = TreeParams { block_n: c.0, max_splits: c.1, rows: c.2, warps: c.3, ..TreeParams::new(G, D, t) };
         let op = TreeVerify::new(cx.rt, p)?;
         op.check_args(&hq, &x.hk, &x.hv, &anc, prefix, &hq, None)?;
         let (grid, split_len) = op.check_args(&q, &x.k, &x.v, &danc, prefix, &out, None)?;
