@@ -532,7 +532,8 @@ impl<'a> BodyWriter<'a> {
         let n = ty.shape[1];
         let d = ta.dtype;
         let tensor_cores = tensor_core_dot(d, kk, n);
-        let pad = if tensor_cores { DOT_ROW_PAD } else { 0 };
+        let row_stride =
+            |cols: usize| if tensor_cores { cols + DOT_ROW_PAD } else { simt_row_stride(cols, d.size_bytes()) };
         let (b_rows, b_cols) = (tb.shape[0], tb.shape[1]);
         // Operands come from their staged regions, or are stashed into the scratch arena.
         let mut off = 0;
@@ -551,7 +552,7 @@ impl<'a> BodyWriter<'a> {
                 waits = waits.max(wait);
                 (w.name(v), st.ld)
             } else {
-                let ld = cols + pad;
+                let ld = row_stride(cols);
                 let p = Self::smem_ptr(d, off);
                 let l = w.layout(&w.ty(v));
                 w.line(format!("tsr::stash_rows<{rows}, {cols}, {ld}, {}>({p}, {});", l.vargs(), w.name(v)));
@@ -1439,5 +1440,34 @@ mod sanitize_tests {
         assert_eq!(super::sanitize("p12"), "p12_");
         assert_eq!(super::sanitize("k_tile"), "k_tile");
         assert_eq!(super::sanitize("2x"), "_2x");
+    }
+}
+
+/// Row stride (elements) of a CUDA-core `dot` operand in shared memory. `dot_simt` reads
+/// B^T rows with the lanes of a warp walking down a column (`B[n * LDB + k]`, n = lane):
+/// a stride of an odd number of 32-bit words puts the 32 lanes in 32 different banks
+/// (128 floats, an even count, would make every read a 32-way conflict).
+fn simt_row_stride(cols: usize, elem_bytes: usize) -> usize {
+    if elem_bytes > 4 || 4 % elem_bytes != 0 {
+        return cols + 1;
+    }
+    let per_word = 4 / elem_bytes;
+    let words = cols.div_ceil(per_word);
+    let odd = if words % 2 == 0 { words + 1 } else { words };
+    odd * per_word
+}
+
+#[cfg(test)]
+mod stride_tests {
+    use super::simt_row_stride;
+
+    #[test]
+    fn simt_operand_rows_start_in_staggered_banks() {
+        for (cols, bytes) in [(128, 4), (129, 4), (32, 4), (128, 2), (98, 2), (7, 2), (64, 1)] {
+            let ld = simt_row_stride(cols, bytes);
+            assert!(ld >= cols, "{cols} x {bytes} B: {ld}");
+            assert_eq!((ld * bytes) % 4, 0, "{cols} x {bytes} B: rows start on a word");
+            assert_eq!((ld * bytes / 4) % 2, 1, "{cols} x {bytes} B: {ld} is an even number of words");
+        }
     }
 }
