@@ -1053,4 +1053,69 @@ impl CentroidDecode {
         })?;
         Ok(p)
     }
+
+    /// [`Self::launch`] with the cluster scores and the split partials kept in `scratch`
+    /// (for timing loops: no allocation, memset or synchronization per call). The scores
+    /// kernel writes all `C` scores and the attention kernel every split before they are
+    /// read.
+    #[allow(clippy::too_many_arguments)]
+    pub fn launch_with(
+        &self,
+        rt: &Runtime,
+        scratch: &crate::Scratch,
+        q: &DeviceTensor,
+        k: &DeviceTensor,
+        v: &DeviceTensor,
+        centroids: &DeviceTensor,
+        counts: &DeviceTensor,
+        starts: &DeviceTensor,
+        fixed_len: usize,
+        seq_len: usize,
+        threshold: f32,
+        keep_start: &DeviceTensor,
+        keep_len: &DeviceTensor,
+        keep_count: &DeviceTensor,
+        out: &DeviceTensor,
+        lse: Option<&DeviceTensor>,
+    ) -> Result<CentroidPlan, KernelError> {
+        let lm = lse.map(|l| l as &dyn TensorMeta);
+        let p = self.check_args(
+            q, k, v, centroids, counts, starts, fixed_len, seq_len, keep_start, keep_len, keep_count, out, lm,
+        )?;
+        let (b, h) = (p.batch as u32, p.kv_heads as u32);
+        let sc = self.params.scale_log2;
+        let st = rt.stream();
+        let scores = scratch.get(rt, 3, DType::F32, &[p.batch, p.kv_heads, p.clusters])?;
+        self.scores.launch(st, [h, b, 1], q, centroids, counts, &scores, sc)?;
+        self.select.launch(st, [h, b, 1], &scores, starts, keep_start, keep_len, keep_count, threshold)?;
+        let grid = [p.splits as u32, h, b];
+        crate::dense::split_combine_gpu_with(
+            rt,
+            scratch,
+            &self.combine,
+            [q.shape()[0], q.shape()[1], p.splits],
+            out,
+            lse,
+            |o, l| {
+                Ok(self.attn.launch(
+                    st,
+                    grid,
+                    q,
+                    k,
+                    v,
+                    keep_start,
+                    keep_len,
+                    keep_count,
+                    o,
+                    l,
+                    sc,
+                    fixed_len as i32,
+                    seq_len as i32,
+                    p.cluster_splits as i32,
+                    p.recent_split_len as i32,
+                )?)
+            },
+        )?;
+        Ok(p)
+    }
 }

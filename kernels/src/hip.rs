@@ -421,6 +421,39 @@ impl HipSelect {
         self.finalize.launch(st, p.head_grid, &lo, &hi, block_idx, block_count)?;
         Ok(p)
     }
+
+    /// [`Self::launch`] with the node and score buffers kept in `scratch` (for timing
+    /// loops: no allocation, memset or synchronization per call). Every buffer is fully
+    /// written before it is read (init writes the nodes, each step all `2K` scores and
+    /// all `K` next nodes), so stale contents never leak into the result.
+    #[allow(clippy::too_many_arguments)]
+    pub fn launch_with(
+        &self,
+        rt: &Runtime,
+        scratch: &crate::Scratch,
+        q: &DeviceTensor,
+        k: &DeviceTensor,
+        seq_len: usize,
+        window: usize,
+        block_idx: &DeviceTensor,
+        block_count: &DeviceTensor,
+    ) -> Result<HipPlan, KernelError> {
+        let p = self.check_args(q, k, seq_len, window, block_idx, block_count)?;
+        let st = rt.stream();
+        let nodes = [p.batch, p.kv_heads, self.k_nodes];
+        let node = |slot| scratch.get(rt, slot, DType::I32, &nodes);
+        let (mut lo, mut hi, mut lo2, mut hi2) = (node(0)?, node(1)?, node(2)?, node(3)?);
+        let cs = scratch.get(rt, 4, DType::F32, &[p.batch, p.kv_heads, 2 * self.k_nodes])?;
+        self.init.launch(st, p.head_grid, &lo, &hi, p.num_blocks as i32)?;
+        for _ in 0..p.steps {
+            self.score.launch(st, p.score_grid, q, k, &lo, &hi, &cs, seq_len as i32)?;
+            self.select.launch(st, p.head_grid, &cs, &lo, &hi, &lo2, &hi2)?;
+            std::mem::swap(&mut lo, &mut lo2);
+            std::mem::swap(&mut hi, &mut hi2);
+        }
+        self.finalize.launch(st, p.head_grid, &lo, &hi, block_idx, block_count)?;
+        Ok(p)
+    }
 }
 
 #[cfg(test)]

@@ -635,6 +635,42 @@ impl SnapKvCompress {
         kn.compress.launch(st, g[4], k, v, keep_idx, keep_count, k_out, v_out, t as i32)?;
         Ok(p)
     }
+
+    /// [`Self::launch`] with the row statistics and candidates kept in `scratch` (for
+    /// timing loops: no allocation, memset or synchronization per call). Pass 1 writes
+    /// every split's statistics and pass 3 every candidate slot before they are read.
+    #[allow(clippy::too_many_arguments)]
+    pub fn launch_with(
+        &self,
+        rt: &Runtime,
+        scratch: &crate::Scratch,
+        q_obs: &DeviceTensor,
+        k: &DeviceTensor,
+        v: &DeviceTensor,
+        t: usize,
+        votes: &DeviceTensor,
+        keep_idx: &DeviceTensor,
+        keep_count: &DeviceTensor,
+        k_out: &DeviceTensor,
+        v_out: &DeviceTensor,
+    ) -> Result<SnapKvPlan, KernelError> {
+        let p = self.check_args(q_obs, k, v, t, keep_idx, keep_count, k_out, v_out)?;
+        expect(Self::NAME, "votes", votes, DType::F32, &[Some(p.batch), Some(p.kv_heads), Some(k.shape()[2])])?;
+        let g = self.grids(&p);
+        let kn = self.kernels.as_ref().expect("built");
+        let st = rt.stream();
+        let stat = [p.batch, p.kv_heads, p.splits, self.group * self.window];
+        let (m, l) = (scratch.get(rt, 0, DType::F32, &stat)?, scratch.get(rt, 1, DType::F32, &stat)?);
+        let sc = crate::default_scale_log2(self.head_dim);
+        kn.stats.launch(st, g[0], q_obs, k, &m, &l, sc, t as i32, p.split_len as i32)?;
+        kn.votes.launch(st, g[1], q_obs, k, &m, &l, votes, sc, p.prefix as i32)?;
+        let cs = [p.batch, p.kv_heads, p.cand];
+        let (cv, ci) = (scratch.get(rt, 2, DType::F32, &cs)?, scratch.get(rt, 3, DType::I32, &cs)?);
+        kn.pool_topk.launch(st, g[2], votes, &cv, &ci, p.prefix as i32)?;
+        kn.merge.launch(st, g[3], &cv, &ci, keep_idx, keep_count)?;
+        kn.compress.launch(st, g[4], k, v, keep_idx, keep_count, k_out, v_out, t as i32)?;
+        Ok(p)
+    }
 }
 
 #[cfg(test)]
