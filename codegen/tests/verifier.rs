@@ -49,6 +49,7 @@ fn kernel(values: Vec<ValueInfo>, body: Vec<Stmt>) -> Kernel {
         body,
         num_warps: 4,
         min_blocks_per_sm: 0,
+        pipeline_stages: 2,
         constants: Vec::new(),
     }
 }

@@ -113,6 +113,10 @@ pub fn build(
     if let Some(min_blocks) = config.get("MIN_BLOCKS") {
         b.min_blocks_per_sm(min_blocks.clamp(0, 32) as u32);
     }
+    // STAGES, when a kernel declares it: buffers per pipelined loop load (2 to 4).
+    if let Some(stages) = config.get("STAGES") {
+        b.pipeline_stages(stages.clamp(2, 4) as u32);
+    }
     for (k, v) in &config.values {
         b.constant(k, *v);
     }

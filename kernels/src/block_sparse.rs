@@ -30,13 +30,14 @@ use crate::scratch::Scratch;
 use crate::sink_window::union_len;
 
 /// Block-sparse decode split: attention over a runtime list of KV blocks plus optional sink/window ranges.
-#[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8]))]
+#[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8], STAGES = [2, 3]))]
 pub fn block_sparse_decode_split<
     const GROUP: usize,
     const HEAD_DIM: usize,
     const BLOCK_SIZE: usize,
     const BLOCK_N: usize,
     const WARPS: usize,
+    const STAGES: usize,
 >(
     q: Tensor<bf16, 3>,            // [B, Hq, D]
     k: Tensor<bf16, 4>,            // [B, Hkv, N, D]

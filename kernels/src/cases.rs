@@ -791,12 +791,18 @@ pub fn all_gpu_cases(seed: u64) -> Vec<Box<dyn KernelCase>> {
     v
 }
 
+/// [`lse_params`] with three pipeline buffers (the `STAGES` tune value besides 2).
+fn staged3(group: usize, head_dim: usize) -> DecodeParams {
+    DecodeParams { stages: 3, ..lse_params(group, head_dim) }
+}
+
 pub fn dense_gpu_cases(seed: u64) -> Vec<DecodeCase> {
     vec![
         DecodeCase::new("dense", DecodeKind::Dense, dims(2, 8, 4, 8191, 128), 8191, lse_params(4, 128), seed),
         DecodeCase::new("dense", DecodeKind::Dense, dims(3, 2, 8, 5000, 64), 4097, lse_params(8, 64), seed + 1),
         DecodeCase::new("dense", DecodeKind::Dense, dims(1, 3, 1, 777, 128), 777, DecodeParams::new(1, 128), seed + 2),
         DecodeCase::new("dense", DecodeKind::Dense, dims(2, 2, 3, 1000, 64), 999, lse_params(3, 64), seed + 3),
+        DecodeCase::new("dense STAGES=3", DecodeKind::Dense, dims(2, 4, 4, 6001, 128), 6000, staged3(4, 128), seed + 4),
     ]
 }
 
@@ -806,6 +812,14 @@ pub fn sink_window_gpu_cases(seed: u64) -> Vec<DecodeCase> {
         DecodeCase::new("sink_window", sw(64, 4096), dims(2, 8, 4, 20001, 128), 20001, lse_params(4, 128), seed),
         DecodeCase::new("sink_window", sw(4, 10000), dims(2, 2, 8, 3001, 64), 3001, lse_params(8, 64), seed + 1),
         DecodeCase::new("sink_window", sw(300, 300), dims(1, 2, 3, 555, 64), 555, lse_params(3, 64), seed + 2),
+        DecodeCase::new(
+            "sink_window STAGES=3",
+            sw(17, 3000),
+            dims(2, 4, 4, 9000, 128),
+            8999,
+            staged3(4, 128),
+            seed + 3,
+        ),
     ]
 }
 
@@ -822,6 +836,18 @@ pub fn block_sparse_gpu_cases(seed: u64) -> Vec<DecodeCase> {
             1024,
             false,
             seed,
+        ),
+        DecodeCase::block_sparse(
+            "block_sparse STAGES=3",
+            dims(2, 4, 4, 20000, 128),
+            19999,
+            staged3(4, 128),
+            128,
+            40,
+            16,
+            512,
+            false,
+            seed + 7,
         ),
         DecodeCase::block_sparse(
             "block_sparse",

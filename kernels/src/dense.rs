@@ -14,8 +14,14 @@ use crate::error::{expect, invalid, KernelError, TensorMeta};
 use crate::scratch::Scratch;
 
 /// Dense flash-decoding split: one program per (split, KV head, batch) serves the GQA group, online softmax.
-#[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8]))]
-pub fn dense_decode_split<const GROUP: usize, const HEAD_DIM: usize, const BLOCK_N: usize, const WARPS: usize>(
+#[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8], STAGES = [2, 3]))]
+pub fn dense_decode_split<
+    const GROUP: usize,
+    const HEAD_DIM: usize,
+    const BLOCK_N: usize,
+    const WARPS: usize,
+    const STAGES: usize,
+>(
     q: Tensor<bf16, 3>,            // [B, Hq, D]
     k: Tensor<bf16, 4>,            // [B, Hkv, N, D]
     v: Tensor<bf16, 4>,            // [B, Hkv, N, D]
@@ -67,6 +73,9 @@ pub struct DecodeParams {
     /// Keys per inner tile, comptime.
     pub block_n: usize,
     pub warps: usize,
+    /// Buffers per pipelined K/V load of the split kernel (`STAGES`, 2 or 3): 3 keeps two
+    /// tiles in flight per program, for shapes with few programs per SM.
+    pub stages: usize,
     /// Most splits per (batch, KV head); the combine's comptime `MAX_SPLITS`.
     pub max_splits: usize,
     /// The combine also writes the final LSE `[B, Hq]` (log2 units).
@@ -82,6 +91,7 @@ impl DecodeParams {
             head_dim,
             block_n: 64,
             warps: 4,
+            stages: 2,
             max_splits: 16,
             write_lse: false,
             scale_log2: crate::default_scale_log2(head_dim),
@@ -94,6 +104,7 @@ impl DecodeParams {
             ("HEAD_DIM", self.head_dim as i64),
             ("BLOCK_N", self.block_n as i64),
             ("WARPS", self.warps as i64),
+            ("STAGES", self.stages as i64),
         ])
     }
 

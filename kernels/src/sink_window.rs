@@ -18,8 +18,14 @@ use crate::error::{KernelError, TensorMeta};
 use crate::scratch::Scratch;
 
 /// Sink + sliding-window decode split (StreamingLLM Λ-shape): the first S and last W keys only.
-#[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8]))]
-pub fn sink_window_decode_split<const GROUP: usize, const HEAD_DIM: usize, const BLOCK_N: usize, const WARPS: usize>(
+#[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8], STAGES = [2, 3]))]
+pub fn sink_window_decode_split<
+    const GROUP: usize,
+    const HEAD_DIM: usize,
+    const BLOCK_N: usize,
+    const WARPS: usize,
+    const STAGES: usize,
+>(
     q: Tensor<bf16, 3>,            // [B, Hq, D]
     k: Tensor<bf16, 4>,            // [B, Hkv, N, D]
     v: Tensor<bf16, 4>,            // [B, Hkv, N, D]

@@ -16,7 +16,7 @@ fn cfg(pairs: &[(&str, i64)]) -> KernelConfig {
 
 #[test]
 fn all_kernels_emit_cuda() {
-    let dec = [("GROUP", 4), ("HEAD_DIM", 128), ("BLOCK_N", 64), ("WARPS", 4)];
+    let dec = [("GROUP", 4), ("HEAD_DIM", 128), ("BLOCK_N", 64), ("WARPS", 4), ("STAGES", 3)];
     let kernels = vec![
         DenseDecodeSplit::build(&cfg(&dec)).unwrap(),
         SinkWindowDecodeSplit::build(&cfg(&dec)).unwrap(),

@@ -331,6 +331,7 @@ mod tests {
             body: vec![],
             num_warps: 4,
             min_blocks_per_sm: 0,
+            pipeline_stages: 2,
             constants: vec![],
         }
     }

@@ -85,11 +85,19 @@ pub struct SplitConfig {
     pub block_n: usize,
     pub warps: usize,
     pub max_splits: usize,
+    /// Pipeline buffers of the split kernel (STAGES); records from before it was tuned
+    /// ran 2.
+    #[serde(default = "two_stages")]
+    pub stages: usize,
+}
+
+fn two_stages() -> usize {
+    2
 }
 
 impl fmt::Display for SplitConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "BLOCK_N={} WARPS={} max_splits={}", self.block_n, self.warps, self.max_splits)
+        write!(f, "BLOCK_N={} WARPS={} STAGES={} max_splits={}", self.block_n, self.warps, self.stages, self.max_splits)
     }
 }
 
@@ -99,6 +107,7 @@ impl SplitConfig {
             block_n: self.block_n,
             warps: self.warps,
             max_splits: self.max_splits,
+            stages: self.stages,
             ..DecodeParams::new(group, head_dim)
         }
     }
@@ -106,18 +115,19 @@ impl SplitConfig {
     /// The heuristic: [`DecodeParams::new`]'s defaults (what untuned callers build).
     fn heuristic(group: usize, head_dim: usize) -> Self {
         let p = DecodeParams::new(group, head_dim);
-        SplitConfig { block_n: p.block_n, warps: p.warps, max_splits: p.max_splits }
+        SplitConfig { block_n: p.block_n, warps: p.warps, max_splits: p.max_splits, stages: p.stages }
     }
 }
 
 /// (BLOCK_N, WARPS) pairs of a split kernel's declared tune space.
-fn tile_knobs(space: tessera_dsl_support::TuneSpace) -> Vec<(usize, usize)> {
+fn tile_knobs(space: tessera_dsl_support::TuneSpace) -> Vec<(usize, usize, usize)> {
     let mut out = Vec::new();
     for c in space.configs() {
         let bn = c.get("BLOCK_N").unwrap_or(64) as usize;
         let w = c.get("WARPS").unwrap_or(4) as usize;
-        if !out.contains(&(bn, w)) {
-            out.push((bn, w));
+        let stages = c.get("STAGES").unwrap_or(2) as usize;
+        if !out.contains(&(bn, w, stages)) {
+            out.push((bn, w, stages));
         }
     }
     out
@@ -126,12 +136,12 @@ fn tile_knobs(space: tessera_dsl_support::TuneSpace) -> Vec<(usize, usize)> {
 /// Split candidates for `keys` attended keys (the bucket's): every (BLOCK_N, WARPS) ×
 /// max_splits of `splits`, dropping split counts above 16 that would leave a split less
 /// than one tile of keys (the heuristic's 16 is always kept).
-fn split_candidates(knobs: &[(usize, usize)], splits: &[usize], keys: usize) -> Vec<SplitConfig> {
+fn split_candidates(knobs: &[(usize, usize, usize)], splits: &[usize], keys: usize) -> Vec<SplitConfig> {
     let mut out = Vec::new();
-    for &(block_n, warps) in knobs {
+    for &(block_n, warps, stages) in knobs {
         for &max_splits in splits {
             if max_splits <= 16 || keys.div_ceil(max_splits) >= block_n {
-                out.push(SplitConfig { block_n, warps, max_splits });
+                out.push(SplitConfig { block_n, warps, max_splits, stages });
             }
         }
     }
@@ -144,6 +154,7 @@ fn split_kernel_config(group: usize, head_dim: usize, c: &SplitConfig) -> Kernel
         ("HEAD_DIM", head_dim as i64),
         ("BLOCK_N", c.block_n as i64),
         ("WARPS", c.warps as i64),
+        ("STAGES", c.stages as i64),
     ])
 }
 
@@ -944,9 +955,9 @@ mod tests {
         let dense = contract(&DenseDecodeTarget, |s| crate::decode::DecodeShape { seq_len: s.seq_len - 1000, ..*s });
         assert_eq!(dense, vec![48, 48, 48, 48]);
         let sink = contract(&SinkWindowTarget, |s| SparseShape { seq_len: s.seq_len - 1000, ..*s });
-        assert_eq!(sink, vec![30, 30]);
+        assert_eq!(sink, vec![60, 60]);
         let bsp = contract(&BlockSparseTarget, |s| SparseShape { seq_len: s.seq_len - 1000, blocks: 63, ..*s });
-        assert_eq!(bsp, vec![30, 30]);
+        assert_eq!(bsp, vec![60, 60]);
         let tree = contract(&TreeVerifyTarget, |s| TreeShape { prefix_len: s.prefix_len - 1000, ..*s });
         assert_eq!(tree, vec![90, 90]);
         let topk = contract(&TopkSelectTarget, |s| TopkShape { num_blocks: s.num_blocks - 10, ..*s });

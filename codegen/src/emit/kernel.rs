@@ -199,16 +199,19 @@ impl<'a> BodyWriter<'a> {
         }
     }
 
-    /// A loop whose staged loads are double-buffered: the prologue loads the first
-    /// iteration's tiles, each iteration first starts the next iteration's copies
-    /// (re-evaluating the loads' pure operands with the loop variable advanced, in a
-    /// nested scope that shadows it), then works on the current buffers.
+    /// A loop whose staged loads are pipelined over `S = pipeline_stages` buffers: the
+    /// prologue starts the copies of the first `S − 1` iterations (one commit group
+    /// each), each iteration first starts the copies of iteration `+ S − 1` (re-evaluating
+    /// the loads' pure operands with the loop variable advanced, in a nested scope that
+    /// shadows it) into the buffer the previous iteration used, then waits until at most
+    /// `S − 1` groups are in flight (its own tiles have landed) and works on them.
     fn pipelined_loop(
         &mut self,
         body: &[Stmt],
         p: &staging::Pipeline,
         (v, s, e, cmp, step): (&str, &str, &str, &str, i64),
     ) {
+        let stages = self.k.pipeline_stages.clamp(2, 4) as i64;
         let stage = format!("{v}_stage");
         for &i in &p.loads {
             if let Stmt::Let { results, .. } = &body[i] {
@@ -217,26 +220,44 @@ impl<'a> BodyWriter<'a> {
         }
         if !self.pending_copies.is_empty() {
             // Earlier copies complete here, so waits inside the loop need only skip the
-            // newest group (the next iteration's prefetch).
+            // newest groups (the next iterations' prefetches).
             self.line("tsr::cp_async_wait_all();");
             self.sync();
             self.pending_copies.clear();
         }
-        self.line("// Pipelined loop: the first iteration's tiles are loaded ahead.");
+        let ahead = if stages == 2 {
+            "the first iteration's tiles are".to_string()
+        } else {
+            format!("the first {} iterations' tiles are", stages - 1)
+        };
+        self.line(format!("// Pipelined loop ({stages} buffers): {ahead} loaded ahead."));
+        for i in 0..stages - 1 {
+            self.open("");
+            let offset = if i == 0 { String::new() } else { format!(" + {}", i * step) };
+            self.line(format!("const int {v} = (int){s}{offset};"));
+            self.open(format!("if ({v} {cmp} (int){e})"));
+            self.prefetch(body, p, &i.to_string());
+            self.close();
+            self.close();
+            self.line("tsr::cp_async_commit();");
+        }
+        let advance = if stages == 2 {
+            format!("{stage} ^= 1")
+        } else {
+            format!("{stage} = {stage} == {} ? 0 : {stage} + 1", stages - 1)
+        };
+        self.open(format!("for (int {v} = (int){s}, {stage} = 0; {v} {cmp} (int){e}; {v} += {step}, {advance})"));
+        self.line(format!("// Start the copies of iteration +{} before working on this one.", stages - 1));
         self.open("");
-        self.line(format!("const int {v} = (int){s};"));
-        self.open(format!("if ({v} {cmp} (int){e})"));
-        self.prefetch(body, p, "0");
-        self.close();
-        self.close();
-        self.line("tsr::cp_async_commit();");
-        self.open(format!("for (int {v} = (int){s}, {stage} = 0; {v} {cmp} (int){e}; {v} += {step}, {stage} ^= 1)"));
-        self.line("// Start the next iteration's copies before working on this one.");
-        self.open("");
-        self.line(format!("const int {v}_next = {v} + {step};"));
+        self.line(format!("const int {v}_next = {v} + {};", (stages - 1) * step));
         self.open(format!("if ({v}_next {cmp} (int){e})"));
         self.line(format!("const int {v} = {v}_next;"));
-        self.prefetch(body, p, &format!("({stage} ^ 1)"));
+        let buffer = if stages == 2 {
+            format!("({stage} ^ 1)")
+        } else {
+            format!("({stage} == 0 ? {} : {stage} - 1)", stages - 1)
+        };
+        self.prefetch(body, p, &buffer);
         self.close();
         self.close();
         self.line("tsr::cp_async_commit();");
@@ -563,7 +584,10 @@ impl<'a> BodyWriter<'a> {
         let (sa, lda) = operand(self, a, m, kk);
         let (sb, ldb) = operand(self, b, b_rows, b_cols);
         match waits {
-            1 => self.line("tsr::cp_async_wait_prev();"),
+            1 => {
+                let in_flight = self.k.pipeline_stages.clamp(2, 4) - 1;
+                self.line(format!("tsr::cp_async_wait_pending<{in_flight}>();"));
+            }
             2 => {
                 self.line("tsr::cp_async_wait_all();");
                 self.pending_copies.clear();
@@ -628,10 +652,8 @@ impl<'a> BodyWriter<'a> {
             let st = self.plan.staged[&r];
             let cty = ctype(ty.dtype);
             self.line(format!(
-                "{cty}* {name} = reinterpret_cast<{cty}*>(tsr_smem + ({stage} ? {} : {}));  // prefetched, row stride {}",
-                st.second.unwrap(),
-                st.offset,
-                st.ld
+                "{cty}* {name} = reinterpret_cast<{cty}*>(tsr_smem + {} + {stage} * {});  // prefetched, row stride {}",
+                st.offset, st.size, st.ld
             ));
             return;
         }
@@ -692,9 +714,11 @@ impl<'a> BodyWriter<'a> {
         let name = &self.name(r);
         let cty = ctype(ty.dtype);
         let ld = st.ld;
-        let base = match (&self.prefetch_buffer, st.second) {
-            (Some(b), Some(_)) if b == "0" => st.offset.to_string(),
-            (Some(b), Some(second)) => format!("({b} ? {second} : {})", st.offset),
+        let base = match &self.prefetch_buffer {
+            Some(b) if st.buffers > 1 => match b.parse::<usize>() {
+                Ok(i) => (st.offset + i * st.size).to_string(),
+                Err(_) => format!("{} + {b} * {}", st.offset, st.size),
+            },
             _ => st.offset.to_string(),
         };
         self.line(format!(

@@ -24,8 +24,11 @@ use crate::ir::{index_operands, DType, Index, Kernel, Op, ParamKind, Stmt, Value
 pub struct Staged {
     pub offset: usize,
     pub ld: usize,
-    /// The second buffer of a pipelined load.
-    pub second: Option<usize>,
+    /// Bytes of one buffer.
+    pub size: usize,
+    /// Buffers: 1, or the kernel's pipeline stages for a pipelined load (buffer `i` at
+    /// `offset + i * size`).
+    pub buffers: usize,
 }
 
 /// The pipelined loads of one loop: statement indices (in the loop body) of the loads
@@ -73,6 +76,8 @@ pub fn plan(k: &Kernel) -> StagingPlan {
     let mut double = std::collections::HashSet::new();
     collect_pipelined(&k.body, &pipelines, &mut double);
     let mut plan = StagingPlan { staged: HashMap::new(), pipelines, bytes: 0 };
+    let stages = k.pipeline_stages.clamp(2, 4) as usize;
+    let buffers = |v: ValueId| if double.contains(&v) { stages } else { 1 };
     // Top-level loads keep their region for the whole kernel. A load inside a top-level
     // loop or `if` is dead once that statement ends (values are scoped to their body, and
     // a pipelined loop never prefetches past its last iteration), so the regions of
@@ -81,35 +86,34 @@ pub fn plan(k: &Kernel) -> StagingPlan {
     let (top, scoped): (Vec<_>, Vec<_>) = candidates.into_iter().partition(|(_, scope)| scope.is_none());
     for ((v, rows, cols, d), _) in top {
         let at = plan.bytes;
-        plan.bytes = place(&mut plan, v, rows, cols, d, &double, at);
+        plan.bytes = place(&mut plan, v, rows, cols, d, buffers(v), at);
     }
     let base = plan.bytes;
     let mut end = base;
     let mut cursor = HashMap::new();
     for ((v, rows, cols, d), scope) in scoped {
         let at = cursor.entry(scope).or_insert(base);
-        *at = place(&mut plan, v, rows, cols, d, &double, *at);
+        *at = place(&mut plan, v, rows, cols, d, buffers(v), *at);
         end = end.max(*at);
     }
     plan.bytes = end;
     plan
 }
 
-/// Gives the staged load `v` its region(s) at `offset`; returns the end of them.
+/// Gives the staged load `v` its `buffers` regions at `offset`; returns the end of them.
 fn place(
     plan: &mut StagingPlan,
     v: ValueId,
     rows: usize,
     cols: usize,
     d: DType,
-    double: &std::collections::HashSet<ValueId>,
+    buffers: usize,
     offset: usize,
 ) -> usize {
     let ld = cols + DOT_ROW_PAD;
     let size = align16(rows * ld * d.size_bytes());
-    let second = double.contains(&v).then_some(offset + size);
-    plan.staged.insert(v, Staged { offset, ld, second });
-    offset + size * if second.is_some() { 2 } else { 1 }
+    plan.staged.insert(v, Staged { offset, ld, size, buffers });
+    offset + size * buffers
 }
 
 /// Values loaded by the pipelined load statements of every loop.

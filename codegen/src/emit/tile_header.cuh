@@ -421,8 +421,11 @@ template <int CHUNK, int COUNT> __device__ __forceinline__ void cp_async_chunks(
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
-/// Waits for every committed group but the newest (the next iteration's prefetch).
-__device__ __forceinline__ void cp_async_wait_prev() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
+/// Waits until at most N committed groups are still in flight (the prefetches of the
+/// next iterations of a pipelined loop).
+template <int N> __device__ __forceinline__ void cp_async_wait_pending() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
 
 // ---- mma.sync dot products -------------------------------------------------------------
 

@@ -28,6 +28,7 @@ impl KernelBuilder {
                 body: Vec::new(),
                 num_warps,
                 min_blocks_per_sm: 0,
+                pipeline_stages: 2,
                 constants: Vec::new(),
             },
             blocks: vec![Vec::new()],
@@ -43,6 +44,11 @@ impl KernelBuilder {
     /// Asks for `n` program instances per SM (see [`Kernel::min_blocks_per_sm`]).
     pub fn min_blocks_per_sm(&mut self, n: u32) {
         self.kernel.min_blocks_per_sm = n;
+    }
+
+    /// Buffers per pipelined staged load (see [`Kernel::pipeline_stages`]; 2 to 4).
+    pub fn pipeline_stages(&mut self, n: u32) {
+        self.kernel.pipeline_stages = n.clamp(2, 4);
     }
 
     /// Declares a read-only global tensor parameter.

@@ -44,6 +44,10 @@ pub struct Kernel {
     /// argument of `__launch_bounds__`, which caps registers so that many fit: a tuning
     /// knob for latency-bound kernels.
     pub min_blocks_per_sm: u32,
+    /// Buffers of each pipelined loop's staged loads (see `emit::staging`): 2 is double
+    /// buffering (the next tile streams in while this one is used); 3 or 4 keep more
+    /// tiles in flight, for kernels with few programs per SM, at the cost of shared memory.
+    pub pipeline_stages: u32,
     /// The compile-time parameters this instance was specialised with, for naming,
     /// hashing and the header comment of the emitted source.
     pub constants: Vec<(String, i64)>,
