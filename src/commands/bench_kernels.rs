@@ -12,404 +12,31 @@
 //! is reported and the sweep goes on, so one run gives every figure.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use serde_json::json;
-use tessera::inputs::{bf16s, f32s, random_bf16, random_f32, rows_f64};
+use tessera::inputs::{bf16s, f32s, random_bf16, random_f32};
 use tessera_codegen::host::{HostData, HostTensor};
 use tessera_codegen::ir::DType;
 use tessera_kernels::cases::{random_selection, random_trees};
-use tessera_kernels::reference::{attend, block_sparse_positions, sink_window_positions};
+use tessera_kernels::reference::{block_sparse_positions, sink_window_positions};
 use tessera_kernels::sink_window::union_len;
 use tessera_kernels::{
-    BlockSparseDecode, DecodeParams, DenseDecode, KernelError, Scratch, SinkWindowDecode, TopkBlockSelect, TreeParams,
-    TreeVerify,
+    BlockSparseDecode, KernelError, Scratch, SinkWindowDecode, TopkBlockSelect, TreeParams, TreeVerify,
 };
-use tessera_runtime::{DeviceTensor, Runtime, RuntimeError, TimingStats};
+use tessera_runtime::{DeviceTensor, Runtime};
 
-/// Read ceiling of the H200 (PyTorch SDPA dense decode, shared/H200.md).
-const CEILING_TB_S: f64 = 4.58;
-/// bf16 outputs: largest error relative to the largest reference magnitude.
-const OUT_TOL: f64 = 2e-2;
+use super::bench_common::{
+    attend_rows, check_out, check_pairs, decode_configs, decode_label, decode_params, decode_refs, dense, guarded,
+    kv_bytes, print_table, scale_log2, Ctx, HostKv, Inputs, RefRows, Row, Rows, Trial, CEILING_TB_S, D, G, HKV, HQ, N,
+};
 
-const HQ: usize = 32;
-const HKV: usize = 8;
-const G: usize = HQ / HKV;
-const D: usize = 128;
-const N: usize = 131072;
-
-#[derive(clap::Args)]
-pub struct Args {
-    /// Timed iterations per configuration (the median is reported).
-    #[arg(long, default_value_t = 50)]
-    iters: usize,
-    /// Untimed launches before timing.
-    #[arg(long, default_value_t = 10)]
-    warmup: usize,
-    /// Writes one JSON object per workload (the best configuration) to this file.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Runs only the workloads whose name contains one of these (comma-separated), e.g.
-    /// `sink,tree`.
-    #[arg(long, value_delimiter = ',')]
-    only: Option<Vec<String>>,
-    /// Runs only the first (default) configuration of each workload.
-    #[arg(long)]
-    quick: bool,
-    /// After this many seconds, remaining workloads run their first configuration only.
-    #[arg(long, default_value_t = 150.0)]
-    budget_s: f64,
-    /// Skips the comparison with the f64 reference (finiteness is still checked).
-    #[arg(long)]
-    no_reference: bool,
-}
-
-/// One measured configuration.
-struct Trial {
-    config: String,
-    stats: TimingStats,
-    /// `Ok(summary)` or `Err(why the output is wrong)`.
-    check: std::result::Result<String, String>,
-}
-
-/// The best configuration of one workload.
-struct Row {
-    workload: &'static str,
-    desc: String,
-    bytes: u64,
-    flops: Option<f64>,
-    target_us: Option<f64>,
-    best: Option<Trial>,
-    sweep: Vec<(String, std::result::Result<f64, String>)>,
-    note: String,
-}
-
-impl Row {
-    fn new(workload: &'static str, desc: String, bytes: u64, target_us: Option<f64>) -> Self {
-        Row { workload, desc, bytes, flops: None, target_us, best: None, sweep: Vec::new(), note: String::new() }
-    }
-
-    fn tb_per_s(&self) -> Option<f64> {
-        self.best.as_ref().map(|t| self.bytes as f64 / (t.stats.median_us * 1e-6) / 1e12)
-    }
-
-    fn json(&self) -> serde_json::Value {
-        let sweep: Vec<_> = self
-            .sweep
-            .iter()
-            .map(|(c, r)| match r {
-                Ok(us) => json!({"config": c, "median_us": round2(*us)}),
-                Err(e) => json!({"config": c, "error": e}),
-            })
-            .collect();
-        let mut o = json!({
-            "workload": self.workload,
-            "desc": self.desc,
-            "bytes": self.bytes,
-            "target_us": self.target_us,
-            "note": self.note,
-            "sweep": sweep,
-        });
-        let m = o.as_object_mut().expect("object");
-        match &self.best {
-            Some(t) => {
-                m.insert("median_us".into(), json!(round2(t.stats.median_us)));
-                m.insert("p10_us".into(), json!(round2(t.stats.p10_us)));
-                m.insert("p90_us".into(), json!(round2(t.stats.p90_us)));
-                m.insert("tb_per_s".into(), json!(self.tb_per_s().map(|x| (x * 1000.0).round() / 1000.0)));
-                m.insert("config".into(), json!(t.config));
-                m.insert("ok".into(), json!(t.check.is_ok()));
-                m.insert(
-                    "check".into(),
-                    json!(match &t.check {
-                        Ok(s) => s.clone(),
-                        Err(e) => format!("WRONG: {e}"),
-                    }),
-                );
-                if let Some(f) = self.flops {
-                    m.insert(
-                        "tflop_per_s".into(),
-                        json!((f / (t.stats.median_us * 1e-6) / 1e12 * 10.0).round() / 10.0),
-                    );
-                }
-            }
-            None => {
-                m.insert("median_us".into(), serde_json::Value::Null);
-                m.insert("ok".into(), json!(false));
-                m.insert("error".into(), json!("no configuration ran"));
-            }
-        }
-        o
-    }
-}
-
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
-}
-
-struct Ctx<'a> {
-    rt: &'a Runtime,
-    args: &'a Args,
-    start: Instant,
-}
-
-impl Ctx<'_> {
-    fn wanted(&self, workload: &str) -> bool {
-        self.args.only.as_ref().is_none_or(|o| o.iter().any(|s| workload.contains(s.as_str())))
-    }
-
-    fn sweeping(&self) -> bool {
-        !self.args.quick && self.start.elapsed().as_secs_f64() < self.args.budget_s
-    }
-
-    fn time(&self, mut launch: impl FnMut(usize) -> Result<(), KernelError>) -> Result<TimingStats> {
-        Ok(tessera_runtime::time(self.rt.stream(), self.args.warmup, self.args.iters.max(1), |i| {
-            launch(i).map_err(|e| RuntimeError::Driver(e.to_string()))
-        })?)
-    }
-
-    /// Runs `trial` for each configuration (only the first once the budget is spent) and
-    /// keeps the fastest whose check passed (else the fastest).
-    fn sweep<C: Clone>(
-        &self,
-        row: &mut Row,
-        configs: &[C],
-        label: impl Fn(&C) -> String,
-        mut trial: impl FnMut(&C) -> Result<Trial>,
-    ) -> Option<C> {
-        let mut best: Option<(C, Trial)> = None;
-        let mut skipped = 0;
-        for (i, c) in configs.iter().enumerate() {
-            if i > 0 && !self.sweeping() {
-                skipped += 1;
-                continue;
-            }
-            match trial(c) {
-                Ok(t) => {
-                    let mark = match &t.check {
-                        Ok(s) => format!("ok ({s})"),
-                        Err(e) => format!("WRONG ({e})"),
-                    };
-                    eprintln!("  {:<28} {:<62} {}  {mark}", row.workload, t.config, t.stats);
-                    row.sweep.push((t.config.clone(), Ok(t.stats.median_us)));
-                    let better = match &best {
-                        None => true,
-                        Some((_, b)) => match (t.check.is_ok(), b.check.is_ok()) {
-                            (true, false) => true,
-                            (false, true) => false,
-                            _ => t.stats.median_us < b.stats.median_us,
-                        },
-                    };
-                    if better {
-                        best = Some((c.clone(), t));
-                    }
-                }
-                Err(e) => {
-                    let msg = format!("{e:#}");
-                    eprintln!("  {:<28} {:<62} FAILED: {msg}", row.workload, label(c));
-                    row.sweep.push((label(c), Err(msg)));
-                }
-            }
-        }
-        if skipped > 0 {
-            let _ = write!(row.note, "{skipped} configurations skipped (time budget). ");
-        }
-        best.map(|(c, t)| {
-            row.best = Some(t);
-            c
-        })
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Inputs
-
-/// Host copies of q, k, v (k/v `[B, Hkv, cap, D]`), for the references.
-struct HostKv {
-    batch: usize,
-    cap: usize,
-    hq: HostTensor,
-    hk: HostTensor,
-    hv: HostTensor,
-}
-
-impl HostKv {
-    /// The f64 K and V rows of (b, kv head).
-    fn slab(&self, b: usize, h: usize) -> (Vec<f64>, Vec<f64>) {
-        let row0 = (b * HKV + h) * self.cap;
-        (rows_f64(&self.hk, row0, self.cap, D), rows_f64(&self.hv, row0, self.cap, D))
-    }
-}
-
-/// q, k, v on the device with their host copies.
-struct Inputs {
-    q: DeviceTensor,
-    k: DeviceTensor,
-    v: DeviceTensor,
-    host: HostKv,
-}
-
-impl std::ops::Deref for Inputs {
-    type Target = HostKv;
-    fn deref(&self) -> &HostKv {
-        &self.host
-    }
-}
-
-impl Inputs {
-    fn new(rt: &Runtime, batch: usize, q_rows: usize, cap: usize, seed: u64) -> Result<Self> {
-        let t0 = Instant::now();
-        let hq = random_bf16(&[batch, q_rows, D], seed);
-        let hk = random_bf16(&[batch, HKV, cap, D], seed + 1);
-        let hv = random_bf16(&[batch, HKV, cap, D], seed + 2);
-        let st = rt.stream();
-        let (q, k, v) = (
-            DeviceTensor::upload(st, &hq)?.read_only(),
-            DeviceTensor::upload(st, &hk)?.read_only(),
-            DeviceTensor::upload(st, &hv)?.read_only(),
-        );
-        rt.synchronize()?;
-        eprintln!(
-            "inputs B={batch} cap={cap}: {:.2} GB of K+V generated and uploaded in {:.1} s",
-            2.0 * hk.numel() as f64 * 2.0 / 1e9,
-            t0.elapsed().as_secs_f64()
-        );
-        Ok(Inputs { q, k, v, host: HostKv { batch, cap, hq, hk, hv } })
-    }
-}
-
-/// Reference rows: `(flat output row, expected [D])`.
-type RefRows = Vec<(usize, Vec<f64>)>;
-
-/// f64 attention of query rows over positions of one KV slab, rows in parallel.
-fn attend_rows(
-    q: &HostTensor,
-    slab: &(Vec<f64>, Vec<f64>),
-    jobs: Vec<(usize, usize, Vec<usize>)>, // (q row, out row, positions)
-    scale_log2: f64,
-) -> RefRows {
-    std::thread::scope(|s| {
-        let hs: Vec<_> = jobs
-            .into_iter()
-            .map(|(qr, or, pos)| {
-                s.spawn(move || {
-                    let qv = rows_f64(q, qr, 1, D);
-                    (or, attend(&qv, &slab.0, &slab.1, 0, &pos, D, scale_log2).0)
-                })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().expect("reference thread")).collect()
-    })
-}
-
-/// Every output value finite, and the reference rows within [`OUT_TOL`].
-fn check_out(out: &DeviceTensor, refs: &RefRows) -> std::result::Result<String, String> {
-    check_host_out(&out.download().map_err(|e| format!("download: {e}"))?, refs)
-}
-
-fn check_host_out(host: &HostTensor, refs: &RefRows) -> std::result::Result<String, String> {
-    let got = bf16s(host);
-    if let Some(i) = got.iter().position(|x| !x.to_f32().is_finite()) {
-        return Err(format!("non-finite output at flat index {i} ({})", got[i]));
-    }
-    if refs.is_empty() {
-        return Ok("finite".into());
-    }
-    let scale = refs.iter().flat_map(|(_, w)| w.iter()).fold(f64::MIN_POSITIVE, |m, x| m.max(x.abs()));
-    let mut worst: f64 = 0.0;
-    for (row, want) in refs {
-        for (g, w) in got[row * D..(row + 1) * D].iter().zip(want) {
-            worst = worst.max((g.to_f64() - w).abs() / scale);
-        }
-    }
-    if worst > OUT_TOL {
-        return Err(format!("rel err {worst:.1e} > {OUT_TOL:.0e} on {} reference rows", refs.len()));
-    }
-    Ok(format!("finite, rel err {worst:.1e} on {} rows", refs.len()))
-}
-
-fn kv_bytes(pairs: usize, tokens: usize) -> u64 {
-    (pairs * tokens * 2 * D * 2) as u64
-}
-
-fn scale_log2() -> f32 {
-    tessera_kernels::default_scale_log2(D)
-}
-
-/// Split-decoder knobs: (BLOCK_N, WARPS, max_splits), the first the default.
-fn decode_configs(splits: &[usize]) -> Vec<(usize, usize, usize)> {
-    let mut v = Vec::new();
-    for &(bn, w) in &[(64, 4), (64, 8), (128, 8), (128, 4), (32, 4)] {
-        for &s in splits {
-            v.push((bn, w, s));
-        }
-    }
-    v
-}
-
-fn decode_params(c: &(usize, usize, usize)) -> DecodeParams {
-    DecodeParams { block_n: c.0, warps: c.1, max_splits: c.2, ..DecodeParams::new(G, D) }
-}
-
-fn decode_label(c: &(usize, usize, usize)) -> String {
-    format!("BLOCK_N={} WARPS={} max_splits={}", c.0, c.1, c.2)
-}
-
-/// The reference (b, kv head) slices checked: the first and the last.
-fn check_pairs(batch: usize) -> Vec<(usize, usize)> {
-    if batch == 1 {
-        vec![(0, 0), (0, HKV - 1)]
-    } else {
-        vec![(0, 0), (batch - 1, HKV - 1)]
-    }
-}
-
-/// Reference rows of a decode (`out [B, Hq, D]`) where `positions(b, h)` are attended.
-fn decode_refs(x: &HostKv, on: bool, positions: impl Fn(usize, usize) -> Vec<usize>) -> RefRows {
-    if !on {
-        return Vec::new();
-    }
-    let mut refs = Vec::new();
-    for (b, h) in check_pairs(x.batch) {
-        let slab = x.slab(b, h);
-        let pos = positions(b, h);
-        let jobs = (0..G).map(|g| (b * HQ + h * G + g, b * HQ + h * G + g, pos.clone())).collect();
-        refs.extend(attend_rows(&x.hq, &slab, jobs, scale_log2() as f64));
-    }
-    refs
-}
+/// The flags of `tessera bench-kernels` (shared with `tessera bench-selection`).
+pub type Args = super::bench_common::BenchArgs;
 
 // ---------------------------------------------------------------------------------------
 // Workloads
-
-fn dense(cx: &Ctx, x: &Inputs, workload: &'static str, target: f64) -> Result<Row> {
-    let b = x.batch;
-    let mut row = Row::new(
-        workload,
-        format!("dense decode B{b} N={N} (DenseDecode: split-KV + LSE combine)"),
-        kv_bytes(b * HKV, N),
-        Some(target),
-    );
-    let refs = decode_refs(x, !cx.args.no_reference, |_, _| (0..N).collect());
-    let out = DeviceTensor::poisoned(cx.rt.stream(), DType::BF16, &[b, HQ, D])?;
-    let splits: &[usize] = if b == 1 { &[32, 64, 16, 128] } else { &[16, 8, 32] };
-    cx.sweep(&mut row, &decode_configs(splits), decode_label, |c| {
-        let op = DenseDecode::new(cx.rt, decode_params(c))?;
-        let (grid, split_len) = op.check_args(&x.q, &x.k, &x.v, N, &out, None)?;
-        let scratch = Scratch::new();
-        out.poison()?;
-        op.launch_with(cx.rt, &scratch, &x.q, &x.k, &x.v, N, &out, None)?;
-        cx.rt.synchronize()?;
-        let check = check_out(&out, &refs);
-        let stats = cx.time(|_| op.launch_with(cx.rt, &scratch, &x.q, &x.k, &x.v, N, &out, None))?;
-        Ok(Trial { config: format!("{} (splits={}, split_len={split_len})", decode_label(c), grid[0]), stats, check })
-    });
-    Ok(row)
-}
 
 const SINK: usize = 64;
 const WINDOW: usize = 4096;
@@ -703,39 +330,6 @@ fn tree(cx: &Ctx, x: &Inputs, t: usize, workload: &'static str, target: f64) -> 
     Ok(row)
 }
 
-// ---------------------------------------------------------------------------------------
-
-/// Runs a workload; an error (not a failing configuration: those are in the sweep)
-/// becomes a row without a figure.
-fn guarded(workload: &'static str, desc: &str, r: Result<Row>) -> Row {
-    r.unwrap_or_else(|e| {
-        eprintln!("{workload}: FAILED: {e:#}");
-        let mut row = Row::new(workload, desc.to_string(), 0, None);
-        row.note = format!("error: {e:#}");
-        row
-    })
-}
-
-/// The rows so far, written to the JSON file after every workload (so an interrupted run
-/// still leaves what it measured).
-struct Rows {
-    rows: Vec<Row>,
-    json: Option<PathBuf>,
-}
-
-impl Rows {
-    fn push(&mut self, row: Row) {
-        self.rows.push(row);
-        if let Some(p) = &self.json {
-            let v: Vec<_> = self.rows.iter().map(Row::json).collect();
-            let text = serde_json::to_string_pretty(&v).expect("JSON values") + "\n";
-            if let Err(e) = std::fs::write(p, text) {
-                eprintln!("writing {}: {e}", p.display());
-            }
-        }
-    }
-}
-
 pub fn run(a: Args) -> Result<()> {
     let rt = Runtime::new(0).context("bench-kernels needs a CUDA GPU")?;
     println!(
@@ -745,7 +339,7 @@ pub fn run(a: Args) -> Result<()> {
         rt.info().sm_count,
         rt.info().l2_bytes >> 20
     );
-    let cx = Ctx { rt: &rt, args: &a, start: Instant::now() };
+    let cx = Ctx::new(&rt, &a);
     let mut rows = Rows { rows: Vec::new(), json: a.json.clone() };
     let b8_workloads = ["sink_window_B8", "block_sparse_B8", "topk_select_B8_bs128", "topk_select_B8_bs64", "dense_B8"];
     if b8_workloads.iter().any(|w| cx.wanted(w)) || cx.wanted("topk_then_block_sparse_B8") {
@@ -806,7 +400,12 @@ pub fn run(a: Args) -> Result<()> {
     if rows.is_empty() {
         bail!("no workload matches --only {:?}", a.only);
     }
-    print_table(&rows);
+    print_table(
+        &rows,
+        &format!(
+            "(bytes read: the KV rows attended, K and V, once; landmarks for top-k. Ceiling {CEILING_TB_S} TB/s.)"
+        ),
+    );
     println!("(total {:.1} s including NVRTC compiles)", cx.start.elapsed().as_secs_f64());
     if let Some(p) = &a.json {
         println!("wrote {}", p.display());
@@ -815,51 +414,6 @@ pub fn run(a: Args) -> Result<()> {
         return Err(anyhow!("some workloads have no checked figure (see the table)"));
     }
     Ok(())
-}
-
-fn print_table(rows: &[Row]) {
-    println!(
-        "\n{:<27} {:>10} {:>8} {:>6} {:>9} {:>7} {:>6}  {:<60}",
-        "workload", "median µs", "TB/s", "%ceil", "target µs", "met", "check", "best config"
-    );
-    for r in rows {
-        match &r.best {
-            Some(t) => {
-                let tb = r.tb_per_s().unwrap_or(0.0);
-                let target = r.target_us.map_or("-".to_string(), |x| format!("{x:.0}"));
-                let met = match r.target_us {
-                    Some(x) if t.stats.median_us <= x => "yes".to_string(),
-                    Some(x) => format!("+{:.0}%", 100.0 * (t.stats.median_us / x - 1.0)),
-                    None => "-".into(),
-                };
-                let mut cfg = t.config.clone();
-                if let Some(f) = r.flops {
-                    let _ = write!(cfg, " [{:.0} TFLOP/s]", f / (t.stats.median_us * 1e-6) / 1e12);
-                }
-                println!(
-                    "{:<27} {:>10.1} {:>8.2} {:>5.0}% {:>9} {:>7} {:>6}  {}",
-                    r.workload,
-                    t.stats.median_us,
-                    tb,
-                    100.0 * tb / CEILING_TB_S,
-                    target,
-                    met,
-                    if t.check.is_ok() { "ok" } else { "WRONG" },
-                    cfg
-                );
-            }
-            None => println!(
-                "{:<27} {:>10} {}",
-                r.workload,
-                "-",
-                if r.note.is_empty() { "no configuration ran" } else { &r.note }
-            ),
-        }
-    }
-    println!("(bytes read: the KV rows attended, K and V, once; landmarks for top-k. Ceiling {CEILING_TB_S} TB/s.)");
-    for r in rows.iter().filter(|r| !r.note.is_empty() && r.best.is_some()) {
-        println!("  {}: {}", r.workload, r.note.trim());
-    }
 }
 
 #[cfg(test)]
