@@ -25,6 +25,8 @@ enum Command {
     Bench(commands::bench::Args),
     /// Measures the tessera-kernels decode ops at the PEERS.md shapes (sink+window, block-sparse, top-k, tree, dense).
     BenchKernels(commands::bench_kernels::Args),
+    /// Measures the selection methods of issue 5 (HiP, centroid lookup, SnapKV, k-means) beside dense decode.
+    BenchSelection(commands::bench_selection::Args),
     /// Tunes the kernels for this GPU and stores the winners in the tuning database.
     Autotune(tessera::autotune::Args),
     /// Runs one autotuning job (started by `tessera autotune`; not for direct use).
@@ -56,6 +58,7 @@ fn main() {
         Command::Check(a) => commands::check::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::BenchKernels(a) => commands::bench_kernels::run(a),
+        Command::BenchSelection(a) => commands::bench_selection::run(a),
         Command::Autotune(a) => tessera::autotune::run(a),
         Command::AutotuneWorker { job } => tessera::autotune::worker::run(&job),
         Command::Db(a) => commands::db::run(a),

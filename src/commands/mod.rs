@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_common;
 pub mod bench_kernels;
+pub mod bench_selection;
 pub mod check;
 pub mod compile;
 pub mod db;
