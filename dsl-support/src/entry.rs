@@ -19,4 +19,6 @@ pub struct KernelEntry {
     pub tune_space: fn() -> TuneSpace,
     /// The first value of every tuned parameter (and WARPS = 4 unless tuned).
     pub default_config: fn() -> KernelConfig,
+    /// `default_config` plus the kernel's `example(..)` values for untuned parameters.
+    pub example_config: fn() -> KernelConfig,
 }

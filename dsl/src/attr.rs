@@ -1,4 +1,5 @@
-//! The attribute arguments: `tune(NAME = [..], ..)` and `constraint = "..."`.
+//! The attribute arguments: `tune(NAME = [..], ..)`, `example(NAME = value, ..)` and
+//! `constraint = "..."`.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -10,10 +11,19 @@ pub struct Tuned {
     pub values: Vec<i64>,
 }
 
+/// One untuned parameter's value in the kernel's example configuration.
+pub struct Example {
+    pub name: Ident,
+    pub value: i64,
+}
+
 /// Parsed attribute arguments.
 #[derive(Default)]
 pub struct Attr {
     pub tune: Vec<Tuned>,
+    /// Values of untuned parameters (shapes such as GROUP, HEAD_DIM) that make a complete
+    /// configuration with the tune defaults: `tessera compile <kernel>` builds it.
+    pub example: Vec<Example>,
     pub constraint: Option<(LitStr, Expr)>,
 }
 
@@ -56,6 +66,22 @@ pub fn parse(attr: TokenStream) -> syn::Result<Attr> {
                 out.tune.push(Tuned { name, values });
                 Ok(())
             })
+        } else if meta.path.is_ident("example") {
+            meta.parse_nested_meta(|m| {
+                let name =
+                    m.path.get_ident().cloned().ok_or_else(|| {
+                        m.error("expected a compile-time parameter name, e.g. `example(HEAD_DIM = 128)`")
+                    })?;
+                let e: Expr = m.value()?.parse()?;
+                let value = int_lit(&e).ok_or_else(|| {
+                    syn::Error::new_spanned(&e, format!("the example value of `{name}` must be an integer literal"))
+                })?;
+                if out.example.iter().any(|x| x.name == name) {
+                    return Err(syn::Error::new_spanned(&name, format!("`{name}` has two example values")));
+                }
+                out.example.push(Example { name, value });
+                Ok(())
+            })
         } else if meta.path.is_ident("constraint") {
             let lit: LitStr = meta.value()?.parse().map_err(|e| {
                 syn::Error::new(
@@ -69,7 +95,9 @@ pub fn parse(attr: TokenStream) -> syn::Result<Attr> {
             out.constraint = Some((lit, expr));
             Ok(())
         } else {
-            Err(meta.error("unknown `#[kernel]` argument; expected `tune(NAME = [..], ..)` or `constraint = \"..\"`"))
+            Err(meta.error(
+                "unknown `#[kernel]` argument; expected `tune(NAME = [..], ..)`, `example(NAME = value, ..)` or `constraint = \"..\"`",
+            ))
         }
     });
     syn::parse::Parser::parse2(parser, attr)?;

@@ -52,6 +52,29 @@ pub fn expand(attr_ts: TokenStream, item: TokenStream) -> syn::Result<TokenStrea
             ));
         }
     }
+    for x in &attr.example {
+        let n = x.name.to_string();
+        if !comptime.contains(&n) {
+            return Err(syn::Error::new_spanned(
+                &x.name,
+                format!("`{n}` is not a compile-time parameter of `{fname}` (known: {})", comptime.join(", ")),
+            ));
+        }
+        if attr.tune.iter().any(|t| t.name == x.name) {
+            return Err(syn::Error::new_spanned(
+                &x.name,
+                format!("`{n}` is tuned; its example value is the first tuned value, so drop it from `example(..)`"),
+            ));
+        }
+    }
+    let examples: Vec<TokenStream> = attr
+        .example
+        .iter()
+        .map(|x| {
+            let (n, v) = (x.name.to_string(), x.value);
+            quote! { (#n, #v) }
+        })
+        .collect();
     let constraint = match &attr.constraint {
         Some((lit, e)) => {
             let body = attr::constraint(lit, e, &comptime)?;
@@ -159,6 +182,7 @@ pub fn expand(attr_ts: TokenStream, item: TokenStream) -> syn::Result<TokenStrea
                 build: Self::build,
                 tune_space: Self::tune_space,
                 default_config: Self::default_config,
+                example_config: Self::example_config,
             };
 
             /// The tune space declared in `#[kernel(tune(..), constraint = ..)]`.
@@ -169,6 +193,17 @@ pub fn expand(attr_ts: TokenStream, item: TokenStream) -> syn::Result<TokenStrea
             /// The first value of every tuned parameter (and WARPS = 4 unless tuned).
             pub fn default_config() -> ::tessera_dsl_support::KernelConfig {
                 ::tessera_dsl_support::KernelConfig::from_pairs(&[#(#defaults),*])
+            }
+
+            /// [`Self::default_config`] plus the `example(..)` values of the untuned
+            /// parameters: a complete configuration when the kernel declares them all.
+            pub fn example_config() -> ::tessera_dsl_support::KernelConfig {
+                let __examples: &[(&str, i64)] = &[#(#examples),*];
+                let mut __c = Self::default_config();
+                for &(__n, __v) in __examples {
+                    __c = __c.with(__n, __v);
+                }
+                __c
             }
 
             /// Builds the tile IR for `config` (every compile-time parameter needs a value;

@@ -16,7 +16,7 @@ use tessera_runtime::DeviceTensor;
 use crate::error::{expect, host_ints, invalid, KernelError, TensorMeta};
 
 /// Landmark of every KV block: the mean key of its `BLOCK_SIZE` rows (top-k selection scores against it).
-#[kernel]
+#[kernel(example(HEAD_DIM = 128, BLOCK_SIZE = 64))]
 pub fn landmarks_mean<const HEAD_DIM: usize, const BLOCK_SIZE: usize, const WARPS: usize>(
     k: Tensor<bf16, 4>,             // [B, Hkv, N, D]
     landmarks: &mut Tensor<f32, 4>, // [B, Hkv, NB_cap, D]
@@ -37,7 +37,7 @@ pub fn landmarks_mean<const HEAD_DIM: usize, const BLOCK_SIZE: usize, const WARP
 }
 
 /// Writes new K/V rows into the cache and (optionally) folds them into the running block landmarks.
-#[kernel(tune(TILE_T = [16, 32, 64]))]
+#[kernel(tune(TILE_T = [16, 32, 64]), example(HEAD_DIM = 128, BLOCK_SIZE = 64, UPDATE_LANDMARKS = 1))]
 pub fn kv_append_rows<
     const HEAD_DIM: usize,
     const TILE_T: usize,

@@ -30,7 +30,7 @@ use crate::scratch::Scratch;
 use crate::sink_window::union_len;
 
 /// Block-sparse decode split: attention over a runtime list of KV blocks plus optional sink/window ranges.
-#[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8], STAGES = [2, 3]))]
+#[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8], STAGES = [2, 3]), example(GROUP = 4, HEAD_DIM = 128, BLOCK_SIZE = 128))]
 pub fn block_sparse_decode_split<
     const GROUP: usize,
     const HEAD_DIM: usize,

@@ -205,7 +205,7 @@ pub fn select_clusters(scores: &[f64], keep: usize, threshold: f64) -> Vec<usize
 
 /// Labels of `KEY_TILE` keys of `[0, num_keys)`: the nearest centroid (`x·c − |c|²/2`,
 /// ties to the lower centroid). Grid `[ceil(num_keys / KEY_TILE), Hkv, B]`.
-#[kernel(tune(KEY_TILE = [64, 32, 128], C_TILE = [64, 32, 128], WARPS = [4, 8]))]
+#[kernel(tune(KEY_TILE = [64, 32, 128], C_TILE = [64, 32, 128], WARPS = [4, 8]), example(HEAD_DIM = 128, NORMALIZE = 0))]
 pub fn kmeans_assign<
     const HEAD_DIM: usize,
     const NORMALIZE: usize,
@@ -252,7 +252,7 @@ pub fn kmeans_assign<
 
 /// Adds each key (normalized when `NORMALIZE`) to its cluster's sum and 1 to its count
 /// (atomics). Grid `[ceil(num_keys / KEY_TILE), Hkv, B]`; `sums`/`counts` zeroed before.
-#[kernel(tune(KEY_TILE = [64, 32, 128], WARPS = [4, 8]))]
+#[kernel(tune(KEY_TILE = [64, 32, 128], WARPS = [4, 8]), example(HEAD_DIM = 128, NORMALIZE = 0))]
 pub fn kmeans_accumulate<const HEAD_DIM: usize, const NORMALIZE: usize, const KEY_TILE: usize, const WARPS: usize>(
     k: Tensor<bf16, 4>,          // [B, Hkv, N, D]
     labels: Tensor<i32, 3>,      // [B, Hkv, T_f]
@@ -279,7 +279,7 @@ pub fn kmeans_accumulate<const HEAD_DIM: usize, const NORMALIZE: usize, const KE
 
 /// `next = sums / counts` per cluster, `old` where the count is 0. Grid
 /// `[ceil(C / C_TILE), Hkv, B]`.
-#[kernel(tune(C_TILE = [32, 64, 16], WARPS = [4, 8]))]
+#[kernel(tune(C_TILE = [32, 64, 16], WARPS = [4, 8]), example(HEAD_DIM = 128))]
 pub fn kmeans_finalize<const HEAD_DIM: usize, const C_TILE: usize, const WARPS: usize>(
     sums: Tensor<f32, 4>,      // [B, Hkv, C, D]
     counts: Tensor<i32, 3>,    // [B, Hkv, C]
@@ -307,7 +307,7 @@ pub fn kmeans_finalize<const HEAD_DIM: usize, const C_TILE: usize, const WARPS: 
 
 /// The permuted cache: row `r < T_f` is row `perm[r]`, rows `[T_f, seq_len)` are copied.
 /// Grid `[ceil(seq_len / ROWS), Hkv, B]`.
-#[kernel(tune(ROWS = [64, 32, 128], WARPS = [4, 8]))]
+#[kernel(tune(ROWS = [64, 32, 128], WARPS = [4, 8]), example(HEAD_DIM = 128))]
 pub fn centroid_permute<const HEAD_DIM: usize, const ROWS: usize, const WARPS: usize>(
     k: Tensor<bf16, 4>,          // [B, Hkv, N, D]
     v: Tensor<bf16, 4>,          // [B, Hkv, N, D]
@@ -337,7 +337,7 @@ pub fn centroid_permute<const HEAD_DIM: usize, const ROWS: usize, const WARPS: u
 
 /// `scores[c] = max_g (s_gc − log2 Σ_k n_k 2^{s_gk})`, `s = scale_log2 · q_g · c` (empty
 /// clusters -inf). Grid `[Hkv, B]`.
-#[kernel(tune(C_TILE = [64, 128, 32], WARPS = [4, 8]))]
+#[kernel(tune(C_TILE = [64, 128, 32], WARPS = [4, 8]), example(GROUP = 4, HEAD_DIM = 128))]
 pub fn centroid_scores<const GROUP: usize, const HEAD_DIM: usize, const C_TILE: usize, const WARPS: usize>(
     q: Tensor<bf16, 3>,          // [B, Hq, D]
     centroids: Tensor<f32, 4>,   // [B, Hkv, C, D]
@@ -384,7 +384,7 @@ pub fn centroid_scores<const GROUP: usize, const HEAD_DIM: usize, const C_TILE: 
 /// The top-`KEEP` clusters (ties: lower id) with score `> threshold`, ascending ids, as
 /// row ranges `keep_start`/`keep_len [B, Hkv, KEEP]` (unused slots 0/0) and `keep_count`.
 /// Grid `[Hkv, B]`.
-#[kernel]
+#[kernel(example(KEEP = 64, CAND = 1024))]
 pub fn centroid_select<const KEEP: usize, const CAND: usize, const WARPS: usize>(
     scores: Tensor<f32, 3>,          // [B, Hkv, C]
     starts: Tensor<i32, 3>,          // [B, Hkv, C + 1]
@@ -412,7 +412,7 @@ pub fn centroid_select<const KEEP: usize, const CAND: usize, const WARPS: usize>
 /// (contiguous rows each); split `s >= cluster_splits`: recent rows
 /// `[T_f + (s − cluster_splits)·recent_split_len, ..)` below `seq_len`. Partial results in
 /// log2 units for [`crate::LseCombine`]. Grid `[S, Hkv, B]`.
-#[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8]))]
+#[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8]), example(GROUP = 4, HEAD_DIM = 128, PER_SPLIT = 8))]
 pub fn centroid_range_attn<
     const GROUP: usize,
     const HEAD_DIM: usize,

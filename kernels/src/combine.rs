@@ -12,7 +12,7 @@ use tessera_runtime::DeviceTensor;
 use crate::error::{expect, invalid, KernelError, TensorMeta};
 
 /// Merges per-split partial outputs and log2-sum-exps into the final output (optionally its LSE).
-#[kernel]
+#[kernel(example(HEAD_DIM = 128, MAX_SPLITS = 16, WRITE_LSE = 1))]
 pub fn attn_combine<const HEAD_DIM: usize, const MAX_SPLITS: usize, const WRITE_LSE: usize, const WARPS: usize>(
     o_part: Tensor<f32, 4>,    // [B, R, S, D]
     lse_part: Tensor<f32, 3>,  // [B, R, S]

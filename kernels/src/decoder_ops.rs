@@ -88,7 +88,7 @@ pub fn add_rms_norm_rows<const BLOCK: usize, const WARPS: usize>(
 /// `[ceil(Hq/BLOCK_H) + ceil(Hkv/BLOCK_H), T]`, the first `q_blocks` programs of axis 0
 /// rotate Q heads, the rest K heads. `INTERLEAVED = 1`: pairs `(2i, 2i+1)` (GGUF);
 /// `0`: pairs `(i, i + D/2)` (rotate-half, HF).
-#[kernel]
+#[kernel(example(HEAD_DIM = 128, BLOCK_H = 8, INTERLEAVED = 1))]
 pub fn rope_qk<const HEAD_DIM: usize, const BLOCK_H: usize, const INTERLEAVED: usize, const WARPS: usize>(
     q: &mut Tensor<bf16, 3>,   // [T, Hq, D]
     k: &mut Tensor<bf16, 3>,   // [T, Hkv, D]

@@ -14,7 +14,7 @@ use crate::error::{expect, invalid, KernelError, TensorMeta};
 use crate::scratch::Scratch;
 
 /// Dense flash-decoding split: one program per (split, KV head, batch) serves the GQA group, online softmax.
-#[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8], STAGES = [2, 3]))]
+#[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8], STAGES = [2, 3]), example(GROUP = 4, HEAD_DIM = 128))]
 pub fn dense_decode_split<
     const GROUP: usize,
     const HEAD_DIM: usize,

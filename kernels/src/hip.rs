@@ -129,7 +129,7 @@ pub fn reference_select(
 }
 
 /// Initial nodes ([`init_nodes`]) of every (batch, KV head); grid `[Hkv, B]`.
-#[kernel]
+#[kernel(example(TOPK = 64))]
 pub fn hip_init_nodes<const TOPK: usize, const WARPS: usize>(
     node_lo: &mut Tensor<i32, 3>, // [B, Hkv, TOPK]
     node_hi: &mut Tensor<i32, 3>, // [B, Hkv, TOPK]
@@ -148,7 +148,7 @@ pub fn hip_init_nodes<const TOPK: usize, const WARPS: usize>(
 /// Scores `CHILD_TILE` of the `2·K` children (child `c` = half `c % 2` of node `c / 2`):
 /// max over the group's queries and the `BK` keys of the child's centre block of `q · k`
 /// (empty child: -inf). Grid `[ceil(2K / CHILD_TILE), Hkv, B]`.
-#[kernel(tune(CHILD_TILE = [64, 128, 32], WARPS = [4, 8]))]
+#[kernel(tune(CHILD_TILE = [64, 128, 32], WARPS = [4, 8]), example(GROUP = 4, HEAD_DIM = 128, BK = 16))]
 pub fn hip_score_children<
     const GROUP: usize,
     const HEAD_DIM: usize,
@@ -192,7 +192,7 @@ pub fn hip_score_children<
 
 /// Keeps the top-`TOPK` of the `2·TOPK` children (ties: lower child index) and writes
 /// them as the next nodes. Grid `[Hkv, B]`.
-#[kernel]
+#[kernel(example(TOPK = 64))]
 pub fn hip_select_children<const TOPK: usize, const WARPS: usize>(
     child_score: Tensor<f32, 3>, // [B, Hkv, 2K]
     node_lo: Tensor<i32, 3>,     // [B, Hkv, K]
@@ -216,7 +216,7 @@ pub fn hip_select_children<const TOPK: usize, const WARPS: usize>(
 /// Final nodes (one block each, or empty) to `block_idx [B, Hkv, K]` (ascending, -1
 /// padding) + `block_count [B, Hkv]`, the input of [`crate::BlockSparseDecode`]. Grid
 /// `[Hkv, B]`.
-#[kernel]
+#[kernel(example(TOPK = 64))]
 pub fn hip_finalize<const TOPK: usize, const WARPS: usize>(
     node_lo: Tensor<i32, 3>,          // [B, Hkv, K]
     node_hi: Tensor<i32, 3>,          // [B, Hkv, K]

@@ -49,6 +49,16 @@ pub fn find(name: &str) -> Option<KernelEntry> {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn every_kernel_builds_and_emits_at_its_example_config() {
+        // What `tessera compile <kernel>` does with no GPU and no --config.
+        for e in super::registry() {
+            let config = (e.example_config)();
+            let k = (e.build)(&config).unwrap_or_else(|err| panic!("{} at {config}: {err}", e.name));
+            assert!(!tessera_codegen::emit::emit_cuda(&k).source.is_empty(), "{}", e.name);
+        }
+    }
+
+    #[test]
     fn names_are_unique_and_defaults_name_the_warp_count() {
         let r = super::registry();
         let mut names: Vec<&str> = r.iter().map(|e| e.name).collect();

@@ -18,7 +18,7 @@ use crate::error::{KernelError, TensorMeta};
 use crate::scratch::Scratch;
 
 /// Sink + sliding-window decode split (StreamingLLM Λ-shape): the first S and last W keys only.
-#[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8], STAGES = [2, 3]))]
+#[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8], STAGES = [2, 3]), example(GROUP = 4, HEAD_DIM = 128))]
 pub fn sink_window_decode_split<
     const GROUP: usize,
     const HEAD_DIM: usize,

@@ -182,7 +182,7 @@ pub fn reference(
 
 /// Pass 1: per observation row, partial log2 max / sum of `exp2(scale_log2 · q·k)` over
 /// the visible keys (`j <= t − w + r % W`) of split `program_id(0)`. Grid `[S, Hkv, B]`.
-#[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8]))]
+#[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8]), example(GROUP = 4, WINDOW = 32, HEAD_DIM = 128))]
 pub fn snapkv_row_stats<
     const GROUP: usize,
     const WINDOW: usize,
@@ -230,7 +230,7 @@ pub fn snapkv_row_stats<
 /// Pass 2: merges the `S` partial row statistics, then the column votes of `BLOCK_N`
 /// prefix keys: `Σ_r exp2(s_rj − M_r) / L_r` (prefix keys are visible to every row). Grid
 /// `[ceil((t − w) / BLOCK_N), Hkv, B]`.
-#[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8]))]
+#[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8]), example(GROUP = 4, WINDOW = 32, HEAD_DIM = 128, MAX_SPLITS = 16))]
 pub fn snapkv_votes<
     const GROUP: usize,
     const WINDOW: usize,
@@ -268,7 +268,7 @@ pub fn snapkv_votes<
 /// Pass 3: pooling (kernel `KSIZE`, padding `KSIZE / 2`, avg counts the padding, max pads
 /// with -inf) of `POOL_TILE` prefix votes, then the tile's top-`TOPK` into candidates.
 /// Grid `[ceil((t − w) / POOL_TILE), Hkv, B]`.
-#[kernel(tune(POOL_TILE = [1024, 2048, 4096], WARPS = [4, 8]), constraint = "TOPK <= POOL_TILE")]
+#[kernel(tune(POOL_TILE = [1024, 2048, 4096], WARPS = [4, 8]), constraint = "TOPK <= POOL_TILE", example(KSIZE = 7, MAX_POOL = 1, TOPK = 1024))]
 pub fn snapkv_pool_topk<
     const KSIZE: usize,
     const MAX_POOL: usize,
@@ -311,7 +311,7 @@ pub fn snapkv_pool_topk<
 /// Pass 4: top-`TOPK` of the candidates (ties: the earlier candidate = lower position),
 /// sorted ascending by position (topk of `-pos`), into `keep_idx [B, Hkv, TOPK]` (-1
 /// padding) + `keep_count [B, Hkv]`. Grid `[Hkv, B]`.
-#[kernel]
+#[kernel(example(TOPK = 1024, CAND = 4096))]
 pub fn snapkv_merge<const TOPK: usize, const CAND: usize, const WARPS: usize>(
     cand_val: Tensor<f32, 3>,
     cand_idx: Tensor<i32, 3>,
@@ -334,7 +334,7 @@ pub fn snapkv_merge<const TOPK: usize, const CAND: usize, const WARPS: usize>(
 /// `keep_idx[r]`, rows `count .. count + w` the last `w` prompt tokens, the rest zero.
 /// Grid `[ceil(C / ROWS), Hkv, B]`. Writes a separate cache: compacting in place would
 /// let one program overwrite rows another still reads.
-#[kernel(tune(ROWS = [64, 32, 128], WARPS = [4, 8]))]
+#[kernel(tune(ROWS = [64, 32, 128], WARPS = [4, 8]), example(WINDOW = 32, HEAD_DIM = 128))]
 pub fn snapkv_compress<const WINDOW: usize, const HEAD_DIM: usize, const ROWS: usize, const WARPS: usize>(
     k: Tensor<bf16, 4>,          // [B, Hkv, N, D]
     v: Tensor<bf16, 4>,          // [B, Hkv, N, D]

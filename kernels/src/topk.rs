@@ -28,7 +28,7 @@ use crate::scratch::Scratch;
 /// A tile of at most `TOPK` landmarks keeps all of them (no per-tile selection: the merge
 /// does the one radix select), so small tiles spread the landmark reads over many
 /// programs; a larger tile keeps only its own top `TOPK`.
-#[kernel(tune(LM_TILE = [64, 32, 128, 256], WARPS = [4, 8]))]
+#[kernel(tune(LM_TILE = [64, 32, 128, 256], WARPS = [4, 8]), example(GROUP = 4, HEAD_DIM = 128, TOPK = 64, SUM_HEADS = 0))]
 pub fn block_scores_topk<
     const GROUP: usize,
     const HEAD_DIM: usize,
@@ -67,7 +67,7 @@ pub fn block_scores_topk<
 }
 
 /// Merges the per-tile top-k candidates into the final top-k block indices per (batch, KV head).
-#[kernel]
+#[kernel(example(TOPK = 64, CAND = 2048))]
 pub fn topk_merge<const TOPK: usize, const CAND: usize, const WARPS: usize>(
     cand_val: Tensor<f32, 3>,         // [B, Hkv, C]
     cand_idx: Tensor<i32, 3>,         // [B, Hkv, C]

@@ -28,7 +28,7 @@ use crate::error::{expect, host_ints, invalid, unravel, KernelError, TensorMeta}
 use crate::scratch::Scratch;
 
 /// Tree verification split: T draft-tree tokens attend to the prefix and their ancestors in one launch.
-#[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8]))]
+#[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8]), example(GROUP = 4, T_PAD = 16, HEAD_DIM = 128, ROWS = 64))]
 pub fn tree_verify_split<
     const GROUP: usize,
     const T_PAD: usize,

@@ -39,8 +39,8 @@ pub fn run(a: Args) -> Result<()> {
         }
         println!("\nattention kernels (#[kernel], tessera-kernels):");
         for e in tessera_kernels::registry::registry() {
-            let defaults = (e.default_config)();
-            println!("  {:<28} parameters: {}; defaults: {defaults}", e.name, e.comptime_params.join(", "));
+            let example = (e.example_config)();
+            println!("  {:<28} parameters: {}; example: {example}", e.name, e.comptime_params.join(", "));
         }
         return Ok(());
     }
@@ -52,7 +52,8 @@ pub fn run(a: Args) -> Result<()> {
             (s.build)(&config)?
         }
         (None, Some(e)) => {
-            let mut config = (e.default_config)();
+            // The kernel's example shapes and tune defaults, then the user's overrides.
+            let mut config = (e.example_config)();
             for (k, v) in &overrides {
                 config = config.with(k, *v);
             }
@@ -77,8 +78,8 @@ fn parse_overrides(config: &[String]) -> Result<Vec<(String, i64)>> {
 fn emit(kernel: &tessera_codegen::ir::Kernel, what: Emit, arch: &str) -> Result<()> {
     let emitted = emit_cuda(kernel);
     match what {
-        Emit::Cuda => print!("{}", emitted.source),
-        Emit::Ptx => print!("{}", tessera_runtime::compile_ptx(&emitted.source, &emitted.entry, arch)?.ptx),
+        Emit::Cuda => write_out(&emitted.source)?,
+        Emit::Ptx => write_out(&tessera_runtime::compile_ptx(&emitted.source, &emitted.entry, arch)?.ptx)?,
         Emit::Resources => {
             let r = tessera_runtime::resource_usage(&emitted.source, &emitted.entry, arch)?;
             if r.spill_stores > 0 && r.registers == 0 {
@@ -98,4 +99,13 @@ fn emit(kernel: &tessera_codegen::ir::Kernel, what: Emit, arch: &str) -> Result<
         }
     }
     Ok(())
+}
+
+/// Writes to standard output; a reader that stops early (`| head`) is not an error.
+fn write_out(text: &str) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }

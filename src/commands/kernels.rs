@@ -22,7 +22,7 @@ pub fn run(a: Args) -> Result<()> {
         let limit = space.constraint().map(|c| format!(", where {c}")).unwrap_or_default();
         println!("{:width$}  {} [tune space: {configs} config{plural}{limit}]", e.name, e.summary);
         if a.verbose {
-            println!("{:width$}  parameters: {}; defaults: {}", "", e.comptime_params.join(", "), (e.default_config)());
+            println!("{:width$}  parameters: {}; example: {}", "", e.comptime_params.join(", "), (e.example_config)());
         }
     }
     Ok(())
