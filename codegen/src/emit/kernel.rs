@@ -1477,7 +1477,7 @@ fn simt_row_stride(cols: usize, elem_bytes: usize) -> usize {
     }
     let per_word = 4 / elem_bytes;
     let words = cols.div_ceil(per_word);
-    let odd = if words % 2 == 0 { words + 1 } else { words };
+    let odd = if words.is_multiple_of(2) { words + 1 } else { words };
     odd * per_word
 }
 
