@@ -420,7 +420,9 @@ pub fn run(a: Args) -> Result<()> {
 mod tests {
     //! The references and checks above against the kernels on the CPU interpreter, at
     //! small sequence lengths (the benchmark's heads and head dim).
+    use super::super::bench_common::check_host_out;
     use super::*;
+    use tessera_kernels::{DecodeParams, DenseDecode};
 
     fn host(batch: usize, q_rows: usize, cap: usize) -> HostKv {
         HostKv {
