@@ -121,9 +121,7 @@ impl<'w> CpuModel<'w> {
     /// A runner with a KV cache of `context` positions.
     pub fn new(weights: &'w LlamaWeights, context: usize) -> Self {
         let c = &weights.config;
-        let half = c.head_dim / 2;
-        let inv_freq =
-            (0..half).map(|i| 1.0 / c.rope_base.powf((2 * i) as f32 / c.head_dim as f32)).collect::<Vec<f32>>();
+        let inv_freq = c.rope_inv_freq().into_iter().map(|f| f as f32).collect::<Vec<f32>>();
         CpuModel { weights, cache: KvCache::new(c, context), inv_freq }
     }
 
@@ -139,7 +137,7 @@ impl<'w> CpuModel<'w> {
     fn rope(&self, x: &mut [f32], n_heads: usize, pos: usize) {
         let c = self.config();
         let d = c.head_dim;
-        let p = pos as f32 / c.rope_scale;
+        let p = pos as f32 / c.rope_scaling.position_divisor();
         for h in 0..n_heads {
             let head = &mut x[h * d..(h + 1) * d];
             for (i, &f) in self.inv_freq.iter().enumerate() {
@@ -257,6 +255,7 @@ impl<'w> CpuModel<'w> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::RopeScaling;
 
     fn tiny() -> LlamaConfig {
         LlamaConfig {
@@ -267,12 +266,13 @@ mod tests {
             n_kv_heads: 2,
             head_dim: 8,
             rope_base: 10000.0,
-            rope_scale: 1.0,
+            rope_scaling: RopeScaling::None,
             rope_pairing: RopePairing::Interleaved,
             rms_eps: 1e-5,
             vocab: 50,
             max_context: 64,
             tied_embeddings: true,
+            sliding_window: None,
         }
     }
 

@@ -67,7 +67,12 @@ impl Ops {
         let group = c.n_heads / c.n_kv_heads;
         let nb = norm_block(c.hidden);
         let warps = if nb >= 4096 { 8 } else { 4 };
-        let table = RopeTable::new(c.head_dim, capacity, c.rope_base as f64, c.rope_scale as f64);
+        let table = RopeTable::from_inv_freq(
+            c.head_dim,
+            capacity,
+            &c.rope_inv_freq(),
+            c.rope_scaling.position_divisor() as f64,
+        );
         let (cos, sin) = table.upload(rt)?;
         let block_h = c.n_heads.max(c.n_kv_heads).next_power_of_two().min(32);
         let mut dense_params = DecodeParams::new(group, c.head_dim);
