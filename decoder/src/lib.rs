@@ -1,7 +1,10 @@
 //! tessera-decoder: a reference Llama-family decoder (issue 7).
 //!
 //! - [`gguf`]: a small GGUF reader and dequantizer (F32, F16, BF16, Q4_0, Q4_1, Q8_0).
-//! - [`tokenizer`]: the file's own BPE tokenizer and ChatML chat template.
+//! - [`hf`]: Hugging Face checkpoints (safetensors + config.json; Llama 2/3, Mistral) into
+//!   the same f32 weights; [`detect_model_format`] tells the two apart.
+//! - [`tokenizer`]: the file's own BPE tokenizer (or a checkpoint's `tokenizer.json`) and
+//!   the ChatML chat template.
 //! - [`config`] / [`model`]: Llama configuration from GGUF metadata, weights in f32;
 //!   random-weight models with Llama-3-8B shapes for speed runs.
 //! - [`cpu`]: an f32 CPU forward pass with a KV cache; [`sampling`]: greedy / top-p.
@@ -14,18 +17,65 @@ pub mod config;
 pub mod cpu;
 pub mod gguf;
 pub mod gpu;
+pub mod hf;
 pub mod model;
 pub mod sampling;
 pub mod tokenizer;
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use config::LlamaConfig;
 pub use cpu::CpuModel;
 pub use gguf::{GgufError, GgufFile};
+pub use hf::{HfCheckpoint, HfError};
 pub use model::LlamaWeights;
 pub use sampling::Sampler;
 pub use tokenizer::GgufTokenizer;
+
+/// The on-disk format of a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFormat {
+    /// A llama.cpp GGUF file ([`GgufFile`]).
+    Gguf,
+    /// A Hugging Face checkpoint: a folder, or a `.safetensors` file with `config.json`
+    /// beside it ([`HfCheckpoint`]).
+    Safetensors,
+}
+
+/// A model path that is neither format.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelFormatError {
+    #[error("{0}: no such file or folder")]
+    NotFound(PathBuf),
+    #[error("{0}: not a model (expected a .gguf file, a .safetensors file, or a folder with config.json and safetensors weights)")]
+    Unrecognised(PathBuf),
+}
+
+/// Tells a model's format from its path: a folder or a `.safetensors` file is a
+/// Hugging Face checkpoint; a `.gguf` file, or any file starting with the `GGUF` magic,
+/// is GGUF; anything else is an error.
+pub fn detect_model_format(path: impl AsRef<Path>) -> Result<ModelFormat, ModelFormatError> {
+    let path = path.as_ref();
+    let meta = std::fs::metadata(path).map_err(|_| ModelFormatError::NotFound(path.to_path_buf()))?;
+    if meta.is_dir() {
+        return Ok(ModelFormat::Safetensors);
+    }
+    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("safetensors") => return Ok(ModelFormat::Safetensors),
+        Some("gguf") => return Ok(ModelFormat::Gguf),
+        _ => {}
+    }
+    let mut magic = [0u8; 4];
+    let is_gguf = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok_and(|_| &magic == b"GGUF");
+    if is_gguf {
+        Ok(ModelFormat::Gguf)
+    } else {
+        Err(ModelFormatError::Unrecognised(path.to_path_buf()))
+    }
+}
 
 /// Errors of a forward pass or a generation.
 #[derive(Debug, thiserror::Error)]

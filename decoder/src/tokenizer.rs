@@ -1,5 +1,6 @@
 //! The tokenizer of a GGUF file, built from its own vocabulary and merges with the
-//! `tokenizers` crate (no download features), and its ChatML chat template.
+//! `tokenizers` crate (no download features), and its ChatML chat template. The same type
+//! also loads a Hugging Face checkpoint's `tokenizer.json` ([`GgufTokenizer::from_hf_dir`]).
 //!
 //! For `tokenizer.ggml.model = gpt2` with `tokenizer.ggml.pre = smollm` (SmolLM2) the recipe
 //! is (../shared/research/deps.md §3): a BPE model from `tokenizer.ggml.tokens` and
@@ -17,6 +18,8 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{AddedToken, Tokenizer};
 
+use std::path::Path;
+
 use crate::gguf::{GgufError, GgufFile, Value};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +30,8 @@ pub enum TokenizerError {
     Unsupported(String),
     #[error("tokenizer error: {0}")]
     Tokenizers(String),
+    #[error("{path}: {reason}")]
+    File { path: std::path::PathBuf, reason: String },
 }
 
 pub type Result<T> = std::result::Result<T, TokenizerError>;
@@ -80,6 +85,9 @@ impl ChatTemplate {
     }
 }
 
+/// A tokenizer with its special ids and chat template: from a GGUF file's vocabulary
+/// ([`GgufTokenizer::from_gguf`]) or a Hugging Face `tokenizer.json`
+/// ([`GgufTokenizer::from_hf_dir`]).
 pub struct GgufTokenizer {
     pub inner: Tokenizer,
     pub bos: Option<u32>,
@@ -88,6 +96,11 @@ pub struct GgufTokenizer {
     pub stop_ids: Vec<u32>,
     pub chat: Option<ChatTemplate>,
     pub add_bos: bool,
+    /// Run the tokenizer's post-processor on encode (HF `tokenizer.json`: it adds the BOS
+    /// where the checkpoint's tokenizer does, like `tokenizer(text)` in Python).
+    pub add_special_tokens: bool,
+    /// Why [`GgufTokenizer::chat`] is `None` when the model has a template we do not render.
+    pub chat_note: Option<String>,
 }
 
 impl std::fmt::Debug for GgufTokenizer {
@@ -164,7 +177,73 @@ impl GgufTokenizer {
             Err(_) => None,
         };
         let add_bos = matches!(f.get("tokenizer.ggml.add_bos_token"), Some(Value::Bool(true)));
-        Ok(GgufTokenizer { inner, bos, eos, stop_ids, chat, add_bos })
+        Ok(GgufTokenizer { inner, bos, eos, stop_ids, chat, add_bos, add_special_tokens: false, chat_note: None })
+    }
+
+    /// The tokenizer of a Hugging Face checkpoint folder: `tokenizer.json` (required), and
+    /// from `tokenizer_config.json` (optional) the BOS/EOS tokens and the chat template —
+    /// used when it is ChatML, otherwise [`GgufTokenizer::chat`] is `None` and
+    /// [`GgufTokenizer::chat_note`] says why. `config` (the checkpoint's `config.json`)
+    /// adds its `eos_token_id`(s) to the stop ids.
+    pub fn from_hf_dir(dir: &Path, config: &serde_json::Value) -> Result<Self> {
+        let path = dir.join("tokenizer.json");
+        if !path.is_file() {
+            return Err(TokenizerError::File {
+                path,
+                reason: "not found (the checkpoint's tokenizer is needed)".into(),
+            });
+        }
+        let inner = Tokenizer::from_file(&path)
+            .map_err(|e| TokenizerError::File { path: path.clone(), reason: e.to_string() })?;
+        let tc_path = dir.join("tokenizer_config.json");
+        let tc: serde_json::Value = match std::fs::read_to_string(&tc_path) {
+            Ok(t) => serde_json::from_str(&t)
+                .map_err(|e| TokenizerError::File { path: tc_path.clone(), reason: e.to_string() })?,
+            Err(_) => serde_json::Value::Null,
+        };
+        // A special token is a string or {"content": string}.
+        let token_id = |k: &str| {
+            let v = tc.get(k)?;
+            let s = v.as_str().or_else(|| v.get("content").and_then(|c| c.as_str()))?;
+            inner.token_to_id(s)
+        };
+        let bos = token_id("bos_token");
+        let eos = token_id("eos_token");
+        let mut stop_ids: Vec<u32> = eos.into_iter().collect();
+        let mut add_stop = |i: u32| {
+            if !stop_ids.contains(&i) {
+                stop_ids.push(i);
+            }
+        };
+        match config.get("eos_token_id") {
+            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_u64()).for_each(|i| add_stop(i as u32)),
+            Some(v) => v.as_u64().into_iter().for_each(|i| add_stop(i as u32)),
+            None => {}
+        }
+        for t in ["<|im_end|>", "<|endoftext|>", "<|eot_id|>"] {
+            if let Some(i) = inner.token_to_id(t) {
+                add_stop(i);
+            }
+        }
+        // `chat_template` is a string, or a list of {name, template} (pick "default").
+        let template = match tc.get("chat_template") {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+                .and_then(|t| t.get("template")?.as_str().map(String::from)),
+            _ => None,
+        };
+        let (chat, chat_note) = match template {
+            None => (None, Some("the checkpoint has no chat template (tokenizer_config.json)".to_string())),
+            Some(t) => match ChatTemplate::from_jinja(&t) {
+                Ok(c) => (Some(c), None),
+                Err(_) => {
+                    (None, Some("the checkpoint's chat template is not ChatML, the only one rendered here".to_string()))
+                }
+            },
+        };
+        Ok(GgufTokenizer { inner, bos, eos, stop_ids, chat, add_bos: false, add_special_tokens: true, chat_note })
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -172,9 +251,10 @@ impl GgufTokenizer {
     }
 
     /// Token ids of `text`; special tokens written in the text (`<|im_start|>`) are matched.
-    /// A BOS is prepended only when the file asks for it (`add_bos_token`).
+    /// A BOS is prepended only when the file asks for it (`add_bos_token`), or by the
+    /// post-processor of a `tokenizer.json` ([`GgufTokenizer::add_special_tokens`]).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.inner.encode(text, false).map_err(tk_err)?;
+        let enc = self.inner.encode(text, self.add_special_tokens).map_err(tk_err)?;
         let mut ids = Vec::with_capacity(enc.get_ids().len() + 1);
         if self.add_bos {
             ids.extend(self.bos);
@@ -190,8 +270,11 @@ impl GgufTokenizer {
 
     /// The chat prompt for one user message, rendered with the file's template.
     pub fn chat_prompt(&self, user: &str) -> Result<String> {
-        let t =
-            self.chat.as_ref().ok_or_else(|| TokenizerError::Unsupported("the model has no chat template".into()))?;
+        let t = self.chat.as_ref().ok_or_else(|| {
+            TokenizerError::Unsupported(
+                self.chat_note.clone().unwrap_or_else(|| "the model has no chat template".into()),
+            )
+        })?;
         Ok(t.render(&[("user", user)], true))
     }
 
