@@ -1,4 +1,6 @@
-//! `tessera generate`: loads a GGUF model, tokenizes the prompt and streams generated text.
+//! `tessera generate`: loads a model (a GGUF file, or a Hugging Face safetensors checkpoint:
+//! a folder or a `.safetensors` file with `config.json` beside it), tokenizes the prompt and
+//! streams generated text.
 //! `--device cpu` runs the f32 reference of tessera-decoder; `--device cuda` the GPU path
 //! (bf16 weights, cuBLAS linears, Tessera kernels; greedy on the GPU, top-p on the host).
 
@@ -8,7 +10,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use tessera_decoder::gpu::GpuModel;
-use tessera_decoder::{generate, CpuModel, Decoder, GgufFile, GgufTokenizer, LlamaConfig, LlamaWeights, Sampler};
+use tessera_decoder::{
+    detect_model_format, generate, CpuModel, Decoder, GgufFile, GgufTokenizer, HfCheckpoint, LlamaConfig, LlamaWeights,
+    ModelFormat, Sampler,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Device {
@@ -18,7 +23,9 @@ pub enum Device {
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The model: a GGUF file (llama architecture; F32/F16/BF16/Q4_0/Q4_1/Q8_0 tensors).
+    /// The model: a GGUF file (llama architecture; F32/F16/BF16/Q4_0/Q4_1/Q8_0 tensors), or a
+    /// Hugging Face checkpoint (Llama/Mistral; F32/F16/BF16 safetensors): its folder
+    /// (config.json, tokenizer.json, model*.safetensors) or a .safetensors file in it.
     #[arg(long)]
     model: PathBuf,
     #[arg(long, value_enum, default_value = "cpu")]
@@ -64,15 +71,44 @@ pub fn run(a: Args) -> Result<()> {
 
     let t = Instant::now();
     let name = a.model.display();
-    let file = GgufFile::open(&a.model).with_context(|| format!("loading {name}"))?;
+    enum Source {
+        Gguf(GgufFile),
+        Hf(HfCheckpoint),
+    }
     // Configuration, tokenizer and prompt first: bad input fails before the weights load.
-    let config = LlamaConfig::from_gguf(&file).with_context(|| format!("model {name}"))?;
-    let tokenizer = GgufTokenizer::from_gguf(&file).with_context(|| format!("tokenizer of {name}"))?;
-    let prompt_text = if a.chat { tokenizer.chat_prompt(&text)? } else { text };
+    let (source, config, tokenizer) = match detect_model_format(&a.model)? {
+        ModelFormat::Gguf => {
+            let file = GgufFile::open(&a.model).with_context(|| format!("loading {name}"))?;
+            let config = LlamaConfig::from_gguf(&file).with_context(|| format!("model {name}"))?;
+            let tokenizer = GgufTokenizer::from_gguf(&file).with_context(|| format!("tokenizer of {name}"))?;
+            (Source::Gguf(file), config, tokenizer)
+        }
+        ModelFormat::Safetensors => {
+            let ck = HfCheckpoint::open(&a.model).with_context(|| format!("loading {name}"))?;
+            let tokenizer =
+                GgufTokenizer::from_hf_dir(&ck.dir, &ck.config_json).with_context(|| format!("tokenizer of {name}"))?;
+            let config = ck.config.clone();
+            (Source::Hf(ck), config, tokenizer)
+        }
+    };
+    let prompt_text = match (&tokenizer.chat, &tokenizer.chat_note) {
+        (None, Some(note)) if a.chat => {
+            eprintln!("note: --chat ignored, {note}: the prompt is used as it is");
+            text
+        }
+        _ if a.chat => tokenizer.chat_prompt(&text)?,
+        _ => text,
+    };
     let prompt = tokenizer.encode(&prompt_text)?;
     let context = a.context.unwrap_or(config.max_context);
     if context == 0 {
         bail!("--context must be at least 1");
+    }
+    if let Some(w) = config.sliding_window.filter(|&w| context > w) {
+        bail!(
+            "the model uses sliding-window attention over {w} positions, which the decoder does not implement: \
+             use --context {w} or less"
+        );
     }
     if prompt.is_empty() {
         bail!("the prompt is empty");
@@ -80,7 +116,10 @@ pub fn run(a: Args) -> Result<()> {
     if prompt.len() > context {
         bail!("the prompt has {} tokens, more than the context of {context} tokens", prompt.len());
     }
-    let weights = LlamaWeights::from_gguf(&file).with_context(|| format!("weights of {name}"))?;
+    let weights = match &source {
+        Source::Gguf(file) => LlamaWeights::from_gguf(file).with_context(|| format!("weights of {name}"))?,
+        Source::Hf(ck) => LlamaWeights::from_hf(ck).with_context(|| format!("weights of {name}"))?,
+    };
     let load = t.elapsed();
     let c = &weights.config;
     let t = Instant::now();
