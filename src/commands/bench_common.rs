@@ -410,25 +410,29 @@ pub fn scale_log2() -> f32 {
     tessera_kernels::default_scale_log2(D)
 }
 
-/// Split-decoder knobs: (BLOCK_N, WARPS, max_splits), the first the default.
-pub fn decode_configs(splits: &[usize]) -> Vec<(usize, usize, usize)> {
+/// Split-decoder knobs: (BLOCK_N, WARPS, max_splits, STAGES).
+pub type DecodeKnobs = (usize, usize, usize, usize);
+
+/// The split-decoder sweep: (BLOCK_N, WARPS, STAGES) pairs most likely to win first (the
+/// time budget may cut the rest; the defaults 64/4/2 come early), each × `splits`.
+pub fn decode_configs(splits: &[usize]) -> Vec<DecodeKnobs> {
     let mut v = Vec::new();
-    for &(bn, w) in &[(64, 4), (64, 8), (128, 8), (128, 4), (32, 4)] {
+    for &(bn, w, st) in &[(64, 4, 2), (64, 8, 3), (32, 4, 3), (64, 8, 2), (32, 4, 2), (64, 4, 3), (128, 8, 2)] {
         for &s in splits {
-            v.push((bn, w, s));
+            v.push((bn, w, s, st));
         }
     }
     v
 }
 
-/// The decode params of a (BLOCK_N, WARPS, max_splits) config.
-pub fn decode_params(c: &(usize, usize, usize)) -> DecodeParams {
-    DecodeParams { block_n: c.0, warps: c.1, max_splits: c.2, ..DecodeParams::new(G, D) }
+/// The decode params of a (BLOCK_N, WARPS, max_splits, STAGES) config.
+pub fn decode_params(c: &DecodeKnobs) -> DecodeParams {
+    DecodeParams { block_n: c.0, warps: c.1, max_splits: c.2, stages: c.3, ..DecodeParams::new(G, D) }
 }
 
-/// The label of a (BLOCK_N, WARPS, max_splits) config.
-pub fn decode_label(c: &(usize, usize, usize)) -> String {
-    format!("BLOCK_N={} WARPS={} max_splits={}", c.0, c.1, c.2)
+/// The label of a (BLOCK_N, WARPS, max_splits, STAGES) config.
+pub fn decode_label(c: &DecodeKnobs) -> String {
+    format!("BLOCK_N={} WARPS={} STAGES={} max_splits={}", c.0, c.1, c.3, c.2)
 }
 
 /// The reference (b, kv head) slices checked: the first and the last.

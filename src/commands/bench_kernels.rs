@@ -29,7 +29,8 @@ use tessera_runtime::{DeviceTensor, Runtime};
 
 use super::bench_common::{
     attend_rows, check_out, check_pairs, decode_configs, decode_label, decode_params, decode_refs, dense, guarded,
-    kv_bytes, print_table, scale_log2, Ctx, HostKv, Inputs, RefRows, Row, Rows, Trial, CEILING_TB_S, D, G, HKV, HQ, N,
+    kv_bytes, print_table, scale_log2, Ctx, DecodeKnobs, HostKv, Inputs, RefRows, Row, Rows, Trial, CEILING_TB_S, D, G,
+    HKV, HQ, N,
 };
 
 /// The flags of `tessera bench-kernels` (shared with `tessera bench-selection`).
@@ -72,7 +73,7 @@ const NBLK: usize = 64;
 
 /// The block-sparse op and its config from the sweep, for the top-k pipeline.
 struct BlockSparseBest {
-    config: (usize, usize, usize),
+    config: DecodeKnobs,
 }
 
 fn block_sparse(cx: &Ctx, x: &Inputs) -> Result<(Row, Option<BlockSparseBest>)> {

@@ -50,7 +50,7 @@ use tessera_runtime::{DeviceTensor, Runtime, TimingStats};
 
 use super::bench_common::{
     check_out, check_pairs, decode_label, decode_params, decode_refs, dense, guarded, kv_bytes, print_table, round2,
-    scale_log2, BenchArgs, Ctx, HostKv, Inputs, Row, Rows, Trial, CEILING_TB_S, D, G, HKV, HQ, N,
+    scale_log2, BenchArgs, Ctx, DecodeKnobs, HostKv, Inputs, Row, Rows, Trial, CEILING_TB_S, D, G, HKV, HQ, N,
 };
 
 /// HiP: selected tokens (`mask_k`).
@@ -283,8 +283,8 @@ fn hip(cx: &Ctx, x: &Inputs, bk: usize, first: bool, dense_us: Option<f64>) -> V
         });
         let out = DeviceTensor::poisoned(cx.rt.stream(), DType::BF16, &[b, HQ, D])?;
         // ~800 keys per (batch, KV head): few splits, small tiles.
-        let configs: Vec<(usize, usize, usize)> =
-            [(32, 4, 8), (64, 4, 8), (32, 4, 4), (32, 4, 16), (64, 4, 4), (32, 8, 8)].to_vec();
+        let configs: Vec<DecodeKnobs> =
+            [(32, 4, 8, 2), (64, 4, 8, 2), (32, 4, 4, 2), (32, 4, 16, 2), (64, 4, 4, 2), (32, 8, 8, 2)].to_vec();
         cx.sweep(&mut row, &configs, decode_label, |c| {
             let op = BlockSparseDecode::new(cx.rt, decode_params(c), bk)?;
             op.check_args(&x.hq, &x.hk, &x.hv, &hidx, &hcnt, N, HIP_SINK, HIP_WINDOW, &x.hq, None)?;
