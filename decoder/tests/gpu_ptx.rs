@@ -67,7 +67,13 @@ fn forward_pass_kernels_compile_to_ptx() {
         );
         ptx(
             &format!("dense split {tag}"),
-            DenseDecodeSplit::build(&cfg(&[("GROUP", g), ("HEAD_DIM", d), ("BLOCK_N", 64), ("WARPS", 4)])),
+            DenseDecodeSplit::build(&cfg(&[
+                ("GROUP", g),
+                ("HEAD_DIM", d),
+                ("BLOCK_N", 64),
+                ("WARPS", 4),
+                ("STAGES", 2),
+            ])),
         );
         let ms = decode_max_splits(batch, nkv, 132);
         ptx(
