@@ -581,6 +581,7 @@ fn time_cold(
     anyhow::ensure!(iters > 0, "timing needs at least one iteration");
     let st = rt.stream();
     let bytes = flush.numel() * flush.dtype().size_bytes();
+    st.context().bind_to_thread()?;
     let wipe = |i: usize| -> Result<()> {
         // SAFETY: the span is the whole (contiguous) flush buffer.
         unsafe { cudarc::driver::result::memset_d8_async(flush.device_ptr(), i as u8, bytes, st.cu_stream()) }?;
@@ -591,7 +592,9 @@ fn time_cold(
         launch(i)?;
     }
     let ctx = st.context();
-    let events = (0..iters).map(|_| Ok((ctx.new_event(None)?, ctx.new_event(None)?))).collect::<Result<Vec<_>>>()?;
+    // Timing events: `new_event(None)` would make them with CU_EVENT_DISABLE_TIMING.
+    let timed = || ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT));
+    let events = (0..iters).map(|_| Ok((timed()?, timed()?))).collect::<Result<Vec<_>>>()?;
     st.synchronize()?;
     for (k, (start, end)) in events.iter().enumerate() {
         wipe(warmup + k)?;
