@@ -1,6 +1,10 @@
-//! Block-sparse decode: per (batch, KV head) a list of KV block indices (block size
-//! `BLOCK_SIZE`, runtime data: a new selection never recompiles) plus optional dense sink
-//! and window ranges, all merged in one launch + the shared combine.
+//! Block-sparse decode: per (batch, KV head) — or, with
+//! [`BlockSparseDecode::per_query_head`], per (batch, query head) — a list of KV block
+//! indices (block size `BLOCK_SIZE`, runtime data: a new selection never recompiles) plus
+//! optional dense sink and window ranges, all merged in one launch + the shared combine.
+//! Per query head, each program serves one query head (GROUP = 1) and reads its KV
+//! head's rows (`KV_SHARE` = the GQA ratio): the K/V of a group is read once per query
+//! head that selects it (the L2 absorbs part of the overlap).
 //!
 //! The attended key set is `sink ∪ window ∪ (⋃ selected blocks)` clipped to `[0, seq_len)`:
 //! block tokens that fall inside the sink or the window are skipped (they are already
@@ -13,7 +17,7 @@
 //! An empty selection with no sink/window gives a zero output and LSE = -inf.
 //!
 //! Work layout: the virtual sequence `sink ++ window ++ blocks[0..count] tokens` is split
-//! over `grid = [num_splits, kv_heads, batch]` programs; sink and window tiles use
+//! over `grid = [num_splits, selection rows, batch]` programs; sink and window tiles use
 //! contiguous loads, block tiles gather K/V rows by the position tile
 //! `block_idx[t / BLOCK_SIZE] · BLOCK_SIZE + t % BLOCK_SIZE` (so any block size works
 //! with any tile size).
@@ -30,11 +34,12 @@ use crate::scratch::Scratch;
 use crate::sink_window::union_len;
 
 /// Block-sparse decode split: attention over a runtime list of KV blocks plus optional sink/window ranges.
-#[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8], STAGES = [2, 3]), example(GROUP = 4, HEAD_DIM = 128, BLOCK_SIZE = 128))]
+#[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8], STAGES = [2, 3]), example(GROUP = 4, HEAD_DIM = 128, BLOCK_SIZE = 128, KV_SHARE = 1))]
 pub fn block_sparse_decode_split<
     const GROUP: usize,
     const HEAD_DIM: usize,
     const BLOCK_SIZE: usize,
+    const KV_SHARE: usize,
     const BLOCK_N: usize,
     const WARPS: usize,
     const STAGES: usize,
@@ -42,8 +47,8 @@ pub fn block_sparse_decode_split<
     q: Tensor<bf16, 3>,            // [B, Hq, D]
     k: Tensor<bf16, 4>,            // [B, Hkv, N, D]
     v: Tensor<bf16, 4>,            // [B, Hkv, N, D]
-    block_idx: Tensor<i32, 3>,     // [B, Hkv, MAX_BLOCKS]
-    block_count: Tensor<i32, 2>,   // [B, Hkv]
+    block_idx: Tensor<i32, 3>,     // [B, R, MAX_BLOCKS], R = Hkv (shared) or Hq (per query head)
+    block_count: Tensor<i32, 2>,   // [B, R]
     o_part: &mut Tensor<f32, 4>,   // [B, Hq, S, D]
     lse_part: &mut Tensor<f32, 3>, // [B, Hq, S]
     scale_log2: f32,
@@ -53,17 +58,20 @@ pub fn block_sparse_decode_split<
     split_len: i32,
 ) {
     let split = program_id(0);
-    let kv_head = program_id(1);
+    // Selection row: a KV head (GROUP query heads share its block list, KV_SHARE = 1) or
+    // one query head (GROUP = 1, KV_SHARE = the GQA ratio: its own list, its KV head's K/V).
+    let sel = program_id(1);
+    let kv_head = sel / KV_SHARE as i32;
     let batch = program_id(2);
     let sink_end = min(max(sink, 0), seq_len);
     let win_start = max(max(seq_len - max(window, 0), 0), sink_end);
     let dense_len = sink_end + (seq_len - win_start);
     let max_blocks = block_idx.dim(2).cast::<i32>();
-    let count = min(max(block_count.load([at(batch), at(kv_head)]), 0), max_blocks);
+    let count = min(max(block_count.load([at(batch), at(sel)]), 0), max_blocks);
     let total = dense_len + count * BLOCK_SIZE as i32;
     let v0 = split * split_len;
     let v1 = min(v0 + split_len, total);
-    let q_head0 = kv_head * GROUP as i32;
+    let q_head0 = sel * GROUP as i32;
     if v0 >= v1 {
         o_part.store([at(batch), range(q_head0, GROUP), at(split), range(0, HEAD_DIM)], zeros([GROUP, HEAD_DIM]));
         lse_part.store([at(batch), range(q_head0, GROUP), at(split)], full([GROUP], f32::NEG_INFINITY));
@@ -114,7 +122,7 @@ pub fn block_sparse_decode_split<
         for t0 in (t_start - t_start % BLOCK_N as i32..t_stop).step_by(BLOCK_N) {
             let t = arange(0, BLOCK_N) + t0;
             let live = t >= t_start && t < t_stop;
-            let blk = block_idx.load([at(batch), at(kv_head), at(t0 / BLOCK_SIZE as i32)]);
+            let blk = block_idx.load([at(batch), at(sel), at(t0 / BLOCK_SIZE as i32)]);
             let pos0 = blk * BLOCK_SIZE as i32 + t0 % BLOCK_SIZE as i32;
             let pos = arange(0, BLOCK_N) + pos0;
             let in_dense = pos < sink_end || pos >= win_start;
@@ -136,7 +144,7 @@ pub fn block_sparse_decode_split<
         for t0 in (t_start..t_stop).step_by(BLOCK_N) {
             let t = arange(0, BLOCK_N) + t0;
             let live = t < t_stop;
-            let blk = block_idx.load_masked([at(batch), at(kv_head), gather(t / BLOCK_SIZE)], live, -1);
+            let blk = block_idx.load_masked([at(batch), at(sel), gather(t / BLOCK_SIZE)], live, -1);
             let pos = blk * BLOCK_SIZE as i32 + t % BLOCK_SIZE as i32;
             let in_dense = pos < sink_end || pos >= win_start;
             let valid = live && blk >= 0 && pos < seq_len && !in_dense;
@@ -167,6 +175,8 @@ pub fn block_sparse_decode_split<
 pub struct BlockSparseDecode {
     pub params: DecodeParams,
     pub block_size: usize,
+    /// Block lists per query head (`[B, Hq, MAX_BLOCKS]`) instead of per KV head.
+    pub per_query_head: bool,
     split: BlockSparseDecodeSplitKernel,
     combine: LseCombine,
 }
@@ -174,24 +184,55 @@ pub struct BlockSparseDecode {
 impl BlockSparseDecode {
     const NAME: &'static str = "block_sparse_decode";
 
-    fn config(params: &DecodeParams, block_size: usize) -> KernelConfig {
-        params.split_config().with("BLOCK_SIZE", block_size as i64)
+    /// The split kernel's configuration: GROUP query heads per selection row, the
+    /// selection rows per KV head in KV_SHARE.
+    pub fn config(params: &DecodeParams, block_size: usize, per_query_head: bool) -> KernelConfig {
+        let (group, share) = if per_query_head { (1, params.group) } else { (params.group, 1) };
+        params
+            .split_config()
+            .with("GROUP", group as i64)
+            .with("KV_SHARE", share as i64)
+            .with("BLOCK_SIZE", block_size as i64)
     }
 
+    /// Interpreter op, one block list per (batch, KV head).
     pub fn cpu(params: DecodeParams, block_size: usize) -> Result<Self, KernelError> {
-        let split = BlockSparseDecodeSplit::cpu(&Self::config(&params, block_size))?;
-        let combine = LseCombine::cpu(params.head_dim, params.max_splits, params.write_lse)?;
-        Ok(BlockSparseDecode { params, block_size, split, combine })
+        Self::make(params, block_size, false, None)
     }
 
+    /// GPU op, one block list per (batch, KV head).
     pub fn new(rt: &Runtime, params: DecodeParams, block_size: usize) -> Result<Self, KernelError> {
-        let split = BlockSparseDecodeSplit::new(rt, &Self::config(&params, block_size))?;
-        let combine = LseCombine::new(rt, params.head_dim, params.max_splits, params.write_lse)?;
-        Ok(BlockSparseDecode { params, block_size, split, combine })
+        Self::make(params, block_size, false, Some(rt))
     }
 
-    /// Checks dtypes and shapes (`block_idx [B, Hkv, MAX_BLOCKS] i32`, `block_count [B, Hkv]
-    /// i32`) and, for host index tensors, that every count is in `[0, MAX_BLOCKS]` and every
+    /// One block list per (batch, query head): `block_idx [B, Hq, MAX_BLOCKS]`,
+    /// `block_count [B, Hq]`; on the interpreter when `rt` is `None`.
+    pub fn per_query_head(rt: Option<&Runtime>, params: DecodeParams, block_size: usize) -> Result<Self, KernelError> {
+        Self::make(params, block_size, true, rt)
+    }
+
+    fn make(
+        params: DecodeParams,
+        block_size: usize,
+        per_query_head: bool,
+        rt: Option<&Runtime>,
+    ) -> Result<Self, KernelError> {
+        let config = Self::config(&params, block_size, per_query_head);
+        let (split, combine) = match rt {
+            Some(rt) => (
+                BlockSparseDecodeSplit::new(rt, &config)?,
+                LseCombine::new(rt, params.head_dim, params.max_splits, params.write_lse)?,
+            ),
+            None => (
+                BlockSparseDecodeSplit::cpu(&config)?,
+                LseCombine::cpu(params.head_dim, params.max_splits, params.write_lse)?,
+            ),
+        };
+        Ok(BlockSparseDecode { params, block_size, per_query_head, split, combine })
+    }
+
+    /// Checks dtypes and shapes (`block_idx [B, R, MAX_BLOCKS] i32`, `block_count [B, R]
+    /// i32`, R = Hkv, or Hq per query head) and, for host index tensors, that every count is in `[0, MAX_BLOCKS]` and every
     /// counted index in `[0, ceil(seq_len / BLOCK_SIZE))`. Returns the split grid and
     /// `split_len`.
     #[allow(clippy::too_many_arguments)]
@@ -211,8 +252,9 @@ impl BlockSparseDecode {
         let name = Self::NAME;
         let p = &self.params;
         let (b, hkv, _) = p.check_qkv(name, q, k, v, seq_len, out, lse)?;
-        expect(name, "block_idx", block_idx, DType::I32, &[Some(b), Some(hkv), None])?;
-        expect(name, "block_count", block_count, DType::I32, &[Some(b), Some(hkv)])?;
+        let rows = if self.per_query_head { hkv * p.group } else { hkv };
+        expect(name, "block_idx", block_idx, DType::I32, &[Some(b), Some(rows), None])?;
+        expect(name, "block_count", block_count, DType::I32, &[Some(b), Some(rows)])?;
         if sink > i32::MAX as usize || window > i32::MAX as usize {
             return Err(invalid(name, "sink/window do not fit i32"));
         }
@@ -250,7 +292,7 @@ impl BlockSparseDecode {
         }
         let len = union_len(seq_len, sink, window) + max_blocks * self.block_size;
         let (split_len, splits) = crate::split_plan(len, p.block_n, p.max_splits);
-        Ok(([splits as u32, hkv as u32, b as u32], split_len))
+        Ok(([splits as u32, rows as u32, b as u32], split_len))
     }
 
     #[allow(clippy::too_many_arguments)]

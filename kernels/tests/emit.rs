@@ -20,7 +20,7 @@ fn all_kernels_emit_cuda() {
     let kernels = vec![
         DenseDecodeSplit::build(&cfg(&dec)).unwrap(),
         SinkWindowDecodeSplit::build(&cfg(&dec)).unwrap(),
-        BlockSparseDecodeSplit::build(&cfg(&dec).with("BLOCK_SIZE", 128)).unwrap(),
+        BlockSparseDecodeSplit::build(&cfg(&dec).with("BLOCK_SIZE", 128).with("KV_SHARE", 1)).unwrap(),
         AttnCombine::build(&cfg(&[("HEAD_DIM", 128), ("MAX_SPLITS", 16), ("WRITE_LSE", 1)])).unwrap(),
         BlockScoresTopk::build(&cfg(&[
             ("GROUP", 4),

@@ -466,7 +466,9 @@ impl TuneTarget for BlockSparseTarget {
     }
 
     fn kernels(&self, s: &SparseShape, c: &SplitConfig) -> Result<Vec<Kernel>> {
-        let config = split_kernel_config(s.group, s.head_dim, c).with("BLOCK_SIZE", s.block_size as i64);
+        // The op's own configuration (one block list per KV head), so the tuned source is
+        // the one dispatch runs.
+        let config = BlockSparseDecode::config(&c.params(s.group, s.head_dim), s.block_size, false);
         Ok(vec![BlockSparseDecodeSplit::build(&config)?, combine_kernel(s.head_dim, c.max_splits)?])
     }
 
