@@ -29,6 +29,7 @@ pub fn registry() -> Vec<KernelEntry> {
         crate::hip::HipScoreChildren::ENTRY,
         crate::hip::HipSelectChildren::ENTRY,
         crate::hip::HipFinalize::ENTRY,
+        crate::lm_infinite::LmInfiniteDecodeSplit::ENTRY,
         crate::sink_window::SinkWindowDecodeSplit::ENTRY,
         crate::snapkv::SnapkvRowStats::ENTRY,
         crate::snapkv::SnapkvVotes::ENTRY,

@@ -6,7 +6,8 @@
 //! (`win_start = max(n - W, sink_end)`) that is split over programs like dense decode;
 //! each program walks its part of the sink segment and of the window segment with
 //! contiguous (`range`) loads. Split kernel grid `[num_splits, kv_heads, batch]`, then
-//! the shared combine. (The LM-Infinite distance cap / in-kernel RoPE is not done here.)
+//! the shared combine. The LM-Infinite variant with the distance cap (keys stored before RoPE,
+//! rotated in the kernel) is [`crate::lm_infinite`].
 
 use tessera_codegen::host::HostTensor;
 use tessera_dsl_support::prelude::*;

@@ -217,3 +217,40 @@ mod tests {
         assert_eq!((o, l), (vec![4.0], 3.0));
     }
 }
+
+/// Rotate-half RoPE of `x [d]` at row `pos` of `cos`/`sin [P, d/2]` (pairs `(i, i + d/2)`).
+pub fn rope_rotate_half(x: &[f64], cos: &[f64], sin: &[f64], pos: usize, d: usize) -> Vec<f64> {
+    let h = d / 2;
+    let mut out = vec![0.0; d];
+    for i in 0..h {
+        let (c, s) = (cos[pos * h + i], sin[pos * h + i]);
+        out[i] = x[i] * c - x[i + h] * s;
+        out[i + h] = x[i + h] * c + x[i] * s;
+    }
+    out
+}
+
+/// LM-Infinite decode in f64: keys `k` stored before RoPE, each rotated at
+/// `max(p, seq_len − 1 − cap)`, attended over the sink + window positions.
+#[allow(clippy::too_many_arguments)]
+pub fn lm_infinite(
+    dims: DecodeDims,
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    cos: &[f64],
+    sin: &[f64],
+    (seq_len, sink, window, cap): (usize, usize, usize, usize),
+    scale_log2: f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let d = dims.head_dim;
+    let oldest = (seq_len - 1).saturating_sub(cap);
+    let mut rotated = vec![0.0; k.len()];
+    for (row, (dst, src)) in rotated.chunks_mut(d).zip(k.chunks(d)).enumerate() {
+        let pos = row % dims.cap;
+        if pos < seq_len {
+            dst.copy_from_slice(&rope_rotate_half(src, cos, sin, pos.max(oldest), d));
+        }
+    }
+    decode_with(dims, q, &rotated, v, scale_log2, |_, _| sink_window_positions(seq_len, sink, window))
+}
