@@ -29,6 +29,29 @@ mod entry;
 mod error;
 pub mod rt;
 
+/// The config value of an element-type parameter (`<KV>` in a kernel signature) that makes
+/// it `dtype`: 0 = bf16 (the default), 1 = f16, 2 = f32; `None` for other dtypes.
+pub fn elem_code(dtype: tessera_codegen::ir::DType) -> Option<i64> {
+    use tessera_codegen::ir::DType;
+    match dtype {
+        DType::BF16 => Some(0),
+        DType::F16 => Some(1),
+        DType::F32 => Some(2),
+        _ => None,
+    }
+}
+
+/// The dtype of an element-type code (the inverse of [`elem_code`]).
+pub fn elem_dtype_of(code: i64) -> Option<tessera_codegen::ir::DType> {
+    use tessera_codegen::ir::DType;
+    match code {
+        0 => Some(DType::BF16),
+        1 => Some(DType::F16),
+        2 => Some(DType::F32),
+        _ => None,
+    }
+}
+
 #[doc(hidden)]
 pub use config::ConstraintFn as __ConstraintFn;
 pub use config::{KernelConfig, TuneSpace};

@@ -73,6 +73,14 @@ pub struct Ctx<'a> {
 /// Resolves a user config against the kernel's compile-time parameters (`defaults` gives
 /// the parameters with a default, e.g. WARPS = 4): unknown names and missing values are
 /// errors.
+/// The dtype of an element-type parameter from its config code (see [`crate::elem_code`]).
+pub fn elem_dtype(kernel: &'static str, name: &str, code: i64) -> Result<Dt, BuildError> {
+    crate::elem_dtype_of(code).ok_or_else(|| BuildError::Comptime {
+        kernel: kernel.into(),
+        message: format!("element type {name} = {code} is not one of 0 (bf16), 1 (f16), 2 (f32)"),
+    })
+}
+
 pub fn resolve(
     kernel: &'static str,
     config: &KernelConfig,

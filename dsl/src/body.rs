@@ -31,6 +31,8 @@ pub enum Sym {
 
 pub struct Tr {
     scopes: Vec<HashMap<String, Sym>>,
+    /// Element-type parameters (`<KV>`): dtype names resolved from the config when built.
+    elem_types: Vec<String>,
 }
 
 type R<T> = syn::Result<T>;
@@ -49,6 +51,11 @@ const TILE_METHODS: &str = "sum, max, min, argmax, exp2, log2, exp, sqrt, rsqrt,
     cast::<T>, expand_dims, broadcast";
 const TENSOR_METHODS: &str = "load, load_or, load_masked, store, store_masked, atomic_add, atomic_max, dim";
 
+/// The variable the builder binds an element-type parameter's dtype to.
+pub fn elem_type_var(name: &str) -> Ident {
+    format_ident!("__dt_{}", name)
+}
+
 fn dtype_tokens(name: &str) -> TokenStream {
     let v = format_ident!(
         "{}",
@@ -66,26 +73,39 @@ fn dtype_tokens(name: &str) -> TokenStream {
     quote! { #rt::Dt::#v }
 }
 
-/// `e` as a dtype name (`bf16`, `f32`, ...).
-fn dtype_of_expr(e: &Expr) -> Option<String> {
-    if let Expr::Path(p) = e {
-        let n = p.path.get_ident()?.to_string();
-        return DTYPES.contains(&n.as_str()).then_some(n);
-    }
-    None
-}
-
-fn dtype_of_type(t: &syn::Type) -> Option<String> {
-    if let syn::Type::Path(p) = t {
-        let n = p.path.get_ident()?.to_string();
-        return DTYPES.contains(&n.as_str()).then_some(n);
-    }
-    None
-}
-
 impl Tr {
-    pub fn new() -> Self {
-        Tr { scopes: vec![HashMap::new()] }
+    pub fn new(elem_types: Vec<String>) -> Self {
+        Tr { scopes: vec![HashMap::new()], elem_types }
+    }
+
+    /// `name` as a dtype: a fixed one (`bf16`, ...) or an element-type parameter.
+    fn dtype_name(&self, name: String) -> Option<String> {
+        (DTYPES.contains(&name.as_str()) || self.elem_types.contains(&name)).then_some(name)
+    }
+
+    fn dtype_of_expr(&self, e: &Expr) -> Option<String> {
+        if let Expr::Path(p) = e {
+            return self.dtype_name(p.path.get_ident()?.to_string());
+        }
+        None
+    }
+
+    fn dtype_of_type(&self, t: &syn::Type) -> Option<String> {
+        if let syn::Type::Path(p) = t {
+            return self.dtype_name(p.path.get_ident()?.to_string());
+        }
+        None
+    }
+
+    /// Tokens of the dtype `name`: a constant, or the builder's variable for an
+    /// element-type parameter.
+    fn dtype_ts(&self, name: &str) -> TokenStream {
+        if self.elem_types.iter().any(|e| e == name) {
+            let v = elem_type_var(name);
+            quote! { #v }
+        } else {
+            dtype_tokens(name)
+        }
     }
 
     pub fn define(&mut self, name: &Ident, sym: Sym) -> R<()> {
@@ -104,7 +124,7 @@ impl Tr {
 
     fn resolve(&self, name: &Ident) -> R<&Sym> {
         let n = name.to_string();
-        if DTYPES.contains(&n.as_str()) {
+        if DTYPES.contains(&n.as_str()) || self.elem_types.contains(&n) {
             return err(name, format!("the dtype `{n}` is not a value; use it in `.cast::<{n}>()` or `cast(x, {n})`"));
         }
         self.lookup(name).ok_or_else(|| {
@@ -479,8 +499,8 @@ impl Tr {
             }
             Expr::Cast(c) => {
                 let (x, k) = self.value(&c.expr)?;
-                if let Some(d) = dtype_of_type(&c.ty) {
-                    let d = dtype_tokens(&d);
+                if let Some(d) = self.dtype_of_type(&c.ty) {
+                    let d = self.dtype_ts(&d);
                     return Ok((quote! {{ let __x = #x; __cx.cast(__x, #d) }}, k));
                 }
                 let is_index =
@@ -704,13 +724,13 @@ impl Tr {
             "cast" => {
                 self.arity(c, &name, n, 2, "cast(x, bf16)")?;
                 let (v, k) = self.value(args[0])?;
-                let Some(d) = dtype_of_expr(args[1]) else {
+                let Some(d) = self.dtype_of_expr(args[1]) else {
                     return err(
                         args[1],
                         "the second argument of `cast` is a dtype: bf16, f16, f32, i32, u32, i64 or bool",
                     );
                 };
-                let d = dtype_tokens(&d);
+                let d = self.dtype_ts(&d);
                 (quote! {{ let __v = #v; __cx.cast(__v, #d) }}, k)
             }
             "dot" | "dot_t" => {
@@ -863,12 +883,12 @@ impl Tr {
                     .turbofish
                     .as_ref()
                     .and_then(|t| match t.args.first() {
-                        Some(syn::GenericArgument::Type(ty)) if t.args.len() == 1 => dtype_of_type(ty),
+                        Some(syn::GenericArgument::Type(ty)) if t.args.len() == 1 => self.dtype_of_type(ty),
                         _ => None,
                     })
                     .ok_or_else(|| syn::Error::new_spanned(m, "write the target dtype: `x.cast::<bf16>()`"))?;
                 self.arity(&m.method, "cast", n, 0, "x.cast::<bf16>()")?;
-                let d = dtype_tokens(&d);
+                let d = self.dtype_ts(&d);
                 (quote! {{ let __x = #x; __cx.cast(__x, #d) }}, kx)
             }
             "expand_dims" => {

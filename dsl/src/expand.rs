@@ -34,7 +34,7 @@ pub fn expand(attr_ts: TokenStream, item: TokenStream) -> syn::Result<TokenStrea
     let kname = format_ident!("{}Kernel", camel(&fname));
 
     // Compile-time parameter names; WARPS (or num_warps) is reserved and defaults to 4.
-    let mut comptime: Vec<String> = sig.comptime.iter().map(|i| i.to_string()).collect();
+    let mut comptime: Vec<String> = sig.comptime.iter().chain(&sig.elem_types).map(|i| i.to_string()).collect();
     let warps_name = if comptime.iter().any(|c| c == "num_warps") { "num_warps" } else { "WARPS" };
     if !comptime.iter().any(|c| c == warps_name) {
         comptime.push(warps_name.to_string());
@@ -103,7 +103,25 @@ pub fn expand(attr_ts: TokenStream, item: TokenStream) -> syn::Result<TokenStrea
     }
 
     // The builder body.
-    let mut tr = Tr::new();
+    let mut tr = Tr::new(sig.elem_types.iter().map(|i| i.to_string()).collect());
+    // Element-type parameters resolve to dtypes before the body is recorded (bf16 when
+    // the config does not name them).
+    let elem_bindings: Vec<TokenStream> = sig
+        .elem_types
+        .iter()
+        .map(|t| {
+            let (n, v) = (t.to_string(), crate::body::elem_type_var(&t.to_string()));
+            quote! { let #v = ::tessera_dsl_support::rt::elem_dtype(#fname, #n, __config.get(#n).unwrap_or(0))?; }
+        })
+        .collect();
+    let elem_defaults: Vec<TokenStream> = sig
+        .elem_types
+        .iter()
+        .map(|t| {
+            let n = t.to_string();
+            quote! { (#n, 0) }
+        })
+        .collect();
     let mut prologue = TokenStream::new();
     for c in &sig.comptime {
         tr.define(c, Sym::Comptime)?;
@@ -116,7 +134,12 @@ pub fn expand(attr_ts: TokenStream, item: TokenStream) -> syn::Result<TokenStrea
         match &p.kind {
             ParamKind::Tensor { dtype, rank, writable } => {
                 tr.define(id, Sym::Tensor { rank: *rank, writable: *writable })?;
-                let d = dtype_path(dtype);
+                let d = if sig.elem_types.iter().any(|t| t == dtype) {
+                    let v = crate::body::elem_type_var(dtype);
+                    quote! { #v }
+                } else {
+                    dtype_path(dtype)
+                };
                 prologue.extend(quote! { let #id = __cx.tensor(#n, #d, #rank, #writable); });
             }
             ParamKind::Scalar { dtype } => {
@@ -210,7 +233,8 @@ pub fn expand(attr_ts: TokenStream, item: TokenStream) -> syn::Result<TokenStrea
             /// WARPS defaults to 4) and verifies it.
             #[allow(non_snake_case, unused_variables, unused_braces, clippy::all)]
             pub fn build(config: &::tessera_dsl_support::KernelConfig) -> ::core::result::Result<::tessera_dsl_support::__codegen::ir::Kernel, ::tessera_dsl_support::BuildError> {
-                let __config = ::tessera_dsl_support::rt::resolve(#fname, config, Self::COMPTIME_PARAMS, &[(#warps_name, 4)])?;
+                let __config = ::tessera_dsl_support::rt::resolve(#fname, config, Self::COMPTIME_PARAMS, &[(#warps_name, 4) #(, #elem_defaults)*])?;
+                #(#elem_bindings)*
                 ::tessera_dsl_support::rt::build(#fname, &__config, |__cx: &mut ::tessera_dsl_support::rt::Ctx<'_>| {
                     #prologue
                     #body

@@ -17,6 +17,9 @@ pub struct Param {
 
 pub struct Sig {
     pub comptime: Vec<Ident>,
+    /// Element-type parameters (`<KV>`): a dtype chosen by the config (see
+    /// `tessera_dsl_support::elem_code`), usable as a tensor element type and in casts.
+    pub elem_types: Vec<Ident>,
     pub params: Vec<Param>,
 }
 
@@ -42,8 +45,25 @@ pub fn parse(f: &ItemFn) -> syn::Result<Sig> {
         return Err(syn::Error::new_spanned(w, "kernels take no `where` clause"));
     }
     let mut comptime = Vec::new();
+    let mut elem_types = Vec::new();
     for g in &s.generics.params {
         match g {
+            GenericParam::Type(t) => {
+                if !t.bounds.is_empty() || t.default.is_some() {
+                    return Err(syn::Error::new_spanned(
+                        t,
+                        "an element-type parameter is a bare name (`<KV>`): its dtype comes from the config \
+                         (0 = bf16, 1 = f16, 2 = f32)",
+                    ));
+                }
+                if DTYPES.contains(&t.ident.to_string().as_str()) {
+                    return Err(syn::Error::new_spanned(
+                        &t.ident,
+                        "an element-type parameter cannot be named like a dtype",
+                    ));
+                }
+                elem_types.push(t.ident.clone());
+            }
             GenericParam::Const(c) => {
                 let ok = matches!(&c.ty, Type::Path(p) if p.path.get_ident().is_some_and(|i| {
                     ["usize", "isize", "i32", "u32", "i64", "u64", "bool"].contains(&i.to_string().as_str())
@@ -59,8 +79,8 @@ pub fn parse(f: &ItemFn) -> syn::Result<Sig> {
             other => {
                 return Err(syn::Error::new_spanned(
                     other,
-                    "kernels take only const generics (`const BLOCK: usize`) as generic parameters; \
-                     element types are fixed in the signature, e.g. `Tensor<bf16, 2>`",
+                    "kernels take const generics (`const BLOCK: usize`) and element-type parameters \
+                     (`<KV>`, then `Tensor<KV, 2>`) as generic parameters",
                 ))
             }
         }
@@ -79,13 +99,14 @@ pub fn parse(f: &ItemFn) -> syn::Result<Sig> {
                 "write the parameter as a plain name; a written tensor is `name: &mut Tensor<dtype, RANK>`",
             ));
         }
-        let kind = param_kind(&pt.ty)?;
+        let names: Vec<String> = elem_types.iter().map(|i| i.to_string()).collect();
+        let kind = param_kind(&pt.ty, &names)?;
         params.push(Param { name: pi.ident.clone(), kind });
     }
-    Ok(Sig { comptime, params })
+    Ok(Sig { comptime, elem_types, params })
 }
 
-fn param_kind(ty: &Type) -> syn::Result<ParamKind> {
+fn param_kind(ty: &Type, elem_types: &[String]) -> syn::Result<ParamKind> {
     match ty {
         Type::Reference(r) => {
             if r.mutability.is_none() {
@@ -94,7 +115,7 @@ fn param_kind(ty: &Type) -> syn::Result<ParamKind> {
                     "a read-only tensor is passed by value: write `Tensor<dtype, RANK>`; `&mut Tensor<..>` marks a written one",
                 ));
             }
-            match tensor(&r.elem)? {
+            match tensor(&r.elem, elem_types)? {
                 Some((dtype, rank)) => Ok(ParamKind::Tensor { dtype, rank, writable: true }),
                 None => Err(syn::Error::new_spanned(ty, format!("unsupported parameter type: {PARAM_HELP}"))),
             }
@@ -112,7 +133,7 @@ fn param_kind(ty: &Type) -> syn::Result<ParamKind> {
                     ));
                 }
             }
-            match tensor(ty)? {
+            match tensor(ty, elem_types)? {
                 Some((dtype, rank)) => Ok(ParamKind::Tensor { dtype, rank, writable: false }),
                 None => Err(syn::Error::new_spanned(ty, format!("unsupported parameter type: {PARAM_HELP}"))),
             }
@@ -122,7 +143,7 @@ fn param_kind(ty: &Type) -> syn::Result<ParamKind> {
 }
 
 /// `Tensor<dtype, RANK>` → (dtype, rank); `None` when the type is not a `Tensor`.
-fn tensor(ty: &Type) -> syn::Result<Option<(String, usize)>> {
+fn tensor(ty: &Type, elem_types: &[String]) -> syn::Result<Option<(String, usize)>> {
     let Type::Path(p) = ty else { return Ok(None) };
     let Some(last) = p.path.segments.last() else { return Ok(None) };
     if last.ident != "Tensor" {
@@ -141,7 +162,7 @@ fn tensor(ty: &Type) -> syn::Result<Option<(String, usize)>> {
         }
         other => return Err(syn::Error::new_spanned(other, "expected an element type such as `f32` or `bf16`")),
     };
-    if !DTYPES.contains(&dtype.as_str()) {
+    if !DTYPES.contains(&dtype.as_str()) && !elem_types.contains(&dtype) {
         return Err(syn::Error::new_spanned(
             a[0],
             format!("unsupported element type `{dtype}`: use one of bf16, f16, f32, i32, u32, i64"),
