@@ -36,6 +36,7 @@ use crate::sink_window::union_len;
 /// Block-sparse decode split: attention over a runtime list of KV blocks plus optional sink/window ranges.
 #[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8], STAGES = [2, 3]), example(GROUP = 4, HEAD_DIM = 128, BLOCK_SIZE = 128, KV_SHARE = 1))]
 pub fn block_sparse_decode_split<
+    KV,
     const GROUP: usize,
     const HEAD_DIM: usize,
     const BLOCK_SIZE: usize,
@@ -44,9 +45,9 @@ pub fn block_sparse_decode_split<
     const WARPS: usize,
     const STAGES: usize,
 >(
-    q: Tensor<bf16, 3>,            // [B, Hq, D]
-    k: Tensor<bf16, 4>,            // [B, Hkv, N, D]
-    v: Tensor<bf16, 4>,            // [B, Hkv, N, D]
+    q: Tensor<KV, 3>,              // [B, Hq, D]
+    k: Tensor<KV, 4>,              // [B, Hkv, N, D]
+    v: Tensor<KV, 4>,              // [B, Hkv, N, D]
     block_idx: Tensor<i32, 3>,     // [B, R, MAX_BLOCKS], R = Hkv (shared) or Hq (per query head)
     block_count: Tensor<i32, 2>,   // [B, R]
     o_part: &mut Tensor<f32, 4>,   // [B, Hq, S, D]
@@ -93,7 +94,7 @@ pub fn block_sparse_decode_split<
         let alpha = exp2(row_max - m_new);
         let probs = exp2(scores - m_new.expand_dims(1));
         row_sum = row_sum * alpha + probs.sum(1);
-        acc = acc * alpha.expand_dims(1) + dot(probs.cast::<bf16>(), v_tile);
+        acc = acc * alpha.expand_dims(1) + dot(probs.cast::<KV>(), v_tile);
         row_max = m_new;
     }
     // Window segment: virtual [max(v0, sink_end), min(v1, dense_len)) + shift.
@@ -110,7 +111,7 @@ pub fn block_sparse_decode_split<
         let alpha = exp2(row_max - m_new);
         let probs = exp2(scores - m_new.expand_dims(1));
         row_sum = row_sum * alpha + probs.sum(1);
-        acc = acc * alpha.expand_dims(1) + dot(probs.cast::<bf16>(), v_tile);
+        acc = acc * alpha.expand_dims(1) + dot(probs.cast::<KV>(), v_tile);
         row_max = m_new;
     }
     // Block segment: virtual [max(v0, dense_len), v1) - dense_len = selected-token index t.
@@ -136,7 +137,7 @@ pub fn block_sparse_decode_split<
             let alpha = exp2(row_max - m_use);
             let probs = exp2(scores - m_use.expand_dims(1));
             row_sum = row_sum * alpha + probs.sum(1);
-            acc = acc * alpha.expand_dims(1) + dot(probs.cast::<bf16>(), v_tile);
+            acc = acc * alpha.expand_dims(1) + dot(probs.cast::<KV>(), v_tile);
             row_max = m_new;
         }
     } else {
@@ -158,7 +159,7 @@ pub fn block_sparse_decode_split<
             let alpha = exp2(row_max - m_use);
             let probs = exp2(scores - m_use.expand_dims(1));
             row_sum = row_sum * alpha + probs.sum(1);
-            acc = acc * alpha.expand_dims(1) + dot(probs.cast::<bf16>(), v_tile);
+            acc = acc * alpha.expand_dims(1) + dot(probs.cast::<KV>(), v_tile);
             row_max = m_new;
         }
     }
@@ -219,14 +220,8 @@ impl BlockSparseDecode {
     ) -> Result<Self, KernelError> {
         let config = Self::config(&params, block_size, per_query_head);
         let (split, combine) = match rt {
-            Some(rt) => (
-                BlockSparseDecodeSplit::new(rt, &config)?,
-                LseCombine::new(rt, params.head_dim, params.max_splits, params.write_lse)?,
-            ),
-            None => (
-                BlockSparseDecodeSplit::cpu(&config)?,
-                LseCombine::cpu(params.head_dim, params.max_splits, params.write_lse)?,
-            ),
+            Some(rt) => (BlockSparseDecodeSplit::new(rt, &config)?, params.combine(Some(rt), params.max_splits)?),
+            None => (BlockSparseDecodeSplit::cpu(&config)?, params.combine(None, params.max_splits)?),
         };
         Ok(BlockSparseDecode { params, block_size, per_query_head, split, combine })
     }

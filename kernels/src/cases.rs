@@ -32,6 +32,8 @@ use crate::{
 
 /// bf16 outputs: relative error (of the largest reference magnitude) allowed.
 pub const BF16_TOL: f64 = 1e-2;
+/// f16 outputs: the same, three more mantissa bits.
+pub const F16_TOL: f64 = 5e-3;
 /// LSE (f32, log2 units): error allowed relative to max(1, |largest LSE|).
 pub const LSE_TOL: f64 = 1e-3;
 
@@ -177,6 +179,19 @@ impl DecodeCase {
         }
     }
 
+    /// The same case with q, k, v and out in `dtype` (f16 or bf16; the values are the
+    /// bf16-rounded ones, which f16 holds exactly at these magnitudes).
+    pub fn in_dtype(mut self, dtype: DType) -> Self {
+        let conv = |t: &HostTensor| HostTensor::from_f64(dtype, &t.shape, &t.to_f64());
+        self.q = conv(&self.q);
+        self.k = conv(&self.k);
+        self.v = conv(&self.v);
+        self.out = HostTensor::full(dtype, &self.out.shape.clone(), f64::NAN);
+        self.params.dtype = dtype;
+        self.name = format!("{} {dtype:?}", self.name);
+        self
+    }
+
     /// A block-sparse case with a random selection (`max_blocks` slots per (b, h)).
     #[allow(clippy::too_many_arguments)]
     pub fn block_sparse(
@@ -254,7 +269,7 @@ impl KernelCase for DecodeCase {
         self.poison();
         let p = self.params.clone();
         let (q, k, v) = (up(rt, &self.q)?, up(rt, &self.k)?, up(rt, &self.v)?);
-        let out = DeviceTensor::poisoned(rt.stream(), DType::BF16, &self.out.shape)?;
+        let out = DeviceTensor::poisoned(rt.stream(), self.params.dtype, &self.out.shape)?;
         let lse_d = DeviceTensor::poisoned(rt.stream(), DType::F32, &self.lse.shape)?;
         let lse = if p.write_lse { Some(&lse_d) } else { None };
         let n = self.seq_len;
@@ -282,7 +297,8 @@ impl KernelCase for DecodeCase {
 
     fn check(&self) -> Result<f64, String> {
         let (o, l) = self.reference();
-        let e = within("out", r::rel_err(&self.out.to_f64(), &o)?, BF16_TOL)?;
+        let tol = if self.params.dtype == DType::F16 { F16_TOL } else { BF16_TOL };
+        let e = within("out", r::rel_err(&self.out.to_f64(), &o)?, tol)?;
         if self.params.write_lse {
             check_lse(&self.lse, &l)?;
         }
@@ -909,6 +925,8 @@ pub fn dense_gpu_cases(seed: u64) -> Vec<DecodeCase> {
         DecodeCase::new("dense", DecodeKind::Dense, dims(1, 3, 1, 777, 128), 777, DecodeParams::new(1, 128), seed + 2),
         DecodeCase::new("dense", DecodeKind::Dense, dims(2, 2, 3, 1000, 64), 999, lse_params(3, 64), seed + 3),
         DecodeCase::new("dense STAGES=3", DecodeKind::Dense, dims(2, 4, 4, 6001, 128), 6000, staged3(4, 128), seed + 4),
+        DecodeCase::new("dense", DecodeKind::Dense, dims(2, 8, 4, 5000, 128), 4999, lse_params(4, 128), seed + 5)
+            .in_dtype(DType::F16),
     ]
 }
 
@@ -926,6 +944,8 @@ pub fn sink_window_gpu_cases(seed: u64) -> Vec<DecodeCase> {
             staged3(4, 128),
             seed + 3,
         ),
+        DecodeCase::new("sink_window", sw(32, 1000), dims(1, 2, 8, 4000, 64), 3999, lse_params(8, 64), seed + 4)
+            .in_dtype(DType::F16),
     ]
 }
 
@@ -979,6 +999,19 @@ pub fn block_sparse_gpu_cases(seed: u64) -> Vec<DecodeCase> {
             true,
             seed + 2,
         ),
+        DecodeCase::block_sparse(
+            "block_sparse",
+            dims(2, 2, 4, 9000, 128),
+            9000,
+            lse_params(4, 128),
+            64,
+            24,
+            8,
+            256,
+            false,
+            seed + 8,
+        )
+        .in_dtype(DType::F16),
     ]
 }
 

@@ -13,11 +13,11 @@ use crate::error::{expect, invalid, KernelError, TensorMeta};
 
 /// Merges per-split partial outputs and log2-sum-exps into the final output (optionally its LSE).
 #[kernel(example(HEAD_DIM = 128, MAX_SPLITS = 16, WRITE_LSE = 1))]
-pub fn attn_combine<const HEAD_DIM: usize, const MAX_SPLITS: usize, const WRITE_LSE: usize, const WARPS: usize>(
-    o_part: Tensor<f32, 4>,    // [B, R, S, D]
-    lse_part: Tensor<f32, 3>,  // [B, R, S]
-    out: &mut Tensor<bf16, 3>, // [B, R, D]
-    lse: &mut Tensor<f32, 2>,  // [B, R] (written when WRITE_LSE == 1)
+pub fn attn_combine<OUT, const HEAD_DIM: usize, const MAX_SPLITS: usize, const WRITE_LSE: usize, const WARPS: usize>(
+    o_part: Tensor<f32, 4>,   // [B, R, S, D]
+    lse_part: Tensor<f32, 3>, // [B, R, S]
+    out: &mut Tensor<OUT, 3>, // [B, R, D], bf16 (OUT = 0) or f16 (OUT = 1)
+    lse: &mut Tensor<f32, 2>, // [B, R] (written when WRITE_LSE == 1)
 ) {
     let row = program_id(0);
     let batch = program_id(1);
@@ -29,7 +29,7 @@ pub fn attn_combine<const HEAD_DIM: usize, const MAX_SPLITS: usize, const WRITE_
     let total = w.sum(0);
     let nonempty = total > 0.0;
     let o = (parts * w.expand_dims(1)).sum(0) / where_(nonempty, total, 1.0);
-    out.store([at(batch), at(row), range(0, HEAD_DIM)], o.cast::<bf16>());
+    out.store([at(batch), at(row), range(0, HEAD_DIM)], o.cast::<OUT>());
     if WRITE_LSE == 1 {
         lse.store(
             [at(batch), at(row)],
@@ -44,6 +44,8 @@ pub struct LseCombine {
     pub head_dim: usize,
     pub max_splits: usize,
     pub write_lse: bool,
+    /// Element type of `out` (bf16 unless built with [`LseCombine::typed`]).
+    pub out_dtype: DType,
     kernel: AttnCombineKernel,
 }
 
@@ -59,19 +61,38 @@ impl LseCombine {
         ])
     }
 
+    /// A combine writing `out` in `out_dtype` (bf16 or f16); on the interpreter when `rt`
+    /// is `None`.
+    pub fn typed(
+        rt: Option<&Runtime>,
+        head_dim: usize,
+        max_splits: usize,
+        write_lse: bool,
+        out_dtype: DType,
+    ) -> Result<Self, KernelError> {
+        let code = match out_dtype {
+            DType::BF16 | DType::F16 => tessera_dsl_support::elem_code(out_dtype).expect("a half type"),
+            other => return Err(invalid(Self::NAME, format!("out must be bf16 or f16, not {other:?}"))),
+        };
+        let config = Self::config(head_dim, max_splits, write_lse).with("OUT", code);
+        let kernel = match rt {
+            Some(rt) => AttnCombine::new(rt, &config)?,
+            None => AttnCombine::cpu(&config)?,
+        };
+        Ok(LseCombine { head_dim, max_splits, write_lse, out_dtype, kernel })
+    }
+
     /// For the interpreter.
     pub fn cpu(head_dim: usize, max_splits: usize, write_lse: bool) -> Result<Self, KernelError> {
-        let kernel = AttnCombine::cpu(&Self::config(head_dim, max_splits, write_lse))?;
-        Ok(LseCombine { head_dim, max_splits, write_lse, kernel })
+        Self::typed(None, head_dim, max_splits, write_lse, DType::BF16)
     }
 
     /// Compiled and loaded on `rt`'s GPU.
     pub fn new(rt: &Runtime, head_dim: usize, max_splits: usize, write_lse: bool) -> Result<Self, KernelError> {
-        let kernel = AttnCombine::new(rt, &Self::config(head_dim, max_splits, write_lse))?;
-        Ok(LseCombine { head_dim, max_splits, write_lse, kernel })
+        Self::typed(Some(rt), head_dim, max_splits, write_lse, DType::BF16)
     }
 
-    /// Checks `o_part [B, R, S, D] f32`, `lse_part [B, R, S] f32`, `out [B, R, D] bf16`,
+    /// Checks `o_part [B, R, S, D] f32`, `lse_part [B, R, S] f32`, `out [B, R, D]` (bf16 or f16),
     /// `lse [B, R] f32` (when written), `S <= max_splits`.
     pub fn check_args(
         &self,
@@ -88,7 +109,7 @@ impl LseCombine {
             return Err(invalid(k, format!("{splits} splits exceed MAX_SPLITS = {}", self.max_splits)));
         }
         expect(k, "lse_part", lse_part, DType::F32, &[Some(b), Some(r), Some(splits)])?;
-        expect(k, "out", out, DType::BF16, &[Some(b), Some(r), Some(self.head_dim)])?;
+        expect(k, "out", out, self.out_dtype, &[Some(b), Some(r), Some(self.head_dim)])?;
         match (self.write_lse, lse) {
             (true, Some(l)) => expect(k, "lse", l, DType::F32, &[Some(b), Some(r)]),
             (true, None) => Err(invalid(k, "built with write_lse but no `lse` tensor given")),

@@ -16,15 +16,16 @@ use crate::scratch::Scratch;
 /// Dense flash-decoding split: one program per (split, KV head, batch) serves the GQA group, online softmax.
 #[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8], STAGES = [2, 3]), example(GROUP = 4, HEAD_DIM = 128))]
 pub fn dense_decode_split<
+    KV,
     const GROUP: usize,
     const HEAD_DIM: usize,
     const BLOCK_N: usize,
     const WARPS: usize,
     const STAGES: usize,
 >(
-    q: Tensor<bf16, 3>,            // [B, Hq, D]
-    k: Tensor<bf16, 4>,            // [B, Hkv, N, D]
-    v: Tensor<bf16, 4>,            // [B, Hkv, N, D]
+    q: Tensor<KV, 3>,              // [B, Hq, D]
+    k: Tensor<KV, 4>,              // [B, Hkv, N, D]
+    v: Tensor<KV, 4>,              // [B, Hkv, N, D]
     o_part: &mut Tensor<f32, 4>,   // [B, Hq, S, D]
     lse_part: &mut Tensor<f32, 3>, // [B, Hq, S]
     scale_log2: f32,
@@ -56,7 +57,7 @@ pub fn dense_decode_split<
         let alpha = exp2(row_max - m_new);
         let probs = exp2(scores - m_new.expand_dims(1));
         row_sum = row_sum * alpha + probs.sum(1);
-        acc = acc * alpha.expand_dims(1) + dot(probs.cast::<bf16>(), v_tile);
+        acc = acc * alpha.expand_dims(1) + dot(probs.cast::<KV>(), v_tile);
         row_max = m_new;
     }
     o_part.store([at(batch), range(q_head0, GROUP), at(split), range(0, HEAD_DIM)], acc / row_sum.expand_dims(1));
@@ -76,6 +77,8 @@ pub struct DecodeParams {
     /// Buffers per pipelined K/V load of the split kernel (`STAGES`, 2 or 3): 3 keeps two
     /// tiles in flight per program, for shapes with few programs per SM.
     pub stages: usize,
+    /// Element type of `q`, `k`, `v` and `out`: bf16 (default) or f16 (`KV`).
+    pub dtype: DType,
     /// Most splits per (batch, KV head); the combine's comptime `MAX_SPLITS`.
     pub max_splits: usize,
     /// The combine also writes the final LSE `[B, Hq]` (log2 units).
@@ -92,6 +95,7 @@ impl DecodeParams {
             block_n: 64,
             warps: 4,
             stages: 2,
+            dtype: DType::BF16,
             max_splits: 16,
             write_lse: false,
             scale_log2: crate::default_scale_log2(head_dim),
@@ -105,11 +109,18 @@ impl DecodeParams {
             ("BLOCK_N", self.block_n as i64),
             ("WARPS", self.warps as i64),
             ("STAGES", self.stages as i64),
+            ("KV", tessera_dsl_support::elem_code(self.dtype).unwrap_or(-1)),
         ])
     }
 
-    /// Checks `q [B, Hkv·GROUP, D]`, `k`/`v [B, Hkv, N, D]` (bf16), `seq_len <= N`,
-    /// `out [B, Hq, D]` bf16 and `lse [B, Hq]` f32; returns `(B, Hkv, N)`.
+    /// The LSE combine writing `out` in [`Self::dtype`]; on the interpreter when `rt` is
+    /// `None`.
+    pub(crate) fn combine(&self, rt: Option<&Runtime>, max_splits: usize) -> Result<LseCombine, KernelError> {
+        LseCombine::typed(rt, self.head_dim, max_splits, self.write_lse, self.dtype)
+    }
+
+    /// Checks `q [B, Hkv·GROUP, D]`, `k`/`v [B, Hkv, N, D]`, `out [B, Hq, D]` (all of
+    /// [`Self::dtype`]), `seq_len <= N` and `lse [B, Hq]` f32; returns `(B, Hkv, N)`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn check_qkv(
         &self,
@@ -121,13 +132,13 @@ impl DecodeParams {
         out: &dyn TensorMeta,
         lse: Option<&dyn TensorMeta>,
     ) -> Result<(usize, usize, usize), KernelError> {
-        expect(kernel, "k", k, DType::BF16, &[None, None, None, Some(self.head_dim)])?;
+        expect(kernel, "k", k, self.dtype, &[None, None, None, Some(self.head_dim)])?;
         let s = k.shape();
         let (b, hkv, n) = (s[0], s[1], s[2]);
         let hq = hkv * self.group;
-        expect(kernel, "v", v, DType::BF16, &[Some(b), Some(hkv), Some(n), Some(self.head_dim)])?;
-        expect(kernel, "q", q, DType::BF16, &[Some(b), Some(hq), Some(self.head_dim)])?;
-        expect(kernel, "out", out, DType::BF16, &[Some(b), Some(hq), Some(self.head_dim)])?;
+        expect(kernel, "v", v, self.dtype, &[Some(b), Some(hkv), Some(n), Some(self.head_dim)])?;
+        expect(kernel, "q", q, self.dtype, &[Some(b), Some(hq), Some(self.head_dim)])?;
+        expect(kernel, "out", out, self.dtype, &[Some(b), Some(hq), Some(self.head_dim)])?;
         if seq_len > n {
             return Err(invalid(kernel, format!("seq_len {seq_len} exceeds the cache length {n}")));
         }
@@ -213,14 +224,14 @@ impl DenseDecode {
     /// For the interpreter.
     pub fn cpu(params: DecodeParams) -> Result<Self, KernelError> {
         let split = DenseDecodeSplit::cpu(&params.split_config())?;
-        let combine = LseCombine::cpu(params.head_dim, params.max_splits, params.write_lse)?;
+        let combine = params.combine(None, params.max_splits)?;
         Ok(DenseDecode { params, split, combine })
     }
 
     /// Compiled and loaded on `rt`'s GPU.
     pub fn new(rt: &Runtime, params: DecodeParams) -> Result<Self, KernelError> {
         let split = DenseDecodeSplit::new(rt, &params.split_config())?;
-        let combine = LseCombine::new(rt, params.head_dim, params.max_splits, params.write_lse)?;
+        let combine = params.combine(Some(rt), params.max_splits)?;
         Ok(DenseDecode { params, split, combine })
     }
 

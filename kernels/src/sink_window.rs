@@ -21,15 +21,16 @@ use crate::scratch::Scratch;
 /// Sink + sliding-window decode split (StreamingLLM Λ-shape): the first S and last W keys only.
 #[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8], STAGES = [2, 3]), example(GROUP = 4, HEAD_DIM = 128))]
 pub fn sink_window_decode_split<
+    KV,
     const GROUP: usize,
     const HEAD_DIM: usize,
     const BLOCK_N: usize,
     const WARPS: usize,
     const STAGES: usize,
 >(
-    q: Tensor<bf16, 3>,            // [B, Hq, D]
-    k: Tensor<bf16, 4>,            // [B, Hkv, N, D]
-    v: Tensor<bf16, 4>,            // [B, Hkv, N, D]
+    q: Tensor<KV, 3>,              // [B, Hq, D]
+    k: Tensor<KV, 4>,              // [B, Hkv, N, D]
+    v: Tensor<KV, 4>,              // [B, Hkv, N, D]
     o_part: &mut Tensor<f32, 4>,   // [B, Hq, S, D]
     lse_part: &mut Tensor<f32, 3>, // [B, Hq, S]
     scale_log2: f32,
@@ -68,7 +69,7 @@ pub fn sink_window_decode_split<
         let alpha = exp2(row_max - m_new);
         let probs = exp2(scores - m_new.expand_dims(1));
         row_sum = row_sum * alpha + probs.sum(1);
-        acc = acc * alpha.expand_dims(1) + dot(probs.cast::<bf16>(), v_tile);
+        acc = acc * alpha.expand_dims(1) + dot(probs.cast::<KV>(), v_tile);
         row_max = m_new;
     }
     // Window segment: virtual [max(v0, sink_end), v1) is real + (win_start - sink_end).
@@ -85,7 +86,7 @@ pub fn sink_window_decode_split<
         let alpha = exp2(row_max - m_new);
         let probs = exp2(scores - m_new.expand_dims(1));
         row_sum = row_sum * alpha + probs.sum(1);
-        acc = acc * alpha.expand_dims(1) + dot(probs.cast::<bf16>(), v_tile);
+        acc = acc * alpha.expand_dims(1) + dot(probs.cast::<KV>(), v_tile);
         row_max = m_new;
     }
     o_part.store([at(batch), range(q_head0, GROUP), at(split), range(0, HEAD_DIM)], acc / row_sum.expand_dims(1));
@@ -111,13 +112,13 @@ impl SinkWindowDecode {
 
     pub fn cpu(params: DecodeParams) -> Result<Self, KernelError> {
         let split = SinkWindowDecodeSplit::cpu(&params.split_config())?;
-        let combine = LseCombine::cpu(params.head_dim, params.max_splits, params.write_lse)?;
+        let combine = params.combine(None, params.max_splits)?;
         Ok(SinkWindowDecode { params, split, combine })
     }
 
     pub fn new(rt: &Runtime, params: DecodeParams) -> Result<Self, KernelError> {
         let split = SinkWindowDecodeSplit::new(rt, &params.split_config())?;
-        let combine = LseCombine::new(rt, params.head_dim, params.max_splits, params.write_lse)?;
+        let combine = params.combine(Some(rt), params.max_splits)?;
         Ok(SinkWindowDecode { params, split, combine })
     }
 

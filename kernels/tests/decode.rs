@@ -364,3 +364,51 @@ fn block_sparse_per_query_head_lists() {
         eprintln!("per-query-head block-sparse g{g} bs{bs}: rel err {worst:.2e}");
     }
 }
+
+#[test]
+fn f16_data_through_the_same_kernels() {
+    // KV = f16: q, k, v and out in f16, f32 accumulation; relative error ≤ 5e-3 (F16_TOL).
+    use tessera_kernels::cases::F16_TOL;
+    let sw = |sink, window| DecodeKind::SinkWindow { sink, window };
+    let cases = vec![
+        DecodeCase::new("dense", DecodeKind::Dense, dims(2, 2, 4, 300, 64), 299, params(4, 64, 32, 4), 70),
+        DecodeCase::new("dense d128", DecodeKind::Dense, dims(1, 2, 3, 200, 128), 200, params(3, 128, 64, 2), 71),
+        DecodeCase::new("sink_window", sw(5, 60), dims(2, 1, 8, 250, 64), 250, params(8, 64, 32, 4), 72),
+        DecodeCase::block_sparse(
+            "block_sparse",
+            dims(1, 2, 2, 400, 64),
+            397,
+            params(2, 64, 32, 4),
+            32,
+            5,
+            3,
+            40,
+            false,
+            73,
+        ),
+        DecodeCase::block_sparse(
+            "block_sparse gather",
+            dims(1, 2, 4, 300, 64),
+            300,
+            params(4, 64, 32, 4),
+            8,
+            9,
+            0,
+            20,
+            false,
+            74,
+        ),
+    ];
+    for c in cases {
+        let c = run(c.in_dtype(DType::F16));
+        assert_eq!(c.out.dtype(), DType::F16, "{}", c.name());
+        assert!(c.check().unwrap() <= F16_TOL);
+    }
+    // bf16 tensors given to an f16 op are refused before anything runs.
+    let c = DecodeCase::new("x", DecodeKind::Dense, dims(1, 2, 4, 64, 64), 64, params(4, 64, 32, 4), 75);
+    let op = tessera_kernels::DenseDecode::cpu(DecodeParams { dtype: DType::F16, ..c.params.clone() }).unwrap();
+    let mut out = HostTensor::full(DType::F16, &[1, 8, 64], f64::NAN);
+    let mut lse = HostTensor::full(DType::F32, &[1, 8], f64::NAN);
+    let e = op.run_cpu(&c.q, &c.k, &c.v, 64, &mut out, Some(&mut lse)).unwrap_err();
+    assert!(matches!(e, KernelError::DType { arg: "k", .. }), "{e}");
+}
