@@ -202,22 +202,6 @@ pub fn rel_err(got: &[f64], want: &[f64]) -> Result<f64, String> {
     Ok(worst)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn positions() {
-        assert_eq!(sink_window_positions(10, 2, 3), vec![0, 1, 7, 8, 9]);
-        assert_eq!(sink_window_positions(4, 3, 3), vec![0, 1, 2, 3]);
-        assert_eq!(sink_window_positions(4, 0, 10), vec![0, 1, 2, 3]);
-        assert_eq!(sink_window_positions(4, 0, 0), Vec::<usize>::new());
-        assert_eq!(block_sparse_positions(10, 1, 2, &[0, 2, 2], 4), vec![0, 8, 9, 1, 2, 3]);
-        let (o, l) = attend(&[1.0], &[2.0, 2.0], &[3.0, 5.0], 0, &[0, 1], 1, 1.0);
-        assert_eq!((o, l), (vec![4.0], 3.0));
-    }
-}
-
 /// Rotate-half RoPE of `x [d]` at row `pos` of `cos`/`sin [P, d/2]` (pairs `(i, i + d/2)`).
 pub fn rope_rotate_half(x: &[f64], cos: &[f64], sin: &[f64], pos: usize, d: usize) -> Vec<f64> {
     let h = d / 2;
@@ -253,4 +237,20 @@ pub fn lm_infinite(
         }
     }
     decode_with(dims, q, &rotated, v, scale_log2, |_, _| sink_window_positions(seq_len, sink, window))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions() {
+        assert_eq!(sink_window_positions(10, 2, 3), vec![0, 1, 7, 8, 9]);
+        assert_eq!(sink_window_positions(4, 3, 3), vec![0, 1, 2, 3]);
+        assert_eq!(sink_window_positions(4, 0, 10), vec![0, 1, 2, 3]);
+        assert_eq!(sink_window_positions(4, 0, 0), Vec::<usize>::new());
+        assert_eq!(block_sparse_positions(10, 1, 2, &[0, 2, 2], 4), vec![0, 8, 9, 1, 2, 3]);
+        let (o, l) = attend(&[1.0], &[2.0, 2.0], &[3.0, 5.0], 0, &[0, 1], 1, 1.0);
+        assert_eq!((o, l), (vec![4.0], 3.0));
+    }
 }
