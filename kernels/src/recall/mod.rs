@@ -86,9 +86,24 @@ pub enum Method {
         keys_per_cluster: usize,
         iters: usize,
     },
+    /// The two-level (hierarchical) lookup: the fine clusters of [`Method::Centroid`]
+    /// grouped by a k-means of their centroids into `fine / fine_per_coarse` coarse
+    /// clusters; the coarse level picks where to look (4× the budget of keys), the fine
+    /// level what to keep — only the coarse centroids and the fine ones inside the explored
+    /// coarse clusters are scored.
+    CentroidTwoLevel {
+        keys_per_cluster: usize,
+        fine_per_coarse: usize,
+        iters: usize,
+    },
 }
 
 impl Method {
+    /// A centroid lookup (one or two levels): its clustering is built once per KV head.
+    pub fn is_centroid(&self) -> bool {
+        matches!(self, Method::Centroid { .. } | Method::CentroidTwoLevel { .. })
+    }
+
     pub fn name(&self) -> String {
         match self {
             Method::Oracle => "oracle".into(),
@@ -100,6 +115,9 @@ impl Method {
             Method::RandomBlocks { bs } => format!("random bs={bs}"),
             Method::SinkWindow => "sink+window".into(),
             Method::Centroid { keys_per_cluster, iters } => format!("centroid T/{keys_per_cluster} i{iters}"),
+            Method::CentroidTwoLevel { keys_per_cluster, fine_per_coarse, iters } => {
+                format!("centroid2 T/{keys_per_cluster}/{fine_per_coarse} i{iters}")
+            }
         }
     }
 }
@@ -144,6 +162,7 @@ impl RecallConfig {
                 Method::RandomBlocks { bs: 16 },
                 Method::SinkWindow,
                 Method::Centroid { keys_per_cluster: 64, iters: 4 },
+                Method::CentroidTwoLevel { keys_per_cluster: 64, fine_per_coarse: 16, iters: 4 },
             ],
         }
     }
@@ -237,7 +256,7 @@ pub fn select_mask(p: &Synthetic, cfg: &RecallConfig, m: &Method, h: usize, budg
     let mut mask = sink_window_mask(n, cfg.sink, cfg.window);
     match *m {
         Method::Oracle => unreachable!("the oracle is per query head"),
-        Method::Centroid { .. } => {
+        Method::Centroid { .. } | Method::CentroidTwoLevel { .. } => {
             let cl = cluster_head(p, cfg, m, h);
             return centroid_mask(p, cfg, &cl, h, budget);
         }
@@ -298,7 +317,7 @@ pub fn measure(p: &Synthetic, cfg: &RecallConfig) -> Vec<RecallRow> {
     let clusterings: Vec<Option<Vec<HeadClusters>>> = cfg
         .methods
         .iter()
-        .map(|m| matches!(m, Method::Centroid { .. }).then(|| par_map(c.kv_heads, |h| cluster_head(p, cfg, m, h))))
+        .map(|m| m.is_centroid().then(|| par_map(c.kv_heads, |h| cluster_head(p, cfg, m, h))))
         .collect();
     let mut rows = Vec::new();
     for &denom in &cfg.budgets {
@@ -345,22 +364,23 @@ pub struct HeadClusters {
     pub centroids: Vec<f32>,
     /// Key positions of each cluster.
     pub members: Vec<Vec<usize>>,
+    /// The coarse level of [`Method::CentroidTwoLevel`].
+    pub coarse: Option<CoarseClusters>,
 }
 
-/// Host f32 k-means of [`Method::Centroid`] (the algorithm of
-/// [`crate::centroid::KMeansCluster`]: normalized keys, nearest by `x·c − |c|²/2`, seeds
-/// from [`crate::centroid::init_indices`], then raw-key means).
-pub fn cluster_head(p: &Synthetic, cfg: &RecallConfig, m: &Method, h: usize) -> HeadClusters {
-    let Method::Centroid { keys_per_cluster, iters } = *m else { panic!("not a centroid method") };
-    let c = &p.cfg;
-    let d = c.head_dim;
-    let tf = c.n.saturating_sub(cfg.window);
-    let keys = &p.keys_of(h)[..tf * d];
-    let nc = (tf / keys_per_cluster.max(1)).clamp(1, tf.max(1));
-    if tf == 0 {
-        return HeadClusters { centroids: vec![], members: vec![] };
-    }
-    let xs: Vec<f32> = keys
+/// Coarse clusters over the fine ones.
+pub struct CoarseClusters {
+    /// `[c2, d]`: mean raw key of each coarse cluster.
+    pub centroids: Vec<f32>,
+    /// Fine cluster ids of each coarse cluster.
+    pub members: Vec<Vec<usize>>,
+}
+
+/// Lloyd's k-means of the rows of `xs [t, d]` into `nc` clusters (L2-normalized rows,
+/// nearest by `x·c − |c|²/2`, seeds from [`crate::centroid::init_indices`]): the labels.
+fn lloyd(xs: &[f32], d: usize, nc: usize, iters: usize, seed: u64) -> Vec<usize> {
+    let t = xs.len() / d;
+    let unit: Vec<f32> = xs
         .chunks_exact(d)
         .flat_map(|r| {
             let n = dot(r, r).sqrt();
@@ -368,33 +388,15 @@ pub fn cluster_head(p: &Synthetic, cfg: &RecallConfig, m: &Method, h: usize) -> 
             r.iter().map(move |x| x * inv)
         })
         .collect();
-    let mut cent: Vec<f32> = crate::centroid::init_indices(tf, nc, cfg.seed ^ h as u64)
+    let mut cent: Vec<f32> = crate::centroid::init_indices(t, nc, seed)
         .into_iter()
-        .flat_map(|j| xs[j * d..(j + 1) * d].to_vec())
+        .flat_map(|j| unit[j * d..(j + 1) * d].to_vec())
         .collect();
-    let mut labels = vec![0usize; tf];
-    let means = |src: &[f32], labels: &[usize], old: &[f32]| {
-        let mut sum = vec![0.0f32; nc * d];
-        let mut cnt = vec![0usize; nc];
-        for (j, &l) in labels.iter().enumerate() {
-            cnt[l] += 1;
-            for (s, x) in sum[l * d..(l + 1) * d].iter_mut().zip(&src[j * d..(j + 1) * d]) {
-                *s += x;
-            }
-        }
-        for ci in 0..nc {
-            if cnt[ci] == 0 {
-                sum[ci * d..(ci + 1) * d].copy_from_slice(&old[ci * d..(ci + 1) * d]);
-            } else {
-                sum[ci * d..(ci + 1) * d].iter_mut().for_each(|x| *x /= cnt[ci] as f32);
-            }
-        }
-        sum
-    };
+    let mut labels = vec![0usize; t];
     for _ in 0..iters.max(1) {
         let half: Vec<f32> = cent.chunks_exact(d).map(|x| 0.5 * dot(x, x)).collect();
         for (j, l) in labels.iter_mut().enumerate() {
-            let x = &xs[j * d..(j + 1) * d];
+            let x = &unit[j * d..(j + 1) * d];
             let mut best = (f32::NEG_INFINITY, 0);
             for (ci, cc) in cent.chunks_exact(d).enumerate() {
                 let s = dot(x, cc) - half[ci];
@@ -404,40 +406,136 @@ pub fn cluster_head(p: &Synthetic, cfg: &RecallConfig, m: &Method, h: usize) -> 
             }
             *l = best.1;
         }
-        cent = means(&xs, &labels, &cent);
+        cent = weighted_means(&unit, d, &labels, None, &cent);
     }
-    let centroids = means(keys, &labels, &cent);
+    labels
+}
+
+/// Per-cluster means of the rows of `src [t, d]` (weighted by `weights` when given); an
+/// empty cluster keeps its `old` row.
+fn weighted_means(src: &[f32], d: usize, labels: &[usize], weights: Option<&[f32]>, old: &[f32]) -> Vec<f32> {
+    let nc = old.len() / d;
+    let mut sum = vec![0.0f32; nc * d];
+    let mut cnt = vec![0.0f32; nc];
+    for (j, &l) in labels.iter().enumerate() {
+        let w = weights.map_or(1.0, |w| w[j]);
+        cnt[l] += w;
+        for (s, x) in sum[l * d..(l + 1) * d].iter_mut().zip(&src[j * d..(j + 1) * d]) {
+            *s += w * x;
+        }
+    }
+    for ci in 0..nc {
+        if cnt[ci] == 0.0 {
+            sum[ci * d..(ci + 1) * d].copy_from_slice(&old[ci * d..(ci + 1) * d]);
+        } else {
+            sum[ci * d..(ci + 1) * d].iter_mut().for_each(|x| *x /= cnt[ci]);
+        }
+    }
+    sum
+}
+
+/// Host f32 k-means of [`Method::Centroid`] (the algorithm of
+/// [`crate::centroid::KMeansCluster`]: normalized keys, nearest by `x·c − |c|²/2`, seeds
+/// from [`crate::centroid::init_indices`], then raw-key means); for
+/// [`Method::CentroidTwoLevel`] also the coarse level, a k-means of the fine centroids.
+pub fn cluster_head(p: &Synthetic, cfg: &RecallConfig, m: &Method, h: usize) -> HeadClusters {
+    let (keys_per_cluster, fine_per_coarse, iters) = match *m {
+        Method::Centroid { keys_per_cluster, iters } => (keys_per_cluster, None, iters),
+        Method::CentroidTwoLevel { keys_per_cluster, fine_per_coarse, iters } => {
+            (keys_per_cluster, Some(fine_per_coarse), iters)
+        }
+        _ => panic!("not a centroid method"),
+    };
+    let c = &p.cfg;
+    let d = c.head_dim;
+    let tf = c.n.saturating_sub(cfg.window);
+    if tf == 0 {
+        return HeadClusters { centroids: vec![], members: vec![], coarse: None };
+    }
+    let keys = &p.keys_of(h)[..tf * d];
+    let nc = (tf / keys_per_cluster.max(1)).clamp(1, tf);
+    let labels = lloyd(keys, d, nc, iters, cfg.seed ^ h as u64);
+    let centroids = weighted_means(keys, d, &labels, None, &vec![0.0; nc * d]);
     let mut members = vec![Vec::new(); nc];
     for (j, &l) in labels.iter().enumerate() {
         members[l].push(j);
     }
-    HeadClusters { centroids, members }
+    let coarse = fine_per_coarse.map(|fpc| {
+        let n2 = (nc / fpc.max(1)).clamp(1, nc);
+        let up = lloyd(&centroids, d, n2, iters, cfg.seed ^ (h as u64).rotate_left(32));
+        let sizes: Vec<f32> = members.iter().map(|m| m.len() as f32).collect();
+        let coarse_centroids = weighted_means(&centroids, d, &up, Some(&sizes), &vec![0.0; n2 * d]);
+        let mut coarse_members = vec![Vec::new(); n2];
+        for (fine, &l) in up.iter().enumerate() {
+            coarse_members[l].push(fine);
+        }
+        CoarseClusters { centroids: coarse_centroids, members: coarse_members }
+    });
+    HeadClusters { centroids, members, coarse }
+}
+
+/// Per cluster `max_g (s_gc − lse_g)`, `s = scale · q_g · c`, with `lse_g` the log2 of
+/// `Σ_k n_k 2^{s_gk}` over `sizes` (the estimated per-key probability of `centroid_scores`);
+/// `norm` replaces that normalizer (the coarse level's, for the fine scores of the
+/// two-level lookup). Returns the scores and the per-query normalizers.
+fn cluster_scores(qs: &[f32], cents: &[f32], sizes: &[usize], d: usize, norm: Option<&[f32]>) -> (Vec<f32>, Vec<f32>) {
+    let scale = std::f32::consts::LOG2_E / (d as f32).sqrt();
+    let mut score = vec![f32::NEG_INFINITY; sizes.len()];
+    let mut lses = Vec::new();
+    for (qi, q) in qs.chunks_exact(d).enumerate() {
+        let s: Vec<f32> = cents.chunks_exact(d).map(|cc| scale * dot(q, cc)).collect();
+        let lse = match norm {
+            Some(n) => n[qi],
+            None => {
+                let m = s.iter().zip(sizes).filter(|x| *x.1 > 0).map(|x| *x.0).fold(f32::NEG_INFINITY, f32::max);
+                m + s.iter().zip(sizes).map(|(x, &n)| n as f32 * (x - m).exp2()).sum::<f32>().log2()
+            }
+        };
+        lses.push(lse);
+        for (i, (&x, &n)) in s.iter().zip(sizes).enumerate() {
+            if n > 0 {
+                score[i] = score[i].max(x - lse);
+            }
+        }
+    }
+    (score, lses)
 }
 
 /// Window + clusters by descending group-max `log2 P̂` (as `centroid_scores`) while they
-/// fit in `budget − window` keys (a cluster that does not fit is skipped).
+/// fit in `budget − window` keys (a cluster that does not fit is skipped). Two-level: the
+/// coarse clusters by their score until they hold 4× that many keys, then their fine
+/// clusters the same way (scored against the coarse normalizer).
 pub fn centroid_mask(p: &Synthetic, cfg: &RecallConfig, cl: &HeadClusters, h: usize, budget: usize) -> Vec<bool> {
     let c = &p.cfg;
     let (n, d, g) = (c.n, c.head_dim, c.group);
     let mut mask = sink_window_mask(n, 0, cfg.window);
     let qs = &p.queries[h * g * d..(h + 1) * g * d];
-    let scale = std::f32::consts::LOG2_E / (d as f32).sqrt();
     let nc = cl.members.len();
-    let mut score = vec![f32::NEG_INFINITY; nc];
-    for q in qs.chunks_exact(d) {
-        let s: Vec<f32> = cl.centroids.chunks_exact(d).map(|cc| scale * dot(q, cc)).collect();
-        let m = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let l: f32 = s.iter().zip(&cl.members).map(|(x, mem)| mem.len() as f32 * (x - m).exp2()).sum();
-        let lse = m + l.log2();
-        for i in 0..nc {
-            if !cl.members[i].is_empty() {
-                score[i] = score[i].max(s[i] - lse);
-            }
-        }
-    }
+    let sizes: Vec<usize> = cl.members.iter().map(|m| m.len()).collect();
     let mut left = budget.saturating_sub(cfg.window.min(n));
-    for i in top_k(&score, nc) {
-        let mem = &cl.members[i];
+    // The fine clusters to consider and their scores.
+    let (candidates, score): (Vec<usize>, Vec<f32>) = match &cl.coarse {
+        None => ((0..nc).collect(), cluster_scores(qs, &cl.centroids, &sizes, d, None).0),
+        Some(co) => {
+            let csizes: Vec<usize> = co.members.iter().map(|m| m.iter().map(|&f| sizes[f]).sum()).collect();
+            let (cs, lse) = cluster_scores(qs, &co.centroids, &csizes, d, None);
+            let mut explore = 4 * left;
+            let mut cand = Vec::new();
+            for j in top_k(&cs, cs.len()) {
+                if explore == 0 || csizes[j] == 0 {
+                    continue;
+                }
+                explore = explore.saturating_sub(csizes[j]);
+                cand.extend(co.members[j].iter().copied());
+            }
+            let cents: Vec<f32> = cand.iter().flat_map(|&f| cl.centroids[f * d..(f + 1) * d].to_vec()).collect();
+            let csz: Vec<usize> = cand.iter().map(|&f| sizes[f]).collect();
+            let (fs, _) = cluster_scores(qs, &cents, &csz, d, Some(&lse));
+            (cand, fs)
+        }
+    };
+    for i in top_k(&score, score.len()) {
+        let mem = &cl.members[candidates[i]];
         if mem.is_empty() || mem.len() > left {
             continue;
         }
@@ -522,7 +620,7 @@ mod tests {
                 // Block methods get (B - sink - window) / bs blocks: all but one here.
                 "hip" | "topk-lm" => assert!(r.mass > 0.99 && r.needles == 1.0, "{r:?}"),
                 // Every cluster fits at B = n.
-                "centroid" => assert!((r.mass - 1.0).abs() < 1e-4 && r.needles == 1.0, "{r:?}"),
+                "centroid" | "centroid2" => assert!((r.mass - 1.0).abs() < 1e-4 && r.needles == 1.0, "{r:?}"),
                 _ => {}
             }
         }
@@ -560,7 +658,11 @@ mod tests {
         }
         assert!(get("hip bk=2").mass > get("random").mass + 0.1, "{rows:?}");
         assert!(get("topk-lm").mass > get("random").mass, "{rows:?}");
-        assert!(get("centroid").mass > get("random").mass + 0.1, "{rows:?}");
+        assert!(get("centroid T").mass > get("random").mass + 0.1, "{rows:?}");
+        // The two-level lookup scores a fraction of the centroids and keeps most of the
+        // one-level mass.
+        assert!(get("centroid2").mass > get("random").mass + 0.1, "{rows:?}");
+        assert!(get("centroid2").mass > 0.8 * get("centroid T").mass, "{rows:?}");
         assert!(get("oracle").mass > 0.5, "{rows:?}");
     }
 }
