@@ -71,6 +71,7 @@ pub fn run(a: Args) -> Result<()> {
         Method::RandomBlocks { bs: a.block },
         Method::SinkWindow,
         Method::Centroid { keys_per_cluster: 64, iters: 4 },
+        Method::CentroidTwoLevel { keys_per_cluster: 64, fine_per_coarse: 16, iters: 4 },
     ];
     cfg.methods.dedup();
     println!(
