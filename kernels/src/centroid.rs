@@ -19,9 +19,10 @@
 //!
 //! **Decode** ([`CentroidDecode`]):
 //!
-//! 1. [`centroid_scores`] — per cluster the log2 of the paper's estimated per-key
-//!    probability `P̂_c = exp(q·c/√d) / Σ_k n_k exp(q·c_k/√d)` (one online-softmax pass
-//!    for the denominator, one for the scores), maximum over the GQA group;
+//! 1. [`centroid_tile_lse`] then [`centroid_scores`] — per cluster the log2 of the paper's
+//!    estimated per-key probability `P̂_c = exp(q·c/√d) / Σ_k n_k exp(q·c_k/√d)`, maximum
+//!    over the GQA group: every tile of 64 centroids of every head in parallel, first the
+//!    tiles' partial log-sum-exps of the denominator, then (merging them) the scores;
 //! 2. [`centroid_select`] — the top-`KEEP` clusters, of those the ones with
 //!    `log2 P̂ > threshold` (threshold variant; `-inf` = pure top-k), as contiguous row
 //!    ranges (ascending cluster id);
@@ -335,50 +336,76 @@ pub fn centroid_permute<const HEAD_DIM: usize, const ROWS: usize, const WARPS: u
 
 // ---- decode kernels -----------------------------------------------------------------------
 
-/// `scores[c] = max_g (s_gc − log2 Σ_k n_k 2^{s_gk})`, `s = scale_log2 · q_g · c` (empty
-/// clusters -inf). Grid `[Hkv, B]`.
+/// Per tile of `C_TILE` clusters, the partial log2-sum-exp of `s_gc + log2 n_c`
+/// (`s = scale_log2 · q_g · c`) for each query head `g` of the group: `part_m` (the tile's
+/// maximum, -inf when every cluster of the tile is empty) and `part_l` (`Σ 2^{x − m}`).
+/// Grid `[tiles, Hkv, B]`: every tile of every head at once, so the centroids stream
+/// through all SMs (one program per head would read them with 64 programs at B = 8).
 #[kernel(tune(C_TILE = [64, 128, 32], WARPS = [4, 8]), example(GROUP = 4, HEAD_DIM = 128))]
-pub fn centroid_scores<const GROUP: usize, const HEAD_DIM: usize, const C_TILE: usize, const WARPS: usize>(
+pub fn centroid_tile_lse<const GROUP: usize, const HEAD_DIM: usize, const C_TILE: usize, const WARPS: usize>(
     q: Tensor<bf16, 3>,          // [B, Hq, D]
     centroids: Tensor<f32, 4>,   // [B, Hkv, C, D]
     counts: Tensor<i32, 3>,      // [B, Hkv, C]
+    part_m: &mut Tensor<f32, 4>, // [B, Hkv, T, GROUP]
+    part_l: &mut Tensor<f32, 4>, // [B, Hkv, T, GROUP]
+    scale_log2: f32,
+) {
+    let tile = program_id(0);
+    let kv_head = program_id(1);
+    let batch = program_id(2);
+    let cb = tile * C_TILE as i32;
+    let nc = centroids.dim(2).cast::<i32>();
+    let qt = q.load([at(batch), range(kv_head * GROUP as i32, GROUP), range(0, HEAD_DIM)]).cast::<f32>();
+    let cv = arange(0, C_TILE) + cb < nc;
+    let ct =
+        centroids.load_masked([at(batch), at(kv_head), range(cb, C_TILE), range(0, HEAD_DIM)], cv.expand_dims(1), 0.0);
+    let n = counts.load_masked([at(batch), at(kv_head), range(cb, C_TILE)], cv, 0);
+    let w = where_(n > 0, log2(where_(n > 0, n.cast::<f32>(), 1.0)), f32::NEG_INFINITY);
+    let x = dot_t(qt, ct) * scale_log2 + w;
+    let m = x.max(1);
+    let m_use = where_(m == f32::NEG_INFINITY, 0.0, m);
+    let l = exp2(x - m_use.expand_dims(1)).sum(1);
+    part_m.store([at(batch), at(kv_head), at(tile), range(0, GROUP)], m);
+    part_l.store([at(batch), at(kv_head), at(tile), range(0, GROUP)], l);
+}
+
+/// `scores[c] = max_g (s_gc − log2 Σ_k n_k 2^{s_gk})`, `s = scale_log2 · q_g · c` (empty
+/// clusters -inf): the paper's estimated per-key probability in log2, the normalizer merged
+/// from the `≤ MAX_TILES` partials of [`centroid_tile_lse`]. Grid `[tiles, Hkv, B]`.
+#[kernel(tune(C_TILE = [64, 128, 32], WARPS = [4, 8]), example(GROUP = 4, HEAD_DIM = 128, MAX_TILES = 128))]
+pub fn centroid_scores<
+    const GROUP: usize,
+    const HEAD_DIM: usize,
+    const C_TILE: usize,
+    const MAX_TILES: usize,
+    const WARPS: usize,
+>(
+    q: Tensor<bf16, 3>,          // [B, Hq, D]
+    centroids: Tensor<f32, 4>,   // [B, Hkv, C, D]
+    counts: Tensor<i32, 3>,      // [B, Hkv, C]
+    part_m: Tensor<f32, 4>,      // [B, Hkv, T, GROUP]
+    part_l: Tensor<f32, 4>,      // [B, Hkv, T, GROUP]
     scores: &mut Tensor<f32, 3>, // [B, Hkv, C]
     scale_log2: f32,
 ) {
-    let kv_head = program_id(0);
-    let batch = program_id(1);
+    let tile = program_id(0);
+    let kv_head = program_id(1);
+    let batch = program_id(2);
+    let pm = part_m.load_or([at(batch), at(kv_head), range(0, MAX_TILES), range(0, GROUP)], f32::NEG_INFINITY);
+    let pl = part_l.load_or([at(batch), at(kv_head), range(0, MAX_TILES), range(0, GROUP)], 0.0);
+    let m = pm.max(0);
+    let m_use = where_(m == f32::NEG_INFINITY, 0.0, m);
+    let l = (pl * exp2(pm - m_use.expand_dims(0))).sum(0);
+    let lse = m_use + log2(where_(l > 0.0, l, 1.0));
+    let cb = tile * C_TILE as i32;
     let nc = centroids.dim(2).cast::<i32>();
     let qt = q.load([at(batch), range(kv_head * GROUP as i32, GROUP), range(0, HEAD_DIM)]).cast::<f32>();
-    let mut m = full([GROUP], f32::NEG_INFINITY);
-    let mut l = zeros([GROUP]);
-    for cb in (0..nc).step_by(C_TILE) {
-        let cv = arange(0, C_TILE) + cb < nc;
-        let ct = centroids.load_masked(
-            [at(batch), at(kv_head), range(cb, C_TILE), range(0, HEAD_DIM)],
-            cv.expand_dims(1),
-            0.0,
-        );
-        let n = counts.load_masked([at(batch), at(kv_head), range(cb, C_TILE)], cv, 0);
-        let w = where_(n > 0, log2(where_(n > 0, n.cast::<f32>(), 1.0)), f32::NEG_INFINITY);
-        let s = dot_t(qt, ct) * scale_log2 + w;
-        let m_new = max(m, s.max(1));
-        let m_use = where_(m_new == f32::NEG_INFINITY, 0.0, m_new);
-        l = l * exp2(m - m_use) + exp2(s - m_use.expand_dims(1)).sum(1);
-        m = m_new;
-    }
-    let m_use = where_(m == f32::NEG_INFINITY, 0.0, m);
-    let lse = m_use + log2(where_(l > 0.0, l, 1.0));
-    for cb in (0..nc).step_by(C_TILE) {
-        let cv = arange(0, C_TILE) + cb < nc;
-        let ct = centroids.load_masked(
-            [at(batch), at(kv_head), range(cb, C_TILE), range(0, HEAD_DIM)],
-            cv.expand_dims(1),
-            0.0,
-        );
-        let n = counts.load_masked([at(batch), at(kv_head), range(cb, C_TILE)], cv, 0);
-        let s = (dot_t(qt, ct) * scale_log2 - lse.expand_dims(1)).max(0);
-        scores.store_masked([at(batch), at(kv_head), range(cb, C_TILE)], where_(n > 0, s, f32::NEG_INFINITY), cv);
-    }
+    let cv = arange(0, C_TILE) + cb < nc;
+    let ct =
+        centroids.load_masked([at(batch), at(kv_head), range(cb, C_TILE), range(0, HEAD_DIM)], cv.expand_dims(1), 0.0);
+    let n = counts.load_masked([at(batch), at(kv_head), range(cb, C_TILE)], cv, 0);
+    let s = (dot_t(qt, ct) * scale_log2 - lse.expand_dims(1)).max(0);
+    scores.store_masked([at(batch), at(kv_head), range(cb, C_TILE)], where_(n > 0, s, f32::NEG_INFINITY), cv);
 }
 
 /// The top-`KEEP` clusters (ties: lower id) with score `> threshold`, ascending ids, as
@@ -806,6 +833,7 @@ pub struct CentroidDecode {
     /// Power of two `>=` the number of clusters (the select kernel's `topk` width).
     pub cand: usize,
     pub per_split: usize,
+    tile_lse: CentroidTileLseKernel,
     scores: CentroidScoresKernel,
     select: CentroidSelectKernel,
     attn: CentroidRangeAttnKernel,
@@ -819,10 +847,27 @@ impl CentroidDecode {
         (keep.div_ceil(per_split) + p.max_splits).next_power_of_two()
     }
 
-    fn configs(p: &DecodeParams, keep: usize, cand: usize, per_split: usize) -> [KernelConfig; 3] {
+    /// Clusters per scoring tile.
+    const C_TILE: usize = 64;
+
+    /// Scoring tiles for `clusters` clusters (the partial-LSE rows).
+    fn tiles(clusters: usize) -> usize {
+        clusters.div_ceil(Self::C_TILE).max(1)
+    }
+
+    fn configs(p: &DecodeParams, keep: usize, cand: usize, per_split: usize) -> [KernelConfig; 4] {
         let (g, d) = (p.group as i64, p.head_dim as i64);
+        let tile = Self::C_TILE as i64;
+        let max_tiles = Self::tiles(cand).next_power_of_two() as i64;
         [
-            KernelConfig::from_pairs(&[("GROUP", g), ("HEAD_DIM", d), ("C_TILE", 64), ("WARPS", 4)]),
+            KernelConfig::from_pairs(&[("GROUP", g), ("HEAD_DIM", d), ("C_TILE", tile), ("WARPS", 4)]),
+            KernelConfig::from_pairs(&[
+                ("GROUP", g),
+                ("HEAD_DIM", d),
+                ("C_TILE", tile),
+                ("MAX_TILES", max_tiles),
+                ("WARPS", 4),
+            ]),
             KernelConfig::from_pairs(&[("KEEP", keep as i64), ("CAND", cand as i64), ("WARPS", 4)]),
             KernelConfig::from_pairs(&[
                 ("GROUP", g),
@@ -848,10 +893,11 @@ impl CentroidDecode {
                 format!("need 0 < keep {keep} <= clusters (rounded up to {cand}), per_split {per_split} > 0"),
             ));
         }
-        let [a, b, c] = Self::configs(&params, keep, cand, per_split);
+        let [t, a, b, c] = Self::configs(&params, keep, cand, per_split);
         let ms = Self::max_splits(keep, per_split, &params);
         Ok(match rt {
             None => CentroidDecode {
+                tile_lse: CentroidTileLse::cpu(&t)?,
                 scores: CentroidScores::cpu(&a)?,
                 select: CentroidSelect::cpu(&b)?,
                 attn: CentroidRangeAttn::cpu(&c)?,
@@ -862,6 +908,7 @@ impl CentroidDecode {
                 per_split,
             },
             Some(rt) => CentroidDecode {
+                tile_lse: CentroidTileLse::new(rt, &t)?,
                 scores: CentroidScores::new(rt, &a)?,
                 select: CentroidSelect::new(rt, &b)?,
                 attn: CentroidRangeAttn::new(rt, &c)?,
@@ -976,7 +1023,13 @@ impl CentroidDecode {
         let (b, h) = (p.batch as u32, p.kv_heads as u32);
         let sc = self.params.scale_log2;
         let mut scores = HostTensor::full(DType::F32, &[p.batch, p.kv_heads, p.clusters], f64::NAN);
-        self.scores.run_cpu([h, b, 1], q, centroids, counts, &mut scores, sc)?;
+        let tiles = Self::tiles(p.clusters);
+        let part = [p.batch, p.kv_heads, tiles, self.params.group];
+        let (mut pm, mut pl) =
+            (HostTensor::full(DType::F32, &part, f64::NAN), HostTensor::full(DType::F32, &part, f64::NAN));
+        let tg = [tiles as u32, h, b];
+        self.tile_lse.run_cpu(tg, q, centroids, counts, &mut pm, &mut pl, sc)?;
+        self.scores.run_cpu(tg, q, centroids, counts, &pm, &pl, &mut scores, sc)?;
         self.select.run_cpu([h, b, 1], &scores, starts, keep_start, keep_len, keep_count, threshold)?;
         let grid = [p.splits as u32, h, b];
         let (ks, kl, kc) = (&*keep_start, &*keep_len, &*keep_count);
@@ -1029,7 +1082,12 @@ impl CentroidDecode {
         let sc = self.params.scale_log2;
         let st = rt.stream();
         let scores = DeviceTensor::zeros(st, DType::F32, &[p.batch, p.kv_heads, p.clusters])?;
-        self.scores.launch(st, [h, b, 1], q, centroids, counts, &scores, sc)?;
+        let tiles = Self::tiles(p.clusters);
+        let part = [p.batch, p.kv_heads, tiles, self.params.group];
+        let (pm, pl) = (DeviceTensor::zeros(st, DType::F32, &part)?, DeviceTensor::zeros(st, DType::F32, &part)?);
+        let tg = [tiles as u32, h, b];
+        self.tile_lse.launch(st, tg, q, centroids, counts, &pm, &pl, sc)?;
+        self.scores.launch(st, tg, q, centroids, counts, &pm, &pl, &scores, sc)?;
         self.select.launch(st, [h, b, 1], &scores, starts, keep_start, keep_len, keep_count, threshold)?;
         let grid = [p.splits as u32, h, b];
         split_combine_gpu(rt, &self.combine, [q.shape()[0], q.shape()[1], p.splits], out, lse, |o, l| {
@@ -1086,7 +1144,12 @@ impl CentroidDecode {
         let sc = self.params.scale_log2;
         let st = rt.stream();
         let scores = scratch.get(rt, 3, DType::F32, &[p.batch, p.kv_heads, p.clusters])?;
-        self.scores.launch(st, [h, b, 1], q, centroids, counts, &scores, sc)?;
+        let tiles = Self::tiles(p.clusters);
+        let part = [p.batch, p.kv_heads, tiles, self.params.group];
+        let (pm, pl) = (scratch.get(rt, 4, DType::F32, &part)?, scratch.get(rt, 5, DType::F32, &part)?);
+        let tg = [tiles as u32, h, b];
+        self.tile_lse.launch(st, tg, q, centroids, counts, &pm, &pl, sc)?;
+        self.scores.launch(st, tg, q, centroids, counts, &pm, &pl, &scores, sc)?;
         self.select.launch(st, [h, b, 1], &scores, starts, keep_start, keep_len, keep_count, threshold)?;
         let grid = [p.splits as u32, h, b];
         crate::dense::split_combine_gpu_with(

@@ -12,6 +12,7 @@ pub fn registry() -> Vec<KernelEntry> {
         crate::centroid::KmeansAccumulate::ENTRY,
         crate::centroid::KmeansFinalize::ENTRY,
         crate::centroid::CentroidPermute::ENTRY,
+        crate::centroid::CentroidTileLse::ENTRY,
         crate::centroid::CentroidScores::ENTRY,
         crate::centroid::CentroidSelect::ENTRY,
         crate::centroid::CentroidRangeAttn::ENTRY,

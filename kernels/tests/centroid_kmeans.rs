@@ -101,6 +101,10 @@ fn centroid_decode_matches_reference() {
     run(&mut CentroidCase::new("centroid", dims(1, 2, 2, 500, 64), 450, 499, 25, 2, 25, 5, -8.6, 4)); // threshold
     run(&mut CentroidCase::new("centroid", dims(1, 1, 2, 256, 32), 200, 256, 10, 2, 3, 1, 10.0, 5));
     // keeps none
+    // More clusters than one scoring tile (64): the normalizer is merged from 3 partials;
+    // the threshold variant depends on it.
+    run(&mut CentroidCase::new("centroid", dims(1, 2, 4, 1600, 64), 1500, 1590, 150, 2, 20, 4, inf, 6));
+    run(&mut CentroidCase::new("centroid", dims(1, 2, 4, 1600, 64), 1500, 1590, 150, 2, 40, 4, -9.5, 7));
 }
 
 #[test]
@@ -130,7 +134,9 @@ fn centroid_kernels_emit_cuda() {
         KmeansAccumulate::build(&c(&[("HEAD_DIM", 128), ("NORMALIZE", 1), ("KEY_TILE", 64), ("WARPS", 4)])).unwrap(),
         KmeansFinalize::build(&c(&[("HEAD_DIM", 128), ("C_TILE", 32), ("WARPS", 4)])).unwrap(),
         CentroidPermute::build(&c(&[("HEAD_DIM", 128), ("ROWS", 64), ("WARPS", 4)])).unwrap(),
-        CentroidScores::build(&c(&[("GROUP", 4), ("HEAD_DIM", 128), ("C_TILE", 64), ("WARPS", 4)])).unwrap(),
+        CentroidTileLse::build(&c(&[("GROUP", 4), ("HEAD_DIM", 128), ("C_TILE", 64), ("WARPS", 4)])).unwrap(),
+        CentroidScores::build(&c(&[("GROUP", 4), ("HEAD_DIM", 128), ("C_TILE", 64), ("MAX_TILES", 128), ("WARPS", 4)]))
+            .unwrap(),
         CentroidSelect::build(&c(&[("KEEP", 656), ("CAND", 8192), ("WARPS", 4)])).unwrap(),
         CentroidRangeAttn::build(&c(&[
             ("GROUP", 4),

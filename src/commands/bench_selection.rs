@@ -945,8 +945,8 @@ mod tests {
     use tessera_codegen::emit::{emit_cuda, EmittedKernel};
     use tessera_dsl_support::KernelConfig;
     use tessera_kernels::centroid::{
-        CentroidPermute, CentroidRangeAttn, CentroidScores, CentroidSelect, KmeansAccumulate, KmeansAssign,
-        KmeansFinalize,
+        CentroidPermute, CentroidRangeAttn, CentroidScores, CentroidSelect, CentroidTileLse, KmeansAccumulate,
+        KmeansAssign, KmeansFinalize,
     };
     use tessera_kernels::hip::{HipFinalize, HipInitNodes, HipScoreChildren, HipSelectChildren};
     use tessera_kernels::snapkv::{SnapkvCompress, SnapkvMerge, SnapkvPoolTopk, SnapkvRowStats, SnapkvVotes};
@@ -1071,6 +1071,9 @@ mod tests {
         let p = DecodeParams { block_n: 32, warps: 4, max_splits: 4, ..DecodeParams::new(G, D) };
         CentroidDecode::cpu(p, keep, cl, 16).unwrap();
         let s = c(&[("GROUP", g), ("HEAD_DIM", d), ("C_TILE", 64), ("WARPS", 4)]);
+        smem.push(("centroid_tile_lse", ptx("centroid_tile_lse", emit_cuda(&CentroidTileLse::build(&s).unwrap()))));
+        let max_tiles = cl.next_power_of_two().div_ceil(64).next_power_of_two() as i64;
+        let s = s.with("MAX_TILES", max_tiles);
         smem.push(("centroid_scores", ptx("centroid_scores", emit_cuda(&CentroidScores::build(&s).unwrap()))));
         let sel = c(&[("KEEP", keep as i64), ("CAND", cl.next_power_of_two() as i64), ("WARPS", 4)]);
         smem.push(("centroid_select", ptx("centroid_select", emit_cuda(&CentroidSelect::build(&sel).unwrap()))));
