@@ -39,7 +39,7 @@ use tessera_dsl_support::prelude::*;
 use tessera_runtime::DeviceTensor;
 
 use crate::combine::LseCombine;
-use crate::dense::{split_combine_cpu, split_combine_gpu, DecodeParams};
+use crate::dense::{split_combine_cpu, DecodeParams};
 use crate::error::{expect, invalid, KernelError, TensorMeta};
 
 // ---- host algorithm ---------------------------------------------------------------------
@@ -1074,42 +1074,25 @@ impl CentroidDecode {
         out: &DeviceTensor,
         lse: Option<&DeviceTensor>,
     ) -> Result<CentroidPlan, KernelError> {
-        let lm = lse.map(|l| l as &dyn TensorMeta);
-        let p = self.check_args(
-            q, k, v, centroids, counts, starts, fixed_len, seq_len, keep_start, keep_len, keep_count, out, lm,
-        )?;
-        let (b, h) = (p.batch as u32, p.kv_heads as u32);
-        let sc = self.params.scale_log2;
-        let st = rt.stream();
-        let scores = DeviceTensor::zeros(st, DType::F32, &[p.batch, p.kv_heads, p.clusters])?;
-        let tiles = Self::tiles(p.clusters);
-        let part = [p.batch, p.kv_heads, tiles, self.params.group];
-        let (pm, pl) = (DeviceTensor::zeros(st, DType::F32, &part)?, DeviceTensor::zeros(st, DType::F32, &part)?);
-        let tg = [tiles as u32, h, b];
-        self.tile_lse.launch(st, tg, q, centroids, counts, &pm, &pl, sc)?;
-        self.scores.launch(st, tg, q, centroids, counts, &pm, &pl, &scores, sc)?;
-        self.select.launch(st, [h, b, 1], &scores, starts, keep_start, keep_len, keep_count, threshold)?;
-        let grid = [p.splits as u32, h, b];
-        split_combine_gpu(rt, &self.combine, [q.shape()[0], q.shape()[1], p.splits], out, lse, |o, l| {
-            Ok(self.attn.launch(
-                st,
-                grid,
-                q,
-                k,
-                v,
-                keep_start,
-                keep_len,
-                keep_count,
-                o,
-                l,
-                sc,
-                fixed_len as i32,
-                seq_len as i32,
-                p.cluster_splits as i32,
-                p.recent_split_len as i32,
-            )?)
-        })?;
-        Ok(p)
+        // The same launches with fresh buffers (allocated, as before, on every call).
+        self.launch_with(
+            rt,
+            &crate::Scratch::new(),
+            q,
+            k,
+            v,
+            centroids,
+            counts,
+            starts,
+            fixed_len,
+            seq_len,
+            threshold,
+            keep_start,
+            keep_len,
+            keep_count,
+            out,
+            lse,
+        )
     }
 
     /// [`Self::launch`] with the cluster scores and the split partials kept in `scratch`

@@ -405,21 +405,8 @@ impl HipSelect {
         block_idx: &DeviceTensor,
         block_count: &DeviceTensor,
     ) -> Result<HipPlan, KernelError> {
-        let p = self.check_args(q, k, seq_len, window, block_idx, block_count)?;
-        let st = rt.stream();
-        let nodes = [p.batch, p.kv_heads, self.k_nodes];
-        let mk = || DeviceTensor::zeros(st, DType::I32, &nodes);
-        let (mut lo, mut hi, mut lo2, mut hi2) = (mk()?, mk()?, mk()?, mk()?);
-        let cs = DeviceTensor::zeros(st, DType::F32, &[p.batch, p.kv_heads, 2 * self.k_nodes])?;
-        self.init.launch(st, p.head_grid, &lo, &hi, p.num_blocks as i32)?;
-        for _ in 0..p.steps {
-            self.score.launch(st, p.score_grid, q, k, &lo, &hi, &cs, seq_len as i32)?;
-            self.select.launch(st, p.head_grid, &cs, &lo, &hi, &lo2, &hi2)?;
-            std::mem::swap(&mut lo, &mut lo2);
-            std::mem::swap(&mut hi, &mut hi2);
-        }
-        self.finalize.launch(st, p.head_grid, &lo, &hi, block_idx, block_count)?;
-        Ok(p)
+        // The same launches with fresh buffers (allocated, as before, on every call).
+        self.launch_with(rt, &crate::Scratch::new(), q, k, seq_len, window, block_idx, block_count)
     }
 
     /// [`Self::launch`] with the node and score buffers kept in `scratch` (for timing

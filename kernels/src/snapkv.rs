@@ -618,22 +618,8 @@ impl SnapKvCompress {
         k_out: &DeviceTensor,
         v_out: &DeviceTensor,
     ) -> Result<SnapKvPlan, KernelError> {
-        let p = self.check_args(q_obs, k, v, t, keep_idx, keep_count, k_out, v_out)?;
-        expect(Self::NAME, "votes", votes, DType::F32, &[Some(p.batch), Some(p.kv_heads), Some(k.shape()[2])])?;
-        let g = self.grids(&p);
-        let kn = self.kernels.as_ref().expect("built");
-        let st = rt.stream();
-        let stat = [p.batch, p.kv_heads, p.splits, self.group * self.window];
-        let (m, l) = (DeviceTensor::zeros(st, DType::F32, &stat)?, DeviceTensor::zeros(st, DType::F32, &stat)?);
-        let sc = crate::default_scale_log2(self.head_dim);
-        kn.stats.launch(st, g[0], q_obs, k, &m, &l, sc, t as i32, p.split_len as i32)?;
-        kn.votes.launch(st, g[1], q_obs, k, &m, &l, votes, sc, p.prefix as i32)?;
-        let cs = [p.batch, p.kv_heads, p.cand];
-        let (cv, ci) = (DeviceTensor::zeros(st, DType::F32, &cs)?, DeviceTensor::zeros(st, DType::I32, &cs)?);
-        kn.pool_topk.launch(st, g[2], votes, &cv, &ci, p.prefix as i32)?;
-        kn.merge.launch(st, g[3], &cv, &ci, keep_idx, keep_count)?;
-        kn.compress.launch(st, g[4], k, v, keep_idx, keep_count, k_out, v_out, t as i32)?;
-        Ok(p)
+        // The same launches with fresh buffers (allocated, as before, on every call).
+        self.launch_with(rt, &crate::Scratch::new(), q_obs, k, v, t, votes, keep_idx, keep_count, k_out, v_out)
     }
 
     /// [`Self::launch`] with the row statistics and candidates kept in `scratch` (for
