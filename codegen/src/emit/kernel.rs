@@ -626,8 +626,9 @@ impl<'a> BodyWriter<'a> {
         let idx_off = vals_off + align16(rows * k * c.size_bytes());
         let taken_off = idx_off + align16(rows * k * 4);
         // The warp-per-row path marks taken elements (rows · len bytes); the block-wide
-        // path needs 8 bytes per selected entry plus four reduction buffers.
-        self.use_smem(taken_off + (rows * len).max(8 * k + 4 * 4 * 32));
+        // path sorts 8-byte words (k rounded up to a power of two) and keeps a 256-bin
+        // histogram, two scan buffers of up to 32 warps and 2 ints (`topk_row_block`).
+        self.use_smem(taken_off + (rows * len).max(8 * k.next_power_of_two() + 4 * (256 + 2 * 32 + 2)));
         let s = Self::smem_ptr(c, 0);
         let (sv, si) = (Self::smem_ptr(c, vals_off), Self::smem_ptr(DType::I32, idx_off));
         self.line(format!("tsr::stash<{}>({s}, {});", sl.targs(), self.name(v)));

@@ -249,27 +249,15 @@ __device__ __forceinline__ void argmax_axis(int* dst, const T* src) {
 }
 
 /// An unsigned key with the order of `beats` on values: larger value → larger key,
-/// NaN lowest ("NaN last"). Ties are broken by index separately.
+/// NaN lowest ("NaN last"), -0.0 equal to 0.0. Ties are broken by index separately.
 __device__ __forceinline__ unsigned order_key(float v) {
-  const unsigned b = __float_as_uint(v);
   if (v != v) return 0u;
+  if (v == 0.0f) return 0x80000000u;
+  const unsigned b = __float_as_uint(v);
   return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
 }
 __device__ __forceinline__ unsigned order_key(int v) { return (unsigned)v ^ 0x80000000u; }
 template <typename T> __device__ __forceinline__ unsigned order_key(T v) { return order_key((float)v); }
-
-/// Block-wide sum of one int per thread. `red` holds TSR_THREADS / 32 ints; callers
-/// alternate between two such buffers so that one barrier per call suffices (a thread
-/// can only reach the write after next once every thread has read this one).
-__device__ __forceinline__ int block_sum_int(int x, int* red) {
-  x = __reduce_add_sync(0xffffffffu, x);
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = x;
-  __syncthreads();
-  int s = 0;
-#pragma unroll
-  for (int w = 0; w < TSR_THREADS / 32; ++w) s += red[w];
-  return s;
-}
 
 /// Block-wide exclusive prefix sum of one int per thread (in thread order) and the total.
 /// `red` holds TSR_THREADS / 32 ints no other call is using.
@@ -294,78 +282,137 @@ __device__ __forceinline__ int block_exclusive_scan(int x, int* red, int& total)
   return base + inc - x;
 }
 
-/// Top-K of one row of L values with the whole block (radix select, then a rank sort):
-/// 1. the K-th largest order key `t` is found bit by bit (32 block-wide counts);
+/// Sort slots of [`topk_row_block`]: the power of two ≥ K.
+template <int K> __host__ __device__ constexpr int topk_sort_slots() {
+  int p = 1;
+  while (p < K) p <<= 1;
+  return p;
+}
+
+/// Top-K of one row of L values with the whole block (radix select, then a sort):
+/// 1. the K-th largest order key `t` is found 8 bits at a time (4 passes, each a
+///    shared-memory histogram of the keys that match the digits found so far);
 /// 2. every key > t and the first (K − #greater) keys == t in index order are compacted
-///    into `sel_key` / `sel_idx` with block prefix sums over contiguous per-thread chunks;
-/// 3. each selected entry's output slot is its rank (key descending, index ascending).
-/// `scratch`: 8 K bytes + 4 · (TSR_THREADS / 32) ints (see `topk_scratch_bytes`).
+///    as 64-bit sort words (key, ~index) with block prefix sums over per-thread chunks;
+/// 3. a bitonic sort of the words (descending: value, then lower index) orders them.
+/// ~4·2 + 2 + log²(K)/2 barriers and O(L + K log² K) work (a rank sort was O(K²)).
+/// `scratch`: 8 · topk_sort_slots<K>() bytes + 256 + 4 · (TSR_THREADS / 32) + 2 ints.
 template <int L, int K, typename T>
 __device__ __forceinline__ void topk_row_block(T* vals, int* idx, const T* src, unsigned char* scratch) {
   constexpr int NW = TSR_THREADS / 32;
-  constexpr int E = (L + TSR_THREADS - 1) / TSR_THREADS;
-  unsigned* sel_key = reinterpret_cast<unsigned*>(scratch);
-  int* sel_idx = reinterpret_cast<int*>(scratch + 4 * K);
-  int* red = reinterpret_cast<int*>(scratch + 8 * K);
-  const int first = threadIdx.x * E;
-  unsigned key[E];
+  constexpr int P = topk_sort_slots<K>();
+  unsigned long long* word = reinterpret_cast<unsigned long long*>(scratch);
+  int* hist = reinterpret_cast<int*>(scratch + 8 * P);
+  int* red = hist + 256;
+  int* pick = red + 2 * NW;
+  // 1. Radix select. `want`: how many keys matching `prefix` (under `mask`) are still to
+  // be taken; K <= L, so the digit below always exists.
+  unsigned prefix = 0u, mask = 0u;
+  int want = K;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int i = threadIdx.x; i < 256; i += TSR_THREADS) hist[i] = 0;
+    __syncthreads();
+    // Keys cluster in few digits (the first pass sees sign and exponent): lanes with
+    // the same digit add once per warp instead of contending on one counter.
+    for (int i0 = 0; i0 < L; i0 += TSR_THREADS) {
+      const int i = i0 + threadIdx.x;
+      const unsigned key = i < L ? order_key(src[i]) : 0u;
+      const bool hit = i < L && (key & mask) == prefix;
+      const unsigned d = hit ? (key >> shift) & 255u : 256u;
+      const unsigned peers = __match_any_sync(0xffffffffu, d);
+      if (hit && __ffs(peers) - 1 == (int)(threadIdx.x & 31)) atomicAdd(&hist[d], __popc(peers));
+    }
+    __syncthreads();
+    if (threadIdx.x < 32) {
+      // Lane l owns digits 255 − 8l … 248 − 8l (descending); a warp scan finds the lane
+      // where the running count from the top reaches `want`.
+      const int lane = threadIdx.x;
+      int c[8], local = 0;
 #pragma unroll
-  for (int j = 0; j < E; ++j) key[j] = first + j < L ? order_key(src[first + j]) : 0u;
-  // Largest t with #{key >= t} >= K. Padding keys (0) never count: t > 0 unless the row
-  // holds NaNs, and then the selection below only takes real elements.
-  unsigned t = 0;
-  for (int b = 31; b >= 0; --b) {
-    const unsigned c = t | (1u << b);
-    int cnt = 0;
+      for (int e = 0; e < 8; ++e) {
+        c[e] = hist[255 - (lane * 8 + e)];
+        local += c[e];
+      }
+      int inc = local;
 #pragma unroll
-    for (int j = 0; j < E; ++j) cnt += (first + j < L && key[j] >= c) ? 1 : 0;
-    if (block_sum_int(cnt, red + (b & 1) * NW) >= K) t = c;
+      for (int o = 1; o < 32; o <<= 1) {
+        const int y = __shfl_up_sync(0xffffffffu, inc, o);
+        if (lane >= o) inc += y;
+      }
+      int above = inc - local;
+      if (above < want && want <= inc) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          if (above + c[e] >= want) {
+            pick[0] = 255 - (lane * 8 + e);
+            pick[1] = above;
+            break;
+          }
+          above += c[e];
+        }
+      }
+    }
+    __syncthreads();
+    prefix |= (unsigned)pick[0] << shift;
+    mask |= 255u << shift;
+    want -= pick[1];
   }
+  const unsigned t = prefix;
+  // 2. Compaction (index order within each class, so ties keep the lowest indices).
+  constexpr int E = (L + TSR_THREADS - 1) / TSR_THREADS;
+  const int first = threadIdx.x * E;
   int n_gt = 0, n_eq = 0;
-#pragma unroll
   for (int j = 0; j < E; ++j) {
-    const bool in = first + j < L;
-    n_gt += (in && key[j] > t) ? 1 : 0;
-    n_eq += (in && key[j] == t) ? 1 : 0;
+    if (first + j >= L) break;
+    const unsigned key = order_key(src[first + j]);
+    n_gt += key > t ? 1 : 0;
+    n_eq += key == t ? 1 : 0;
   }
   int total_gt, total_eq;
-  int pos_gt = block_exclusive_scan(n_gt, red + 2 * NW, total_gt);
-  int pos_eq = block_exclusive_scan(n_eq, red + 3 * NW, total_eq);
-  const int want_eq = K - total_gt;
-#pragma unroll
+  int pos_gt = block_exclusive_scan(n_gt, red, total_gt);
+  int pos_eq = block_exclusive_scan(n_eq, red + NW, total_eq);
   for (int j = 0; j < E; ++j) {
-    if (first + j >= L) continue;
-    if (key[j] > t) {
-      sel_key[pos_gt] = key[j];
-      sel_idx[pos_gt++] = first + j;
-    } else if (key[j] == t) {
-      if (pos_eq < want_eq) {
-        sel_key[total_gt + pos_eq] = key[j];
-        sel_idx[total_gt + pos_eq] = first + j;
-      }
+    const int i = first + j;
+    if (i >= L) break;
+    const unsigned key = order_key(src[i]);
+    const unsigned long long w = ((unsigned long long)key << 32) | (unsigned)~i;
+    if (key > t) {
+      word[pos_gt++] = w;
+    } else if (key == t) {
+      if (pos_eq < want) word[total_gt + pos_eq] = w;
       ++pos_eq;
     }
   }
+  // Padding words (0) sort after every real one (whose low half ~i is > 0).
+  for (int s = K + threadIdx.x; s < P; s += TSR_THREADS) word[s] = 0ull;
   __syncthreads();
-  for (int s = threadIdx.x; s < K; s += TSR_THREADS) {
-    const unsigned ks = sel_key[s];
-    const int is = sel_idx[s];
-    int rank = 0;
-    for (int u = 0; u < K; ++u) {
-      const unsigned ku = sel_key[u];
-      rank += (ku > ks || (ku == ks && sel_idx[u] < is)) ? 1 : 0;
+  // 3. Bitonic sort, descending.
+  for (int k = 2; k <= P; k <<= 1) {
+    for (int j = k >> 1; j > 0; j >>= 1) {
+      for (int i = threadIdx.x; i < P / 2; i += TSR_THREADS) {
+        const int a = 2 * i - (i & (j - 1));
+        const unsigned long long x = word[a], y = word[a + j];
+        if ((a & k) == 0 ? x < y : x > y) {
+          word[a] = y;
+          word[a + j] = x;
+        }
+      }
+      __syncthreads();
     }
-    vals[rank] = src[is];
-    idx[rank] = is;
+  }
+  for (int r = threadIdx.x; r < K; r += TSR_THREADS) {
+    const int i = (int)~(unsigned)(word[r] & 0xffffffffull);
+    vals[r] = src[i];
+    idx[r] = i;
   }
   __syncthreads();
 }
 
 /// Top-K along the last axis of `src` viewed as [R][L]: values (descending, ties to the
 /// smaller index, NaN last) and indices into vals/idx [R][K]. `scratch` holds
-/// max(R · L, 8 K + 4 · 4 · 32) bytes.
+/// max(R · L, 8 · topk_sort_slots<K>() + 4 · (256 + 2 · 32 + 2)) bytes.
 /// Few long rows (fewer rows than warps, or L ≥ 1024): each row by the whole block
-/// ([`topk_row_block`]: ~36 barriers whatever K is). Otherwise one warp per row, K rounds
+/// ([`topk_row_block`]: ~10 + log²(K)/2 barriers). Otherwise one warp per row, K rounds
 /// of a warp-wide arg-best (cheap for short rows, no barriers).
 template <int R, int L, int K, typename T>
 __device__ __forceinline__ void topk_rows(T* vals, int* idx, const T* src, unsigned char* scratch) {
