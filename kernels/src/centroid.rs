@@ -205,7 +205,7 @@ pub fn select_clusters(scores: &[f64], keep: usize, threshold: f64) -> Vec<usize
 // ---- k-means kernels ----------------------------------------------------------------------
 
 /// Labels of `KEY_TILE` keys of `[0, num_keys)`: the nearest centroid (`x·c − |c|²/2`,
-/// ties to the lower centroid). Grid `[ceil(num_keys / KEY_TILE), Hkv, B]`.
+/// ties to the lower centroid), `x·c` on the tensor cores as bf16 hi/lo halves. Grid `[ceil(num_keys / KEY_TILE), Hkv, B]`.
 #[kernel(tune(KEY_TILE = [64, 32, 128], C_TILE = [64, 32, 128], WARPS = [4, 8]), example(HEAD_DIM = 128, NORMALIZE = 0))]
 pub fn kmeans_assign<
     const HEAD_DIM: usize,
@@ -231,6 +231,8 @@ pub fn kmeans_assign<
         let n2 = (x * x).sum(1);
         x = x * where_(n2 > 0.0, n2, 1.0).rsqrt().expand_dims(1);
     }
+    let xh = x.cast::<bf16>();
+    let xl = (x - xh.cast::<f32>()).cast::<bf16>();
     let mut best = full([KEY_TILE], f32::NEG_INFINITY);
     let mut arg = arange(0, KEY_TILE) * 0;
     for cb in (0..nc).step_by(C_TILE) {
@@ -241,7 +243,16 @@ pub fn kmeans_assign<
             0.0,
         );
         let half = (ct * ct).sum(1) * 0.5;
-        let s = where_(cv, dot_t(x, ct) - half, f32::NEG_INFINITY);
+        // x·c on the tensor cores to ~f32 accuracy: c = c_hi + c_lo (bf16 each, exact
+        // products, f32 accumulation); x is bf16 already unless normalized (then x_lo
+        // too). The dropped x_lo·c_lo term is ~2^-16 of |x||c|.
+        let ch = ct.cast::<bf16>();
+        let cl = (ct - ch.cast::<f32>()).cast::<bf16>();
+        let mut xc = dot_t(xh, ch) + dot_t(xh, cl);
+        if NORMALIZE == 1 {
+            xc = xc + dot_t(xl, ch);
+        }
+        let s = where_(cv, xc - half, f32::NEG_INFINITY);
         let m = s.max(1);
         let a = s.argmax(1) + cb;
         let better = m > best;
@@ -595,7 +606,9 @@ impl KMeansCluster {
                 ("NORMALIZE", n as i64),
                 ("KEY_TILE", key_tile as i64),
                 ("C_TILE", c_tile as i64),
-                ("WARPS", 4),
+                // 8 warps: at 4 the key tile, its hi/lo halves and three score tiles
+                // spill (255 registers at KEY_TILE = C_TILE = 64, d = 128).
+                ("WARPS", 8),
             ])
         };
         let acc = |n: bool| {
