@@ -33,6 +33,7 @@ pub fn registry() -> Vec<KernelEntry> {
         crate::lm_infinite::LmInfiniteDecodeSplit::ENTRY,
         crate::sink_window::SinkWindowDecodeSplit::ENTRY,
         crate::snapkv::SnapkvRowStats::ENTRY,
+        crate::snapkv::SnapkvRowMerge::ENTRY,
         crate::snapkv::SnapkvVotes::ENTRY,
         crate::snapkv::SnapkvPoolTopk::ENTRY,
         crate::snapkv::SnapkvMerge::ENTRY,

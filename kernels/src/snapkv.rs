@@ -15,10 +15,10 @@
 //!    last `w`, `C` rows per KV head.
 //!
 //! The host functions here are the algorithm (the f64 reference and the recall tool use
-//! them). Row max / sum of `A` come first (pass 1), then the column sums (pass 2), so the
+//! them). Row max / sum of `A` come first (passes 1-2), then the column sums (pass 3), so the
 //! `w × T` matrix is never stored.
 //!
-//! Kernels ([`SnapKvCompress`], five launches): row statistics over key splits, column
+//! Kernels ([`SnapKvCompress`], six launches): row statistics over key splits, their merge, column
 //! votes over prefix tiles, pooling + tile top-k, candidate merge (sorted ascending),
 //! gather of the compressed cache. Scores in log2 units with
 //! `scale_log2 = log2(e) / √d`. The merge is one program per KV head over
@@ -227,22 +227,42 @@ pub fn snapkv_row_stats<
     row_sum.store([at(batch), at(kv_head), at(split), range(0, rows)], l);
 }
 
-/// Pass 2: merges the `S` partial row statistics, then the column votes of `BLOCK_N`
-/// prefix keys: `Σ_r exp2(s_rj − M_r) / L_r` (prefix keys are visible to every row). Grid
-/// `[ceil((t − w) / BLOCK_N), Hkv, B]`.
-#[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8]), example(GROUP = 4, WINDOW = 32, HEAD_DIM = 128, MAX_SPLITS = 16))]
+/// Pass 2: merges the `S` partial row statistics of each observation row into its log2
+/// max `M_r` and `1 / L_r` (`L_r = Σ_s l_s · 2^{m_s − M_r}`), so the vote tiles read two
+/// vectors instead of `S` partial rows each. Grid `[Hkv, B]`.
+#[kernel(tune(WARPS = [4, 8]), example(GROUP = 4, WINDOW = 32, MAX_SPLITS = 64))]
+pub fn snapkv_row_merge<const GROUP: usize, const WINDOW: usize, const MAX_SPLITS: usize, const WARPS: usize>(
+    row_max: Tensor<f32, 4>,      // [B, Hkv, S, GROUP·WINDOW]
+    row_sum: Tensor<f32, 4>,      // [B, Hkv, S, GROUP·WINDOW]
+    row_m: &mut Tensor<f32, 3>,   // [B, Hkv, GROUP·WINDOW]
+    row_inv: &mut Tensor<f32, 3>, // [B, Hkv, GROUP·WINDOW]
+) {
+    let kv_head = program_id(0);
+    let batch = program_id(1);
+    let rows = GROUP * WINDOW;
+    let pm = row_max.load_or([at(batch), at(kv_head), range(0, MAX_SPLITS), range(0, rows)], f32::NEG_INFINITY);
+    let pl = row_sum.load([at(batch), at(kv_head), range(0, MAX_SPLITS), range(0, rows)]);
+    let m = pm.max(0);
+    let m_use = where_(m == f32::NEG_INFINITY, 0.0, m);
+    let l = (pl * exp2(pm - m_use)).sum(0);
+    row_m.store([at(batch), at(kv_head), range(0, rows)], m_use);
+    row_inv.store([at(batch), at(kv_head), range(0, rows)], 1.0 / where_(l > 0.0, l, 1.0));
+}
+
+/// Pass 3: the column votes of `BLOCK_N` prefix keys: `Σ_r exp2(s_rj − M_r) / L_r`
+/// (prefix keys are visible to every row). Grid `[ceil((t − w) / BLOCK_N), Hkv, B]`.
+#[kernel(tune(BLOCK_N = [128, 64, 32], WARPS = [8, 4]), example(GROUP = 4, WINDOW = 32, HEAD_DIM = 128))]
 pub fn snapkv_votes<
     const GROUP: usize,
     const WINDOW: usize,
     const HEAD_DIM: usize,
-    const MAX_SPLITS: usize,
     const BLOCK_N: usize,
     const WARPS: usize,
 >(
     q_obs: Tensor<bf16, 4>,     // [B, Hkv, GROUP·WINDOW, D]
     k: Tensor<bf16, 4>,         // [B, Hkv, N, D]
-    row_max: Tensor<f32, 4>,    // [B, Hkv, S, GROUP·WINDOW]
-    row_sum: Tensor<f32, 4>,    // [B, Hkv, S, GROUP·WINDOW]
+    row_m: Tensor<f32, 3>,      // [B, Hkv, GROUP·WINDOW]
+    row_inv: Tensor<f32, 3>,    // [B, Hkv, GROUP·WINDOW]
     votes: &mut Tensor<f32, 3>, // [B, Hkv, N]
     scale_log2: f32,
     prefix: i32,
@@ -251,21 +271,17 @@ pub fn snapkv_votes<
     let kv_head = program_id(1);
     let batch = program_id(2);
     let rows = GROUP * WINDOW;
-    let pm = row_max.load_or([at(batch), at(kv_head), range(0, MAX_SPLITS), range(0, rows)], f32::NEG_INFINITY);
-    let pl = row_sum.load([at(batch), at(kv_head), range(0, MAX_SPLITS), range(0, rows)]);
-    let m = pm.max(0);
-    let m_use = where_(m == f32::NEG_INFINITY, 0.0, m);
-    let l = (pl * exp2(pm - m_use)).sum(0);
-    let inv = 1.0 / where_(l > 0.0, l, 1.0);
+    let m = row_m.load([at(batch), at(kv_head), range(0, rows)]);
+    let inv = row_inv.load([at(batch), at(kv_head), range(0, rows)]);
     let q = q_obs.load([at(batch), at(kv_head), range(0, rows), range(0, HEAD_DIM)]);
     let j0 = tile * BLOCK_N as i32;
     let inb = arange(0, BLOCK_N) + j0 < prefix;
     let keys = k.load_masked([at(batch), at(kv_head), range(j0, BLOCK_N), range(0, HEAD_DIM)], inb.expand_dims(1), 0.0);
-    let p = exp2(dot_t(q, keys) * scale_log2 - m_use.expand_dims(1)) * inv.expand_dims(1);
+    let p = exp2(dot_t(q, keys) * scale_log2 - m.expand_dims(1)) * inv.expand_dims(1);
     votes.store_masked([at(batch), at(kv_head), range(j0, BLOCK_N)], p.sum(0), inb);
 }
 
-/// Pass 3: pooling (kernel `KSIZE`, padding `KSIZE / 2`, avg counts the padding, max pads
+/// Pass 4: pooling (kernel `KSIZE`, padding `KSIZE / 2`, avg counts the padding, max pads
 /// with -inf) of `POOL_TILE` prefix votes, then the tile's top-`TOPK` into candidates.
 /// Grid `[ceil((t − w) / POOL_TILE), Hkv, B]`.
 #[kernel(tune(POOL_TILE = [1024, 2048, 4096], WARPS = [4, 8]), constraint = "TOPK <= POOL_TILE", example(KSIZE = 7, MAX_POOL = 1, TOPK = 1024))]
@@ -308,7 +324,7 @@ pub fn snapkv_pool_topk<
     cand_idx.store([at(batch), at(kv_head), range(tile * TOPK as i32, TOPK)], idx + j0);
 }
 
-/// Pass 4: top-`TOPK` of the candidates (ties: the earlier candidate = lower position),
+/// Pass 5: top-`TOPK` of the candidates (ties: the earlier candidate = lower position),
 /// sorted ascending by position (topk of `-pos`), into `keep_idx [B, Hkv, TOPK]` (-1
 /// padding) + `keep_count [B, Hkv]`. Grid `[Hkv, B]`.
 #[kernel(example(TOPK = 1024, CAND = 4096))]
@@ -330,7 +346,7 @@ pub fn snapkv_merge<const TOPK: usize, const CAND: usize, const WARPS: usize>(
     keep_count.store([at(batch), at(kv_head)], live.cast::<i32>().sum(0));
 }
 
-/// Pass 5: the compressed cache `[B, Hkv, C, D]`: row `r < count` is key/value
+/// Pass 6: the compressed cache `[B, Hkv, C, D]`: row `r < count` is key/value
 /// `keep_idx[r]`, rows `count .. count + w` the last `w` prompt tokens, the rest zero.
 /// Grid `[ceil(C / ROWS), Hkv, B]`. Writes a separate cache: compacting in place would
 /// let one program overwrite rows another still reads.
@@ -371,7 +387,10 @@ pub struct SnapKvCompress {
     pub capacity: usize,
     pub kernel_size: usize,
     pub pool: Pool,
+    /// Keys per tile of the row statistics (pass 1).
     pub block_n: usize,
+    /// Keys per program of the votes (pass 3).
+    pub votes_block_n: usize,
     pub max_splits: usize,
     pub pool_tile: usize,
     /// Most candidates (`ceil(prefix / pool_tile) · (capacity − window)`), comptime.
@@ -381,6 +400,7 @@ pub struct SnapKvCompress {
 
 struct SnapKernels {
     stats: SnapkvRowStatsKernel,
+    row_merge: SnapkvRowMergeKernel,
     votes: SnapkvVotesKernel,
     pool_topk: SnapkvPoolTopkKernel,
     merge: SnapkvMergeKernel,
@@ -401,8 +421,9 @@ pub struct SnapKvPlan {
 impl SnapKvCompress {
     const NAME: &'static str = "snapkv_compress";
 
-    /// Configs of the five kernels.
-    pub fn configs(&self) -> [KernelConfig; 5] {
+    /// Configs of the six kernels. 8 warps for the two passes over the keys: their
+    /// `G·w × BLOCK_N` score tiles (128 × 64 at G = 4, w = 32) spill at 4.
+    pub fn configs(&self) -> [KernelConfig; 6] {
         let topk = (self.capacity - self.window) as i64;
         let (g, w, d) = (self.group as i64, self.window as i64, self.head_dim as i64);
         [
@@ -411,24 +432,30 @@ impl SnapKvCompress {
                 ("WINDOW", w),
                 ("HEAD_DIM", d),
                 ("BLOCK_N", self.block_n as i64),
-                ("WARPS", 4),
+                ("WARPS", 8),
+            ]),
+            KernelConfig::from_pairs(&[
+                ("GROUP", g),
+                ("WINDOW", w),
+                ("MAX_SPLITS", self.max_splits as i64),
+                ("WARPS", 8),
             ]),
             KernelConfig::from_pairs(&[
                 ("GROUP", g),
                 ("WINDOW", w),
                 ("HEAD_DIM", d),
-                ("MAX_SPLITS", self.max_splits as i64),
-                ("BLOCK_N", self.block_n as i64),
-                ("WARPS", 4),
+                ("BLOCK_N", self.votes_block_n as i64),
+                ("WARPS", 8),
             ]),
             KernelConfig::from_pairs(&[
                 ("KSIZE", self.kernel_size as i64),
                 ("MAX_POOL", (self.pool == Pool::Max) as i64),
                 ("POOL_TILE", self.pool_tile as i64),
                 ("TOPK", topk),
-                ("WARPS", 4),
+                ("WARPS", 8),
             ]),
-            KernelConfig::from_pairs(&[("TOPK", topk), ("CAND", self.max_cand as i64), ("WARPS", 4)]),
+            // One program per KV head: as many threads as the block allows help.
+            KernelConfig::from_pairs(&[("TOPK", topk), ("CAND", self.max_cand as i64), ("WARPS", 16)]),
             KernelConfig::from_pairs(&[("WINDOW", w), ("HEAD_DIM", d), ("ROWS", 64), ("WARPS", 4)]),
         ]
     }
@@ -463,15 +490,19 @@ impl SnapKvCompress {
             kernel_size,
             pool,
             block_n: 64,
-            max_splits: 16,
+            votes_block_n: 128,
+            // 1024-key splits at 128K: 1024 programs over 8 KV heads fill the GPU (16
+            // splits left one program per SM working through 8K keys).
+            max_splits: 128,
             pool_tile,
             max_cand,
             kernels: None,
         };
-        let [a, b, c, d, e] = op.configs();
+        let [a, m, b, c, d, e] = op.configs();
         op.kernels = Some(match rt {
             None => SnapKernels {
                 stats: SnapkvRowStats::cpu(&a)?,
+                row_merge: SnapkvRowMerge::cpu(&m)?,
                 votes: SnapkvVotes::cpu(&b)?,
                 pool_topk: SnapkvPoolTopk::cpu(&c)?,
                 merge: SnapkvMerge::cpu(&d)?,
@@ -479,6 +510,7 @@ impl SnapKvCompress {
             },
             Some(rt) => SnapKernels {
                 stats: SnapkvRowStats::new(rt, &a)?,
+                row_merge: SnapkvRowMerge::new(rt, &m)?,
                 votes: SnapkvVotes::new(rt, &b)?,
                 pool_topk: SnapkvPoolTopk::new(rt, &c)?,
                 merge: SnapkvMerge::new(rt, &d)?,
@@ -558,18 +590,19 @@ impl SnapKvCompress {
         Ok(SnapKvPlan { batch: b, kv_heads: hkv, prefix, splits, split_len, cand })
     }
 
-    fn grids(&self, p: &SnapKvPlan) -> [[u32; 3]; 5] {
+    fn grids(&self, p: &SnapKvPlan) -> [[u32; 3]; 6] {
         let (h, b) = (p.kv_heads as u32, p.batch as u32);
         [
             [p.splits as u32, h, b],
-            [p.prefix.div_ceil(self.block_n) as u32, h, b],
+            [h, b, 1],
+            [p.prefix.div_ceil(self.votes_block_n) as u32, h, b],
             [p.prefix.div_ceil(self.pool_tile) as u32, h, b],
             [h, b, 1],
             [self.capacity.div_ceil(64) as u32, h, b],
         ]
     }
 
-    /// Runs the five passes on the interpreter; `votes [B, Hkv, cap] f32` is scratch the
+    /// Runs the six passes on the interpreter; `votes [B, Hkv, cap] f32` is scratch the
     /// caller may inspect (prefix entries are the unpooled votes).
     #[allow(clippy::too_many_arguments)]
     pub fn run_cpu(
@@ -594,12 +627,16 @@ impl SnapKvCompress {
             (HostTensor::full(DType::F32, &stat, f64::NAN), HostTensor::full(DType::F32, &stat, f64::NAN));
         let sc = crate::default_scale_log2(self.head_dim);
         kn.stats.run_cpu(g[0], q_obs, k, &mut m, &mut l, sc, t as i32, p.split_len as i32)?;
-        kn.votes.run_cpu(g[1], q_obs, k, &m, &l, votes, sc, p.prefix as i32)?;
+        let rs = [p.batch, p.kv_heads, rows];
+        let (mut rm, mut ri) =
+            (HostTensor::full(DType::F32, &rs, f64::NAN), HostTensor::full(DType::F32, &rs, f64::NAN));
+        kn.row_merge.run_cpu(g[1], &m, &l, &mut rm, &mut ri)?;
+        kn.votes.run_cpu(g[2], q_obs, k, &rm, &ri, votes, sc, p.prefix as i32)?;
         let cs = [p.batch, p.kv_heads, p.cand];
         let (mut cv, mut ci) = (HostTensor::full(DType::F32, &cs, f64::NAN), HostTensor::full(DType::I32, &cs, -7.0));
-        kn.pool_topk.run_cpu(g[2], votes, &mut cv, &mut ci, p.prefix as i32)?;
-        kn.merge.run_cpu(g[3], &cv, &ci, keep_idx, keep_count)?;
-        kn.compress.run_cpu(g[4], k, v, keep_idx, keep_count, k_out, v_out, t as i32)?;
+        kn.pool_topk.run_cpu(g[3], votes, &mut cv, &mut ci, p.prefix as i32)?;
+        kn.merge.run_cpu(g[4], &cv, &ci, keep_idx, keep_count)?;
+        kn.compress.run_cpu(g[5], k, v, keep_idx, keep_count, k_out, v_out, t as i32)?;
         Ok(p)
     }
 
@@ -645,16 +682,20 @@ impl SnapKvCompress {
         let g = self.grids(&p);
         let kn = self.kernels.as_ref().expect("built");
         let st = rt.stream();
-        let stat = [p.batch, p.kv_heads, p.splits, self.group * self.window];
+        let rows = self.group * self.window;
+        let stat = [p.batch, p.kv_heads, p.splits, rows];
         let (m, l) = (scratch.get(rt, 0, DType::F32, &stat)?, scratch.get(rt, 1, DType::F32, &stat)?);
+        let rs = [p.batch, p.kv_heads, rows];
+        let (rm, ri) = (scratch.get(rt, 4, DType::F32, &rs)?, scratch.get(rt, 5, DType::F32, &rs)?);
         let sc = crate::default_scale_log2(self.head_dim);
         kn.stats.launch(st, g[0], q_obs, k, &m, &l, sc, t as i32, p.split_len as i32)?;
-        kn.votes.launch(st, g[1], q_obs, k, &m, &l, votes, sc, p.prefix as i32)?;
+        kn.row_merge.launch(st, g[1], &m, &l, &rm, &ri)?;
+        kn.votes.launch(st, g[2], q_obs, k, &rm, &ri, votes, sc, p.prefix as i32)?;
         let cs = [p.batch, p.kv_heads, p.cand];
         let (cv, ci) = (scratch.get(rt, 2, DType::F32, &cs)?, scratch.get(rt, 3, DType::I32, &cs)?);
-        kn.pool_topk.launch(st, g[2], votes, &cv, &ci, p.prefix as i32)?;
-        kn.merge.launch(st, g[3], &cv, &ci, keep_idx, keep_count)?;
-        kn.compress.launch(st, g[4], k, v, keep_idx, keep_count, k_out, v_out, t as i32)?;
+        kn.pool_topk.launch(st, g[3], votes, &cv, &ci, p.prefix as i32)?;
+        kn.merge.launch(st, g[4], &cv, &ci, keep_idx, keep_count)?;
+        kn.compress.launch(st, g[5], k, v, keep_idx, keep_count, k_out, v_out, t as i32)?;
         Ok(p)
     }
 }

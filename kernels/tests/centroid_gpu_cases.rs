@@ -83,8 +83,9 @@ fn gpu_case_configs_compile_to_ptx() {
             max_cand,
         )
         .unwrap();
-        let [a, b, p, m, k] = op.configs();
+        let [a, r, b, p, m, k] = op.configs();
         ptx("snapkv_row_stats", emit_cuda(&SnapkvRowStats::build(&a).unwrap()));
+        ptx("snapkv_row_merge", emit_cuda(&SnapkvRowMerge::build(&r).unwrap()));
         ptx("snapkv_votes", emit_cuda(&SnapkvVotes::build(&b).unwrap()));
         ptx("snapkv_pool_topk", emit_cuda(&SnapkvPoolTopk::build(&p).unwrap()));
         ptx("snapkv_merge", emit_cuda(&SnapkvMerge::build(&m).unwrap()));

@@ -109,13 +109,16 @@ fn snapkv_refuses_bad_arguments() {
 fn snapkv_kernels_emit_cuda() {
     let op = SnapKvCompress::cpu(4, 32, 128, 2048, 7, Pool::Max, 4096, 4096 * 2).unwrap();
     let cfgs = op.configs();
-    use tessera_kernels::snapkv::{SnapkvCompress, SnapkvMerge, SnapkvPoolTopk, SnapkvRowStats, SnapkvVotes};
+    use tessera_kernels::snapkv::{
+        SnapkvCompress, SnapkvMerge, SnapkvPoolTopk, SnapkvRowMerge, SnapkvRowStats, SnapkvVotes,
+    };
     let ks = [
         SnapkvRowStats::build(&cfgs[0]).unwrap(),
-        SnapkvVotes::build(&cfgs[1]).unwrap(),
-        SnapkvPoolTopk::build(&cfgs[2]).unwrap(),
-        SnapkvMerge::build(&cfgs[3]).unwrap(),
-        SnapkvCompress::build(&cfgs[4]).unwrap(),
+        SnapkvRowMerge::build(&cfgs[1]).unwrap(),
+        SnapkvVotes::build(&cfgs[2]).unwrap(),
+        SnapkvPoolTopk::build(&cfgs[3]).unwrap(),
+        SnapkvMerge::build(&cfgs[4]).unwrap(),
+        SnapkvCompress::build(&cfgs[5]).unwrap(),
     ];
     for k in &ks {
         assert!(!format!("{:?}", tessera_codegen::emit::emit_cuda(k)).is_empty(), "{}", k.name);
