@@ -7,7 +7,8 @@
 #    same command again (nothing stale: seconds), the database exported as JSON (for a
 #    PostgreSQL import elsewhere).
 # Logs under $OUT/logs, packed into one archive; a short summary last. Budgets are env knobs;
-# SKIP (comma list of check, kernels, selection, autotune) leaves steps out.
+# SKIP (comma list of check, kernels, selection, autotune) leaves steps out; KERNELS_ONLY
+# restricts bench-kernels (`--only`); RECALL=1 runs `tessera recall` (CPU) in the background.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 L="$OUT/logs"
@@ -17,6 +18,12 @@ BIN=${TESSERA_BIN:-.bin/tessera}
 SKIP=",${SKIP:-},"
 want() { [[ "$SKIP" != *",$1,"* ]]; }
 $BIN doctor > "$L/doctor.log" 2>&1
+recall_pid=
+if [ "${RECALL:-0}" = 1 ]; then
+    ( start=$(date +%s); timeout ${RECALL_TIMEOUT:-500} $BIN recall > "$L/recall.log" 2> "$L/recall.err"
+      echo "recall: rc $? in $(( $(date +%s) - start )) s" >> "$L/recall.err" ) &
+    recall_pid=$!
+fi
 if want check; then
 timeout 120 $BIN check --suite small > "$L/check-small.log" 2>&1; echo "== check small: rc $?"
 timeout ${CHECK_TIMEOUT:-240} $BIN check --suite kernels > "$L/check-kernels.log" 2>&1; echo "== check kernels: rc $?"
@@ -25,6 +32,7 @@ grep -hE "^FAIL" "$L"/check-*.log | head
 fi
 if want kernels; then
 timeout $(( ${KERNELS_BUDGET:-100} + 60 )) $BIN bench-kernels --budget-s "${KERNELS_BUDGET:-100}" --iters 30 \
+    ${KERNELS_ONLY:+--only "$KERNELS_ONLY"} \
     --json "$L/kernels.json" > "$L/kernels.log" 2> "$L/kernels.err"
 echo "== bench-kernels: rc $?"
 fi
@@ -45,7 +53,9 @@ echo "== second autotune: rc $? in $(( $(date +%s) - start )) s"
 $BIN db export --db "$DB" --format json -o "$L/tune.json" 2> "$L/export.err"
 $BIN db list --db "$DB" > "$L/db-list.log" 2>&1
 fi
+if [ -n "$recall_pid" ]; then wait "$recall_pid"; tail -1 "$L/recall.err"; fi
 tar czf "$OUT/final-logs.tgz" -C "$OUT" logs
 echo "== kernels"; grep -B2 -A16 "^workload" "$L/kernels.log" | head -20
 echo "== selection"; tail -24 "$L/selection.log"
-echo "== autotune"; grep -A16 "^kernel " "$L/autotune.log" | head -18
+echo "== autotune"; grep -A40 "^kernel " "$L/autotune.log" | head -42
+[ -f "$L/recall.log" ] && { echo "== recall"; tail -30 "$L/recall.log"; }
