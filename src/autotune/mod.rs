@@ -13,6 +13,7 @@
 //!
 //! See `docs/autotune.md`.
 
+mod common;
 mod dense;
 mod key;
 pub mod ops;
@@ -20,11 +21,12 @@ mod run;
 mod target;
 pub mod worker;
 
+pub use common::SplitConfig;
 pub use dense::DenseDecodeTarget;
 pub use key::{decode_bucket, decode_candidates, decode_key, DECODE_KERNEL};
 pub use ops::{
-    BlockSparseTarget, SinkWindowTarget, SparseShape, SplitConfig, TopkConfig, TopkSelectTarget, TopkShape, TreeConfig,
-    TreeShape, TreeVerifyTarget,
+    BlockSparseTarget, SinkWindowTarget, SparseShape, TopkConfig, TopkSelectTarget, TopkShape, TreeConfig, TreeShape,
+    TreeVerifyTarget,
 };
 pub use run::{run, Args};
 pub use target::{make_key, target_key, Failure, TuneTarget};
