@@ -14,6 +14,7 @@
 //! See `docs/autotune.md`.
 
 mod common;
+mod decode_ops;
 mod dense;
 mod key;
 pub mod ops;
@@ -22,6 +23,7 @@ mod target;
 pub mod worker;
 
 pub use common::SplitConfig;
+pub use decode_ops::DenseTarget;
 pub use dense::DenseDecodeTarget;
 pub use key::{decode_bucket, decode_candidates, decode_key, DECODE_KERNEL};
 pub use ops::{
@@ -62,8 +64,8 @@ impl<T: TuneTarget> Tunable for T {
 }
 
 /// Every tunable kernel, in the order a full `tessera autotune` tunes them.
-pub static TARGETS: [&dyn Tunable; 5] =
-    [&DenseDecodeTarget, &SinkWindowTarget, &BlockSparseTarget, &TreeVerifyTarget, &TopkSelectTarget];
+pub static TARGETS: [&dyn Tunable; 6] =
+    [&DenseDecodeTarget, &SinkWindowTarget, &BlockSparseTarget, &TreeVerifyTarget, &TopkSelectTarget, &DenseTarget];
 
 /// The tunable kernel named `name`.
 pub fn find_target(name: &str) -> Option<&'static dyn Tunable> {

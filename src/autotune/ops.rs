@@ -725,7 +725,7 @@ mod tests {
     #[test]
     fn the_registry_names_the_cli_kernels() {
         let names: Vec<&str> = TARGETS.iter().map(|t| t.name()).collect();
-        assert_eq!(names, ["dense_decode", "sink_window", "block_sparse", "tree_verify", "topk_select"]);
+        assert_eq!(names, ["dense_decode", "sink_window", "block_sparse", "tree_verify", "topk_select", "dense"]);
         for n in names {
             assert!(crate::autotune::find_target(n).is_some());
         }
