@@ -23,7 +23,7 @@ mod target;
 pub mod worker;
 
 pub use common::SplitConfig;
-pub use decode_ops::DenseTarget;
+pub use decode_ops::{DenseTarget, LmInfiniteShape, LmInfiniteTarget};
 pub use dense::DenseDecodeTarget;
 pub use key::{decode_bucket, decode_candidates, decode_key, DECODE_KERNEL};
 pub use ops::{
@@ -64,8 +64,15 @@ impl<T: TuneTarget> Tunable for T {
 }
 
 /// Every tunable kernel, in the order a full `tessera autotune` tunes them.
-pub static TARGETS: [&dyn Tunable; 6] =
-    [&DenseDecodeTarget, &SinkWindowTarget, &BlockSparseTarget, &TreeVerifyTarget, &TopkSelectTarget, &DenseTarget];
+pub static TARGETS: [&dyn Tunable; 7] = [
+    &DenseDecodeTarget,
+    &SinkWindowTarget,
+    &BlockSparseTarget,
+    &TreeVerifyTarget,
+    &TopkSelectTarget,
+    &DenseTarget,
+    &LmInfiniteTarget,
+];
 
 /// The tunable kernel named `name`.
 pub fn find_target(name: &str) -> Option<&'static dyn Tunable> {

@@ -725,7 +725,10 @@ mod tests {
     #[test]
     fn the_registry_names_the_cli_kernels() {
         let names: Vec<&str> = TARGETS.iter().map(|t| t.name()).collect();
-        assert_eq!(names, ["dense_decode", "sink_window", "block_sparse", "tree_verify", "topk_select", "dense"]);
+        assert_eq!(
+            names,
+            ["dense_decode", "sink_window", "block_sparse", "tree_verify", "topk_select", "dense", "lm_infinite"]
+        );
         for n in names {
             assert!(crate::autotune::find_target(n).is_some());
         }
