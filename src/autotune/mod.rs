@@ -19,6 +19,7 @@ mod dense;
 mod key;
 pub mod ops;
 mod run;
+mod selection;
 mod target;
 pub mod worker;
 
@@ -31,6 +32,7 @@ pub use ops::{
     TreeVerifyTarget,
 };
 pub use run::{run, Args};
+pub use selection::{HipConfig, HipSelectTarget, HipShape};
 pub use target::{make_key, target_key, Failure, TuneTarget};
 
 /// A [`TuneTarget`] with its types erased, for the registry.
@@ -64,7 +66,7 @@ impl<T: TuneTarget> Tunable for T {
 }
 
 /// Every tunable kernel, in the order a full `tessera autotune` tunes them.
-pub static TARGETS: [&dyn Tunable; 7] = [
+pub static TARGETS: [&dyn Tunable; 8] = [
     &DenseDecodeTarget,
     &SinkWindowTarget,
     &BlockSparseTarget,
@@ -72,6 +74,7 @@ pub static TARGETS: [&dyn Tunable; 7] = [
     &TopkSelectTarget,
     &DenseTarget,
     &LmInfiniteTarget,
+    &HipSelectTarget,
 ];
 
 /// The tunable kernel named `name`.

@@ -727,7 +727,16 @@ mod tests {
         let names: Vec<&str> = TARGETS.iter().map(|t| t.name()).collect();
         assert_eq!(
             names,
-            ["dense_decode", "sink_window", "block_sparse", "tree_verify", "topk_select", "dense", "lm_infinite"]
+            [
+                "dense_decode",
+                "sink_window",
+                "block_sparse",
+                "tree_verify",
+                "topk_select",
+                "dense",
+                "lm_infinite",
+                "hip_select"
+            ]
         );
         for n in names {
             assert!(crate::autotune::find_target(n).is_some());
