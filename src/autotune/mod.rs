@@ -32,7 +32,10 @@ pub use ops::{
     TreeVerifyTarget,
 };
 pub use run::{run, Args};
-pub use selection::{HipConfig, HipSelectTarget, HipShape};
+pub use selection::{
+    CentroidConfig, CentroidDecodeTarget, CentroidShape, HipConfig, HipSelectTarget, HipShape, SnapConfig,
+    SnapKvTarget, SnapShape,
+};
 pub use target::{make_key, target_key, Failure, TuneTarget};
 
 /// A [`TuneTarget`] with its types erased, for the registry.
@@ -66,7 +69,7 @@ impl<T: TuneTarget> Tunable for T {
 }
 
 /// Every tunable kernel, in the order a full `tessera autotune` tunes them.
-pub static TARGETS: [&dyn Tunable; 8] = [
+pub static TARGETS: [&dyn Tunable; 10] = [
     &DenseDecodeTarget,
     &SinkWindowTarget,
     &BlockSparseTarget,
@@ -75,6 +78,8 @@ pub static TARGETS: [&dyn Tunable; 8] = [
     &DenseTarget,
     &LmInfiniteTarget,
     &HipSelectTarget,
+    &CentroidDecodeTarget,
+    &SnapKvTarget,
 ];
 
 /// The tunable kernel named `name`.

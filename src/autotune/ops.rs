@@ -735,7 +735,9 @@ mod tests {
                 "topk_select",
                 "dense",
                 "lm_infinite",
-                "hip_select"
+                "hip_select",
+                "centroid_decode",
+                "snapkv"
             ]
         );
         for n in names {
