@@ -703,6 +703,51 @@ mod tests {
         assert_eq!(topk, vec![8, 8]);
     }
 
+    /// The heuristic kernels of every preset shape of `t`: their emitted CUDA sources
+    /// (deduplicated) with the entry and dynamic shared memory.
+    fn heuristic_sources<T: TuneTarget>(t: &T, out: &mut Vec<(String, String, u32, String)>) {
+        for s in t.shapes("decode").unwrap() {
+            for k in t.kernels(&s, &t.heuristic(&s, 132)).unwrap() {
+                let e = tessera_codegen::emit::emit_cuda(&k);
+                if !out.iter().any(|o| o.0 == e.source) {
+                    out.push((e.source, e.entry, e.shared_bytes, format!("{} {s}", t.name())));
+                }
+            }
+        }
+    }
+
+    /// Untuned dispatch runs the heuristic: on an H200 (sm_90a, 227 KB of shared memory
+    /// per block) every kernel of the new targets' heuristics fits and compiles (where
+    /// NVRTC loads; its absence is a skip, a compile error a failure).
+    #[test]
+    fn the_new_targets_heuristics_compile_for_the_h200() {
+        let mut all = Vec::new();
+        heuristic_sources(&crate::autotune::DenseTarget, &mut all);
+        heuristic_sources(&crate::autotune::LmInfiniteTarget, &mut all);
+        heuristic_sources(&crate::autotune::HipSelectTarget, &mut all);
+        heuristic_sources(&crate::autotune::CentroidDecodeTarget, &mut all);
+        heuristic_sources(&crate::autotune::SnapKvTarget, &mut all);
+        for (_, entry, smem, what) in &all {
+            assert!(*smem as usize <= 227 * 1024, "{what}: {entry} needs {smem} B of shared memory");
+        }
+        if tessera_runtime::nvrtc_version().is_err() {
+            eprintln!("SKIPPED: NVRTC not found");
+            return;
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|sc| {
+            for _ in 0..std::thread::available_parallelism().map_or(2, |n| n.get()).min(8) {
+                sc.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((source, entry, _, what)) = all.get(i) else { break };
+                    if let Err(e) = tessera_runtime::compile_ptx(source, entry, "sm_90a") {
+                        panic!("{what}: {entry}: {e}");
+                    }
+                });
+            }
+        });
+    }
+
     #[test]
     fn configs_recorded_before_warps_was_tuned_read_as_four() {
         let t: TreeConfig = serde_json::from_str(r#"{"block_n":64,"max_splits":16}"#).unwrap();
@@ -728,16 +773,16 @@ mod tests {
         assert_eq!(
             names,
             [
-                "dense_decode",
+                "hip_select",
+                "snapkv",
+                "topk_select",
+                "lm_infinite",
+                "centroid_decode",
                 "sink_window",
                 "block_sparse",
                 "tree_verify",
-                "topk_select",
-                "dense",
-                "lm_infinite",
-                "hip_select",
-                "centroid_decode",
-                "snapkv"
+                "dense_decode",
+                "dense"
             ]
         );
         for n in names {
