@@ -13,7 +13,7 @@
 
 use std::fmt;
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -31,8 +31,8 @@ use tessera_runtime::{DeviceTensor, Runtime, TimingStats};
 use tessera_tuning_db::ShapeBucket;
 
 use super::common::{
-    bxn_list, check_pairs, checked_run, combine_kernel, decode_refs, kerr, split_candidates, split_kernel_config,
-    tile_knobs, time, Qkv, RefRows, SplitConfig, D, G, HKV, N,
+    bxn_list, check_pairs, checked_run, combine_kernel, decode_refs, kerr, parse_bxn, split_candidates,
+    split_kernel_config, tile_knobs, time, Qkv, RefRows, SplitConfig, D, G, HKV, N,
 };
 use super::target::{Failure, TuneTarget};
 use crate::inputs::{bf16s, f32s, random_bf16, random_f32};
@@ -311,6 +311,18 @@ impl TreeConfig {
             self.rows
         }
     }
+
+    /// The [`TreeParams`] this config stands for at `s` (what [`TreeVerify`] is built
+    /// with: `t_pad` = the tree size, the rest from [`TreeParams::new`]).
+    pub fn params(&self, s: &TreeShape) -> TreeParams {
+        TreeParams {
+            block_n: self.block_n,
+            warps: self.warps,
+            max_splits: self.max_splits,
+            rows: self.rows_for(s),
+            ..TreeParams::new(s.group, s.head_dim, s.tree)
+        }
+    }
 }
 
 impl fmt::Display for TreeConfig {
@@ -350,12 +362,29 @@ impl TuneTarget for TreeVerifyTarget {
         "tree_verify"
     }
 
-    /// `decode`: B = 1, prefix 128K, T ∈ {16, 64}; a `BxN` list gives both T per shape.
+    /// `decode`: B = 1, prefix 128K, T ∈ {16, 64}; a `BxN` list gives both T per shape,
+    /// `BxNxT` that T alone (e.g. the decoder's prefill chunk: 32 tokens at Llama-3-8B's
+    /// heads).
     fn shapes(&self, spec: &str) -> Result<Vec<TreeShape>> {
         let mut out = Vec::new();
-        for (batch, prefix_len) in bxn_list(spec, &[(1, N)])? {
-            for tree in [16, 64] {
-                out.push(TreeShape { batch, kv_heads: HKV, group: G, prefix_len, head_dim: D, tree });
+        let shape =
+            |batch, prefix_len, tree| TreeShape { batch, kv_heads: HKV, group: G, prefix_len, head_dim: D, tree };
+        if spec == "decode" || spec == "default" {
+            out.extend([16, 64].map(|t| shape(1, N, t)));
+            return Ok(out);
+        }
+        for item in spec.split(',') {
+            match item.rsplit_once('x') {
+                Some((bxn, t)) if bxn.contains('x') => {
+                    let tree = t.parse::<usize>().ok().filter(|t| (1..=64).contains(t));
+                    let tree = tree.ok_or_else(|| anyhow!("shape `{item}`: T must be 1..=64"))?;
+                    let (batch, prefix_len) = parse_bxn(bxn)?;
+                    out.push(shape(batch, prefix_len, tree));
+                }
+                _ => {
+                    let (batch, prefix_len) = parse_bxn(item)?;
+                    out.extend([16, 64].map(|t| shape(batch, prefix_len, t)));
+                }
             }
         }
         Ok(out)
@@ -448,14 +477,7 @@ impl TuneTarget for TreeVerifyTarget {
         iters: usize,
     ) -> Result<TimingStats, Failure> {
         let s = b.shape;
-        let p = TreeParams {
-            block_n: c.block_n,
-            warps: c.warps,
-            max_splits: c.max_splits,
-            rows: c.rows_for(&s),
-            ..TreeParams::new(s.group, s.head_dim, s.tree)
-        };
-        let op = TreeVerify::new(rt, p).map_err(kerr)?;
+        let op = TreeVerify::new(rt, c.params(&s)).map_err(kerr)?;
         let scratch = Scratch::new();
         let (x, out, anc) = (&b.x, &b.out, &b.anc);
         let launch = || op.launch_with(rt, &scratch, &x.q, &x.k, &x.v, anc, s.prefix_len, out, None);
@@ -796,6 +818,14 @@ mod tests {
         let t = TreeVerifyTarget.shapes("1x4096,2x8192").unwrap();
         assert_eq!(t.len(), 4);
         assert_eq!((t[3].batch, t[3].prefix_len, t[3].tree), (2, 8192, 64));
+        let t = TreeVerifyTarget.shapes("1x4096x32,2x100").unwrap();
+        assert_eq!(
+            t.iter().map(|s| (s.batch, s.prefix_len, s.tree)).collect::<Vec<_>>(),
+            [(1, 4096, 32), (2, 100, 16), (2, 100, 64)]
+        );
+        assert!(TreeVerifyTarget.shapes("1x4096x65").is_err());
+        assert!(TreeVerifyTarget.shapes("1x4096x0").is_err());
+        assert!(TreeVerifyTarget.shapes("1xx4096").is_err());
         let k = TopkSelectTarget.shapes("8x131072").unwrap();
         assert_eq!((k[0].num_blocks, k[0].k), (2048, 64));
         assert!(BlockSparseTarget.shapes("8").is_err());
