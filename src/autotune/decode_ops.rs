@@ -106,11 +106,13 @@ impl TuneTarget for DenseTarget {
         }
     }
 
+    /// The split kernel only. The combine's source depends on nothing but max_splits,
+    /// and the key's source hash (these kernels at the heuristic) must not: the
+    /// heuristic's max_splits follows the exact batch ([`decode_max_splits`]), so with
+    /// the combine in it two batches of one bucket would have two keys. The combines
+    /// compile in the worker on first use (five of them, disk-cached).
     fn kernels(&self, s: &DecodeShape, c: &SplitConfig) -> Result<Vec<Kernel>> {
-        Ok(vec![
-            DenseDecodeSplit::build(&split_kernel_config(s.group, s.head_dim, c))?,
-            combine_kernel(s.head_dim, c.max_splits)?,
-        ])
+        Ok(vec![DenseDecodeSplit::build(&split_kernel_config(s.group, s.head_dim, c))?])
     }
 
     fn prepare(&self, rt: &Runtime, s: &DecodeShape, seed: u64) -> Result<DenseBench> {
@@ -397,6 +399,16 @@ mod tests {
         assert_eq!(h.max_splits, 128);
         assert!(DenseTarget.candidates(&small).contains(&h));
         assert_ne!(DenseTarget.bucket(&small), DenseTarget.bucket(&shapes[0]));
+        // Batches 5 and 8 of SmolLM2 share a bucket but not a heuristic split count
+        // (32 and 16 on 132 SMs): still one key source, so one record serves both.
+        let (b5, b8) = (DecodeShape { batch: 5, ..small }, DecodeShape { batch: 8, ..small });
+        assert_eq!(DenseTarget.bucket(&b5), DenseTarget.bucket(&b8));
+        let (h5, h8) = (DenseTarget.heuristic(&b5, 132), DenseTarget.heuristic(&b8, 132));
+        assert_eq!((h5.max_splits, h8.max_splits), (32, 16));
+        let source = |s: &DecodeShape, c: &SplitConfig| -> Vec<String> {
+            DenseTarget.kernels(s, c).unwrap().iter().map(|k| tessera_codegen::emit::emit_cuda(k).source).collect()
+        };
+        assert_eq!(source(&b5, &h5), source(&b8, &h8));
     }
 
     #[test]
