@@ -24,7 +24,8 @@ pub struct Args {
     kernels: Vec<String>,
     /// `decode`: each kernel's shape preset (dense, dense_decode: B ∈ {1, 8} × N ∈ {32K,
     /// 128K}, 32 q / 8 kv heads, d=128; see docs/autotune.md for the others), or a list of
-    /// BATCHxSEQ_LEN shapes (the other dimensions from the preset).
+    /// BATCHxSEQ_LEN shapes (the other dimensions from the preset; tree_verify also takes
+    /// BATCHxPREFIXxT for one tree size).
     #[arg(long, default_value = "decode")]
     shapes: String,
     /// Tuning database URL (`sqlite://…` or `postgres://…`); default `TESSERA_DB`, else
