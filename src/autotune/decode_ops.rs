@@ -85,7 +85,7 @@ impl TuneTarget for DenseTarget {
         decode_bucket(s)
     }
 
-    /// The split kernel's tune space × [`DENSE_SPLITS`].
+    /// The split kernel's tune space × max_splits {8, 16, 32, 64, 128}.
     fn candidates(&self, _s: &DecodeShape) -> Vec<SplitConfig> {
         let mut out = Vec::new();
         for (block_n, warps, stages) in tile_knobs(DenseDecodeSplit::tune_space()) {
