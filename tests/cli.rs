@@ -1,6 +1,7 @@
 //! The command line as a user meets it (no GPU): `tessera kernels` lists every shipped
 //! kernel on a line of its own, `tessera compile <kernel> --emit ptx` prints sm_90a PTX
-//! with no configuration given, unknown names are errors.
+//! with no configuration given, `tessera autotune --kernels` takes every tunable kernel,
+//! unknown names are errors.
 
 use std::process::Command;
 
@@ -47,4 +48,26 @@ fn an_unknown_kernel_is_an_error_not_a_panic() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no program `no_such_kernel`") && !err.contains("panicked"), "{err}");
+}
+
+/// Every registered tunable kernel is a valid `--kernels` name: each parses its own
+/// `--shapes` (an invalid list here, so nothing opens a GPU or a database on any machine);
+/// an unknown name is refused with the list of tunable kernels.
+#[test]
+fn autotune_takes_every_tunable_kernel_by_name() {
+    let names: Vec<&str> = tessera::autotune::TARGETS.iter().map(|t| t.name()).collect();
+    for new in ["dense", "lm_infinite", "hip_select", "centroid_decode", "snapkv"] {
+        assert!(names.contains(&new), "{new} is not registered: {names:?}");
+    }
+    for name in &names {
+        let out = tessera(&["autotune", "--kernels", name, "--shapes", "8xlots"]);
+        assert!(!out.status.success(), "{name}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("--shapes for {name}: shape `8xlots` is not BATCHxSEQ_LEN")), "{name}: {err}");
+    }
+    let out = tessera(&["autotune", "--kernels", "dense,no_such_kernel"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`no_such_kernel` has no tune space") && !err.contains("panicked"), "{err}");
+    assert!(names.iter().all(|n| err.contains(n)), "the refusal lists every tunable kernel: {err}");
 }

@@ -3,30 +3,46 @@
 //! faults kills only the worker), check each against the reference before timing it,
 //! and store every trial and the winner in the tuning database in one transaction.
 //!
-//! A tunable kernel is a [`TuneTarget`]; the ones registered in [`TARGETS`]:
+//! A tunable kernel is a [`TuneTarget`]; the ones registered in [`TARGETS`], in the order
+//! a full run tunes them (cheapest first, so a `--budget` run gets through most keys):
 //!
+//! * `hip_select`, `centroid_decode`, `snapkv`: the selection methods ([`selection`]):
+//!   HiP's CHILD_TILE; centroid decode's PER_SPLIT × BLOCK_N × WARPS × recent splits;
+//!   SnapKV's POOL_TILE;
+//! * `topk_select`, `sink_window`, `block_sparse`, `tree_verify`: the `tessera-kernels`
+//!   ops ([`ops`]), over their declared tune spaces (BLOCK_N, WARPS, STAGES, LM_TILE, ROWS)
+//!   and the split count;
+//! * `lm_infinite`, `dense`: the split decoders of [`decode_ops`] — `dense` is
+//!   `DenseDecode`, the op the decoder runs (and dispatches through the database), over
+//!   BLOCK_N × WARPS × STAGES × max_splits;
 //! * `dense_decode`: the codegen sample pair `flash_decode` + `flash_decode_combine`
-//!   ([`crate::decode`]), BLOCK_N × WARPS × MIN_BLOCKS × split length;
-//! * `sink_window`, `block_sparse`, `tree_verify`, `topk_select`: the `tessera-kernels`
-//!   ops ([`ops`]), over their declared tune spaces (BLOCK_N, WARPS, LM_TILE) and the
-//!   split count.
+//!   ([`crate::decode`]), BLOCK_N × WARPS × MIN_BLOCKS × split length.
 //!
 //! See `docs/autotune.md`.
 
+mod common;
+pub mod decode_ops;
 mod dense;
 mod key;
 pub mod ops;
 mod run;
+pub mod selection;
 mod target;
 pub mod worker;
 
+pub use common::SplitConfig;
+pub use decode_ops::{DenseTarget, LmInfiniteShape, LmInfiniteTarget};
 pub use dense::DenseDecodeTarget;
 pub use key::{decode_bucket, decode_candidates, decode_key, DECODE_KERNEL};
 pub use ops::{
-    BlockSparseTarget, SinkWindowTarget, SparseShape, SplitConfig, TopkConfig, TopkSelectTarget, TopkShape, TreeConfig,
-    TreeShape, TreeVerifyTarget,
+    BlockSparseTarget, SinkWindowTarget, SparseShape, TopkConfig, TopkSelectTarget, TopkShape, TreeConfig, TreeShape,
+    TreeVerifyTarget,
 };
 pub use run::{run, Args};
+pub use selection::{
+    CentroidConfig, CentroidDecodeTarget, CentroidShape, HipConfig, HipSelectTarget, HipShape, SnapConfig,
+    SnapKvTarget, SnapShape,
+};
 pub use target::{make_key, target_key, Failure, TuneTarget};
 
 /// A [`TuneTarget`] with its types erased, for the registry.
@@ -59,9 +75,21 @@ impl<T: TuneTarget> Tunable for T {
     }
 }
 
-/// Every tunable kernel, in the order a full `tessera autotune` tunes them.
-pub static TARGETS: [&dyn Tunable; 5] =
-    [&DenseDecodeTarget, &SinkWindowTarget, &BlockSparseTarget, &TreeVerifyTarget, &TopkSelectTarget];
+/// Every tunable kernel, in the order a full `tessera autotune` tunes them: by estimated
+/// tuning time on an H200 (candidates × ~0.35 s, plus each job's inputs and references;
+/// docs/autotune.md), cheapest first.
+pub static TARGETS: [&dyn Tunable; 10] = [
+    &HipSelectTarget,
+    &SnapKvTarget,
+    &TopkSelectTarget,
+    &LmInfiniteTarget,
+    &CentroidDecodeTarget,
+    &SinkWindowTarget,
+    &BlockSparseTarget,
+    &TreeVerifyTarget,
+    &DenseDecodeTarget,
+    &DenseTarget,
+];
 
 /// The tunable kernel named `name`.
 pub fn find_target(name: &str) -> Option<&'static dyn Tunable> {

@@ -22,30 +22,23 @@ use tessera_codegen::ir::{DType, Kernel};
 use tessera_dsl_support::KernelConfig;
 use tessera_kernels::block_sparse::BlockSparseDecodeSplit;
 use tessera_kernels::cases::{random_selection, random_trees};
-use tessera_kernels::combine::{AttnCombine, LseCombine};
-use tessera_kernels::reference::{attend, block_sparse_positions, sink_window_positions};
+use tessera_kernels::reference::{block_sparse_positions, sink_window_positions};
 use tessera_kernels::sink_window::{union_len, SinkWindowDecodeSplit};
 use tessera_kernels::topk::{BlockScoresTopk, TopkMerge};
 use tessera_kernels::tree::TreeVerifySplit;
-use tessera_kernels::{
-    BlockSparseDecode, DecodeParams, KernelError, Scratch, SinkWindowDecode, TopkBlockSelect, TreeParams, TreeVerify,
-};
-use tessera_runtime::{DeviceTensor, Runtime, RuntimeError, TimingStats};
+use tessera_kernels::{BlockSparseDecode, Scratch, SinkWindowDecode, TopkBlockSelect, TreeParams, TreeVerify};
+use tessera_runtime::{DeviceTensor, Runtime, TimingStats};
 use tessera_tuning_db::ShapeBucket;
 
+use super::common::{
+    bxn_list, check_pairs, checked_run, combine_kernel, decode_refs, kerr, parse_bxn, split_candidates,
+    split_kernel_config, tile_knobs, time, Qkv, RefRows, SplitConfig, D, G, HKV, N,
+};
 use super::target::{Failure, TuneTarget};
-use crate::inputs::{bf16s, f32s, random_bf16, random_f32, rows_f64};
-
-/// bf16 outputs: largest error relative to the largest reference magnitude.
-const OUT_TOL: f64 = 2e-2;
-/// The preset's heads (Llama-3-8B-like): 32 query heads over 8 KV heads, d = 128.
-const HKV: usize = 8;
-const G: usize = 4;
-const D: usize = 128;
-const N: usize = 131072;
+use crate::inputs::{bf16s, f32s, random_bf16, random_f32};
 
 // ---------------------------------------------------------------------------------------
-// Shapes and configs
+// Shapes
 
 /// A split-KV decode over a sparse key set (sink + window, or selected blocks).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,240 +69,6 @@ impl fmt::Display for SparseShape {
         }
         Ok(())
     }
-}
-
-/// Knobs of the split decoders: the split kernel's BLOCK_N and WARPS (its declared tune
-/// space) and the most splits per (batch, KV head) (the combine's MAX_SPLITS).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct SplitConfig {
-    pub block_n: usize,
-    pub warps: usize,
-    pub max_splits: usize,
-    /// Pipeline buffers of the split kernel (STAGES); records from before it was tuned
-    /// ran 2.
-    #[serde(default = "two_stages")]
-    pub stages: usize,
-}
-
-fn two_stages() -> usize {
-    2
-}
-
-impl fmt::Display for SplitConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "BLOCK_N={} WARPS={} STAGES={} max_splits={}", self.block_n, self.warps, self.stages, self.max_splits)
-    }
-}
-
-impl SplitConfig {
-    fn params(&self, group: usize, head_dim: usize) -> DecodeParams {
-        DecodeParams {
-            block_n: self.block_n,
-            warps: self.warps,
-            max_splits: self.max_splits,
-            stages: self.stages,
-            ..DecodeParams::new(group, head_dim)
-        }
-    }
-
-    /// The heuristic: [`DecodeParams::new`]'s defaults (what untuned callers build).
-    fn heuristic(group: usize, head_dim: usize) -> Self {
-        let p = DecodeParams::new(group, head_dim);
-        SplitConfig { block_n: p.block_n, warps: p.warps, max_splits: p.max_splits, stages: p.stages }
-    }
-}
-
-/// (BLOCK_N, WARPS) pairs of a split kernel's declared tune space.
-fn tile_knobs(space: tessera_dsl_support::TuneSpace) -> Vec<(usize, usize, usize)> {
-    let mut out = Vec::new();
-    for c in space.configs() {
-        let bn = c.get("BLOCK_N").unwrap_or(64) as usize;
-        let w = c.get("WARPS").unwrap_or(4) as usize;
-        let stages = c.get("STAGES").unwrap_or(2) as usize;
-        if !out.contains(&(bn, w, stages)) {
-            out.push((bn, w, stages));
-        }
-    }
-    out
-}
-
-/// Split candidates for `keys` attended keys (the bucket's): every (BLOCK_N, WARPS) ×
-/// max_splits of `splits`, dropping split counts above 16 that would leave a split less
-/// than one tile of keys (the heuristic's 16 is always kept).
-fn split_candidates(knobs: &[(usize, usize, usize)], splits: &[usize], keys: usize) -> Vec<SplitConfig> {
-    let mut out = Vec::new();
-    for &(block_n, warps, stages) in knobs {
-        for &max_splits in splits {
-            if max_splits <= 16 || keys.div_ceil(max_splits) >= block_n {
-                out.push(SplitConfig { block_n, warps, max_splits, stages });
-            }
-        }
-    }
-    out
-}
-
-fn split_kernel_config(group: usize, head_dim: usize, c: &SplitConfig) -> KernelConfig {
-    KernelConfig::from_pairs(&[
-        ("GROUP", group as i64),
-        ("HEAD_DIM", head_dim as i64),
-        ("BLOCK_N", c.block_n as i64),
-        ("WARPS", c.warps as i64),
-        ("STAGES", c.stages as i64),
-    ])
-}
-
-fn combine_kernel(head_dim: usize, max_splits: usize) -> Result<Kernel> {
-    Ok(AttnCombine::build(&LseCombine::config(head_dim, max_splits, false))?)
-}
-
-/// `BATCHxSEQ_LEN` → (batch, seq_len).
-fn parse_bxn(s: &str) -> Result<(usize, usize)> {
-    s.split_once('x')
-        .and_then(|(b, n)| Some((b.parse::<usize>().ok()?, n.parse::<usize>().ok()?)))
-        .filter(|(b, n)| *b > 0 && *n > 0)
-        .ok_or_else(|| anyhow!("shape `{s}` is not BATCHxSEQ_LEN"))
-}
-
-/// `decode`/`default` → the preset's (batch, seq_len) pairs, else the listed ones.
-fn bxn_list(spec: &str, preset: &[(usize, usize)]) -> Result<Vec<(usize, usize)>> {
-    if spec == "decode" || spec == "default" {
-        Ok(preset.to_vec())
-    } else {
-        spec.split(',').map(parse_bxn).collect()
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Inputs, references, checks
-
-/// The (batch, KV head) slices checked against the reference: the first and the last.
-fn check_pairs(batch: usize, kv_heads: usize) -> Vec<(usize, usize)> {
-    vec![(0, 0), (batch - 1, kv_heads - 1)]
-}
-
-/// q, k, v on the device (read-only) with host copies for the references.
-struct Qkv {
-    q: DeviceTensor,
-    k: DeviceTensor,
-    v: DeviceTensor,
-    hq: HostTensor,
-    hk: HostTensor,
-    hv: HostTensor,
-    /// K/V rows per (batch, KV head).
-    cap: usize,
-    kv_heads: usize,
-    head_dim: usize,
-}
-
-impl Qkv {
-    fn new(rt: &Runtime, q_shape: &[usize], kv_shape: [usize; 4], seed: u64) -> Result<Self> {
-        let hq = random_bf16(q_shape, seed);
-        let hk = random_bf16(&kv_shape, seed + 1);
-        let hv = random_bf16(&kv_shape, seed + 2);
-        let st = rt.stream();
-        Ok(Qkv {
-            q: DeviceTensor::upload(st, &hq)?.read_only(),
-            k: DeviceTensor::upload(st, &hk)?.read_only(),
-            v: DeviceTensor::upload(st, &hv)?.read_only(),
-            hq,
-            hk,
-            hv,
-            cap: kv_shape[2],
-            kv_heads: kv_shape[1],
-            head_dim: kv_shape[3],
-        })
-    }
-
-    /// f64 reference rows: for each `(q row, positions)` of KV slice `(b, h)`, the
-    /// attention output `[D]`, keyed by its output row (= the q row).
-    fn reference(&self, b: usize, h: usize, rows: Vec<(usize, Vec<usize>)>, scale_log2: f64) -> RefRows {
-        let d = self.head_dim;
-        let row0 = (b * self.kv_heads + h) * self.cap;
-        let slab = (rows_f64(&self.hk, row0, self.cap, d), rows_f64(&self.hv, row0, self.cap, d));
-        std::thread::scope(|s| {
-            let hs: Vec<_> = rows
-                .into_iter()
-                .map(|(r, pos)| {
-                    let slab = &slab;
-                    s.spawn(move || {
-                        let qv = rows_f64(&self.hq, r, 1, d);
-                        (r, attend(&qv, &slab.0, &slab.1, 0, &pos, d, scale_log2).0)
-                    })
-                })
-                .collect();
-            hs.into_iter().map(|h| h.join().expect("reference thread")).collect()
-        })
-    }
-}
-
-/// Reference rows: `(flat output row, expected [D])`.
-type RefRows = Vec<(usize, Vec<f64>)>;
-
-/// Every output value finite, and the reference rows within [`OUT_TOL`].
-fn check_out(out: &DeviceTensor, refs: &RefRows, d: usize) -> Result<(), Failure> {
-    let host = out.download().map_err(|e| Failure::classify(e.into()))?;
-    let got = bf16s(&host);
-    if let Some(i) = got.iter().position(|x| !x.to_f32().is_finite()) {
-        return Err(Failure::wrong(format!("non-finite output at flat index {i} ({})", got[i])));
-    }
-    let scale = refs.iter().flat_map(|(_, w)| w.iter()).fold(f64::MIN_POSITIVE, |m, x| m.max(x.abs()));
-    let mut worst: f64 = 0.0;
-    for (row, want) in refs {
-        for (g, w) in got[row * d..(row + 1) * d].iter().zip(want) {
-            worst = worst.max((g.to_f64() - w).abs() / scale);
-        }
-    }
-    if worst > OUT_TOL {
-        return Err(Failure::wrong(format!(
-            "relative error {worst:.2e} > {OUT_TOL:e} on {} reference rows",
-            refs.len()
-        )));
-    }
-    Ok(())
-}
-
-fn kerr(e: KernelError) -> Failure {
-    Failure::classify(e.into())
-}
-
-/// Times `launch` with CUDA events.
-fn time(
-    rt: &Runtime,
-    warmup: usize,
-    iters: usize,
-    mut launch: impl FnMut(usize) -> Result<(), KernelError>,
-) -> Result<TimingStats, Failure> {
-    tessera_runtime::time(rt.stream(), warmup, iters.max(1), |i| {
-        launch(i).map_err(|e| RuntimeError::Driver(e.to_string()))
-    })
-    .map_err(|e| Failure::classify(e.into()))
-}
-
-/// Poisons `out`, runs `launch` once, synchronizes and checks `out` against `refs`.
-fn checked_run(
-    rt: &Runtime,
-    out: &DeviceTensor,
-    refs: &RefRows,
-    d: usize,
-    launch: impl FnOnce() -> Result<(), KernelError>,
-) -> Result<(), Failure> {
-    out.poison().map_err(|e| Failure::classify(e.into()))?;
-    launch().map_err(kerr)?;
-    rt.synchronize().map_err(|e| Failure::classify(e.into()))?;
-    check_out(out, refs, d)
-}
-
-/// Reference rows of a decode (`out [B, Hq, D]`): the G query heads of each checked slice.
-fn decode_refs(x: &Qkv, s: &SparseShape, positions: impl Fn(usize, usize) -> Vec<usize>) -> RefRows {
-    let hq = s.kv_heads * s.group;
-    let sl2 = tessera_kernels::default_scale_log2(s.head_dim) as f64;
-    let mut refs = Vec::new();
-    for (b, h) in check_pairs(s.batch, s.kv_heads) {
-        let pos = positions(b, h);
-        let rows = (0..s.group).map(|g| (b * hq + h * s.group + g, pos.clone())).collect();
-        refs.extend(x.reference(b, h, rows, sl2));
-    }
-    refs
 }
 
 // ---------------------------------------------------------------------------------------
@@ -387,7 +146,7 @@ impl TuneTarget for SinkWindowTarget {
         let hq = s.kv_heads * s.group;
         let x = Qkv::new(rt, &[s.batch, hq, s.head_dim], [s.batch, s.kv_heads, s.seq_len, s.head_dim], seed)?;
         let pos = sink_window_positions(s.seq_len, s.sink, s.window);
-        let refs = decode_refs(&x, s, |_, _| pos.clone());
+        let refs = decode_refs(&x, s.batch, s.group, |_, _| pos.clone());
         let out = DeviceTensor::poisoned(rt.stream(), DType::BF16, &[s.batch, hq, s.head_dim])?;
         Ok(SplitBench { shape: *s, x, out, refs, sel: None })
     }
@@ -479,7 +238,7 @@ impl TuneTarget for BlockSparseTarget {
         let nb = s.seq_len.div_ceil(s.block_size);
         let (idx, cnt) = random_selection(&mut rng, s.batch, s.kv_heads, nb, s.blocks, false, true);
         let iv = idx.to_f64();
-        let refs = decode_refs(&x, s, |b, h| {
+        let refs = decode_refs(&x, s.batch, s.group, |b, h| {
             let bh = b * s.kv_heads + h;
             let blocks: Vec<i64> = iv[bh * s.blocks..(bh + 1) * s.blocks].iter().map(|&v| v as i64).collect();
             block_sparse_positions(s.seq_len, 0, 0, &blocks, s.block_size)
@@ -552,6 +311,18 @@ impl TreeConfig {
             self.rows
         }
     }
+
+    /// The [`TreeParams`] this config stands for at `s` (what [`TreeVerify`] is built
+    /// with: `t_pad` = the tree size, the rest from [`TreeParams::new`]).
+    pub fn params(&self, s: &TreeShape) -> TreeParams {
+        TreeParams {
+            block_n: self.block_n,
+            warps: self.warps,
+            max_splits: self.max_splits,
+            rows: self.rows_for(s),
+            ..TreeParams::new(s.group, s.head_dim, s.tree)
+        }
+    }
 }
 
 impl fmt::Display for TreeConfig {
@@ -591,12 +362,29 @@ impl TuneTarget for TreeVerifyTarget {
         "tree_verify"
     }
 
-    /// `decode`: B = 1, prefix 128K, T ∈ {16, 64}; a `BxN` list gives both T per shape.
+    /// `decode`: B = 1, prefix 128K, T ∈ {16, 64}; a `BxN` list gives both T per shape,
+    /// `BxNxT` that T alone (e.g. the decoder's prefill chunk: 32 tokens at Llama-3-8B's
+    /// heads).
     fn shapes(&self, spec: &str) -> Result<Vec<TreeShape>> {
         let mut out = Vec::new();
-        for (batch, prefix_len) in bxn_list(spec, &[(1, N)])? {
-            for tree in [16, 64] {
-                out.push(TreeShape { batch, kv_heads: HKV, group: G, prefix_len, head_dim: D, tree });
+        let shape =
+            |batch, prefix_len, tree| TreeShape { batch, kv_heads: HKV, group: G, prefix_len, head_dim: D, tree };
+        if spec == "decode" || spec == "default" {
+            out.extend([16, 64].map(|t| shape(1, N, t)));
+            return Ok(out);
+        }
+        for item in spec.split(',') {
+            match item.rsplit_once('x') {
+                Some((bxn, t)) if bxn.contains('x') => {
+                    let tree = t.parse::<usize>().ok().filter(|t| (1..=64).contains(t));
+                    let tree = tree.ok_or_else(|| anyhow!("shape `{item}`: T must be 1..=64"))?;
+                    let (batch, prefix_len) = parse_bxn(bxn)?;
+                    out.push(shape(batch, prefix_len, tree));
+                }
+                _ => {
+                    let (batch, prefix_len) = parse_bxn(item)?;
+                    out.extend([16, 64].map(|t| shape(batch, prefix_len, t)));
+                }
             }
         }
         Ok(out)
@@ -689,14 +477,7 @@ impl TuneTarget for TreeVerifyTarget {
         iters: usize,
     ) -> Result<TimingStats, Failure> {
         let s = b.shape;
-        let p = TreeParams {
-            block_n: c.block_n,
-            warps: c.warps,
-            max_splits: c.max_splits,
-            rows: c.rows_for(&s),
-            ..TreeParams::new(s.group, s.head_dim, s.tree)
-        };
-        let op = TreeVerify::new(rt, p).map_err(kerr)?;
+        let op = TreeVerify::new(rt, c.params(&s)).map_err(kerr)?;
         let scratch = Scratch::new();
         let (x, out, anc) = (&b.x, &b.out, &b.anc);
         let launch = || op.launch_with(rt, &scratch, &x.q, &x.k, &x.v, anc, s.prefix_len, out, None);
@@ -927,30 +708,8 @@ fn check_topk(s: &TopkShape, idx: &[f64], cnt: &[f64], q: &HostTensor, lm: &Host
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::autotune::common::contract;
     use crate::autotune::{DenseDecodeTarget, TARGETS};
-
-    /// Shapes of the preset and a neighbour in the same bucket (a smaller N of the same
-    /// power of two) have the same bucket and candidates; the heuristic is a candidate
-    /// and its kernels build and emit (the key's source hash) on the CPU.
-    fn contract<T: TuneTarget>(t: &T, neighbour: impl Fn(&T::Shape) -> T::Shape) -> Vec<usize> {
-        let mut counts = Vec::new();
-        for s in t.shapes("decode").unwrap() {
-            let n = neighbour(&s);
-            assert_ne!(n, s);
-            assert_eq!(t.bucket(&n), t.bucket(&s), "{s}");
-            let c = t.candidates(&s);
-            assert_eq!(t.candidates(&n), c, "{s}");
-            assert!(!c.is_empty());
-            for sm in [108, 132] {
-                let h = t.heuristic(&s, sm);
-                assert!(c.contains(&h), "{}: heuristic {h} of {s} is not a candidate {c:?}", t.name());
-                let k = t.kernels(&s, &h).unwrap();
-                assert!(!tessera_codegen::emit::emit_cuda(&k[0]).source.is_empty());
-            }
-            counts.push(c.len());
-        }
-        counts
-    }
 
     #[test]
     fn every_target_keeps_the_contract() {
@@ -964,6 +723,51 @@ mod tests {
         assert_eq!(tree, vec![90, 90]);
         let topk = contract(&TopkSelectTarget, |s| TopkShape { num_blocks: s.num_blocks - 10, ..*s });
         assert_eq!(topk, vec![8, 8]);
+    }
+
+    /// The heuristic kernels of every preset shape of `t`: their emitted CUDA sources
+    /// (deduplicated) with the entry and dynamic shared memory.
+    fn heuristic_sources<T: TuneTarget>(t: &T, out: &mut Vec<(String, String, u32, String)>) {
+        for s in t.shapes("decode").unwrap() {
+            for k in t.kernels(&s, &t.heuristic(&s, 132)).unwrap() {
+                let e = tessera_codegen::emit::emit_cuda(&k);
+                if !out.iter().any(|o| o.0 == e.source) {
+                    out.push((e.source, e.entry, e.shared_bytes, format!("{} {s}", t.name())));
+                }
+            }
+        }
+    }
+
+    /// Untuned dispatch runs the heuristic: on an H200 (sm_90a, 227 KB of shared memory
+    /// per block) every kernel of the new targets' heuristics fits and compiles (where
+    /// NVRTC loads; its absence is a skip, a compile error a failure).
+    #[test]
+    fn the_new_targets_heuristics_compile_for_the_h200() {
+        let mut all = Vec::new();
+        heuristic_sources(&crate::autotune::DenseTarget, &mut all);
+        heuristic_sources(&crate::autotune::LmInfiniteTarget, &mut all);
+        heuristic_sources(&crate::autotune::HipSelectTarget, &mut all);
+        heuristic_sources(&crate::autotune::CentroidDecodeTarget, &mut all);
+        heuristic_sources(&crate::autotune::SnapKvTarget, &mut all);
+        for (_, entry, smem, what) in &all {
+            assert!(*smem as usize <= 227 * 1024, "{what}: {entry} needs {smem} B of shared memory");
+        }
+        if tessera_runtime::nvrtc_version().is_err() {
+            eprintln!("SKIPPED: NVRTC not found");
+            return;
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|sc| {
+            for _ in 0..std::thread::available_parallelism().map_or(2, |n| n.get()).min(8) {
+                sc.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((source, entry, _, what)) = all.get(i) else { break };
+                    if let Err(e) = tessera_runtime::compile_ptx(source, entry, "sm_90a") {
+                        panic!("{what}: {entry}: {e}");
+                    }
+                });
+            }
+        });
     }
 
     #[test]
@@ -988,7 +792,21 @@ mod tests {
     #[test]
     fn the_registry_names_the_cli_kernels() {
         let names: Vec<&str> = TARGETS.iter().map(|t| t.name()).collect();
-        assert_eq!(names, ["dense_decode", "sink_window", "block_sparse", "tree_verify", "topk_select"]);
+        assert_eq!(
+            names,
+            [
+                "hip_select",
+                "snapkv",
+                "topk_select",
+                "lm_infinite",
+                "centroid_decode",
+                "sink_window",
+                "block_sparse",
+                "tree_verify",
+                "dense_decode",
+                "dense"
+            ]
+        );
         for n in names {
             assert!(crate::autotune::find_target(n).is_some());
         }
@@ -1000,6 +818,14 @@ mod tests {
         let t = TreeVerifyTarget.shapes("1x4096,2x8192").unwrap();
         assert_eq!(t.len(), 4);
         assert_eq!((t[3].batch, t[3].prefix_len, t[3].tree), (2, 8192, 64));
+        let t = TreeVerifyTarget.shapes("1x4096x32,2x100").unwrap();
+        assert_eq!(
+            t.iter().map(|s| (s.batch, s.prefix_len, s.tree)).collect::<Vec<_>>(),
+            [(1, 4096, 32), (2, 100, 16), (2, 100, 64)]
+        );
+        assert!(TreeVerifyTarget.shapes("1x4096x65").is_err());
+        assert!(TreeVerifyTarget.shapes("1x4096x0").is_err());
+        assert!(TreeVerifyTarget.shapes("1xx4096").is_err());
         let k = TopkSelectTarget.shapes("8x131072").unwrap();
         assert_eq!((k[0].num_blocks, k[0].k), (2048, 64));
         assert!(BlockSparseTarget.shapes("8").is_err());

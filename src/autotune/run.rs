@@ -17,13 +17,15 @@ use super::{find_target, Tunable, TARGETS};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Kernels to tune (comma-separated): dense_decode, sink_window, block_sparse,
-    /// tree_verify, topk_select; default all of them.
+    /// Kernels to tune (comma-separated): hip_select, snapkv, topk_select, lm_infinite,
+    /// centroid_decode, sink_window, block_sparse, tree_verify, dense_decode, dense;
+    /// default all of them, in that order (cheapest first).
     #[arg(long, value_delimiter = ',')]
     kernels: Vec<String>,
-    /// `decode`: each kernel's shape preset (dense_decode: B ∈ {1, 8} × N ∈ {32K, 128K},
-    /// 32 q / 8 kv heads, d=128; see docs/autotune.md for the others), or a list of
-    /// BATCHxSEQ_LEN shapes (the other dimensions from the preset).
+    /// `decode`: each kernel's shape preset (dense, dense_decode: B ∈ {1, 8} × N ∈ {32K,
+    /// 128K}, 32 q / 8 kv heads, d=128; see docs/autotune.md for the others), or a list of
+    /// BATCHxSEQ_LEN shapes (the other dimensions from the preset; tree_verify also takes
+    /// BATCHxPREFIXxT for one tree size).
     #[arg(long, default_value = "decode")]
     shapes: String,
     /// Tuning database URL (`sqlite://…` or `postgres://…`); default `TESSERA_DB`, else
@@ -97,6 +99,11 @@ pub fn run(a: Args) -> Result<()> {
         })
         .collect::<Result<_>>()?;
     let budget = a.budget.as_deref().map(parse_budget).transpose()?;
+    // Every kernel's `--shapes` first: bad input fails before the GPU and the database open.
+    let mut total = 0;
+    for t in &targets {
+        total += t.candidate_count(&a.shapes).with_context(|| format!("--shapes for {}", t.name()))?;
+    }
     let rt = Runtime::new(0)?;
     let db = TuningDb::open(a.db.as_deref())?;
     let run_id = db.start_run(
@@ -104,10 +111,6 @@ pub fn run(a: Args) -> Result<()> {
         &format!("autotune --kernels {} --shapes {}", names.join(","), a.shapes),
     )?;
     println!("device {} ({}), database {}", rt.info().name, rt.arch(), db.location());
-    let mut total = 0;
-    for t in &targets {
-        total += t.candidate_count(&a.shapes)?;
-    }
     let multi = MultiProgress::new();
     let overall = multi.add(ProgressBar::new(total as u64));
     overall.set_style(

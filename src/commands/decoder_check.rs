@@ -10,13 +10,16 @@
 //! 4. A random-weight model with Llama-3-8B shapes (made on the GPU) over a random KV cache
 //!    at each `--llama-contexts`, batch 1: decode ms/token and attention's share.
 //!
-//! Prints a table, writes `--json`, and the prompts used (`--prompts`, for the HF peer).
-//! Exit code 1 when a check fails.
+//! Every model takes its attention configurations from the tuning database (`--db`;
+//! [`tessera::dispatch::decoder_choices`]), the decoder's heuristics where a shape is not
+//! tuned. Prints a table, writes `--json` (each speed row with the configurations it ran),
+//! and the prompts used (`--prompts`, for the HF peer). Exit code 1 when a check fails.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
+use tessera::dispatch::decoder_choices;
 use tessera_decoder::gpu::bench::{decode_after_prefill, decode_over_random_cache, DecodeSpeed};
 use tessera_decoder::gpu::validate::{check_case, first_mismatch, parse_golden};
 use tessera_decoder::gpu::{GpuModel, GpuWeights};
@@ -68,15 +71,38 @@ pub struct Args {
     /// Writes the speed runs' prompt ids here (`{"CONTEXT": [ids]}`, for bench/peers/decoder_peer.py).
     #[arg(long)]
     prompts: Option<PathBuf>,
+    /// Tuning database every model takes its attention configurations from (default
+    /// `TESSERA_DB`, else the SQLite file in the cache folder); untuned shapes run the
+    /// decoder's heuristics. The JSON's speed rows say what ran.
+    #[arg(long)]
+    db: Option<String>,
+}
+
+/// A model of `w` at `batch` sequences and a cache of `context` positions, its attention
+/// configured through the tuning database for a prompt of `prefill` tokens; with what was
+/// chosen (JSON).
+fn model(
+    rt: Runtime,
+    w: GpuWeights,
+    db: Option<&str>,
+    batch: usize,
+    context: usize,
+    prefill: usize,
+) -> Result<(GpuModel, Value)> {
+    let chosen = decoder_choices(&rt, db, &w.config, batch, context, prefill);
+    let m = GpuModel::with_choices(rt, w, batch, context, chosen.choices.clone())
+        .with_context(|| format!("model at batch {batch}, context {context}"))?;
+    Ok((m, chosen.json()))
 }
 
 const WARMUP: usize = 4;
 
-fn speed_json(model: &str, s: &DecodeSpeed, context: usize) -> Value {
+fn speed_json(model: &str, s: &DecodeSpeed, context: usize, kernels: Value) -> Value {
     json!({
         "model": model, "batch": s.batch, "context": context, "start_len": s.start_len,
         "prefill_ms": s.prefill_ms, "steps": s.steps, "ms_per_step": s.ms_per_step,
         "tokens_per_s": s.tokens_per_s, "attn_ms_per_step": s.attn_ms_per_step, "attn_share": s.attn_share(),
+        "kernels": kernels,
     })
 }
 
@@ -115,7 +141,9 @@ pub fn run(a: Args) -> Result<()> {
     let cases = parse_golden(&serde_json::from_str(GOLDEN)?)?;
     let longest = cases.iter().map(|c| c.prompt_ids.len()).max().unwrap_or(0);
     let ctx = longest + a.greedy_tokens.max(16) + 1;
-    let mut gpu = GpuModel::from_weights(rt, &weights, 1, ctx).context("setting up the model on the GPU")?;
+    let w = GpuWeights::upload(&rt, &weights).context("uploading the weights to the GPU")?;
+    let (mut gpu, kernels) = model(rt, w, a.db.as_deref(), 1, ctx, longest)?;
+    out["golden_kernels"] = kernels;
     let mut cpu = CpuModel::new(&weights, ctx);
     println!("\n== golden prompts: GPU logits vs HF transformers (tol {:.0e}), GPU greedy ids vs CPU f32", a.tol);
     let mut golden = Vec::new();
@@ -150,7 +178,7 @@ pub fn run(a: Args) -> Result<()> {
     let question = "What is the capital of France?";
     let prompt = tok.encode(&tok.chat_prompt(question)?)?;
     let (rt, w) = gpu.into_parts();
-    let mut gpu = GpuModel::new(rt, w, 1, prompt.len() + 32)?;
+    let (mut gpu, _) = model(rt, w, a.db.as_deref(), 1, prompt.len() + 32, prompt.len())?;
     let stats = generate(&mut gpu, &prompt, 24, &mut Sampler::greedy(), &tok.stop_ids, |_| {})?;
     let answer = tok.decode(&stats.generated)?;
     let paris = answer.contains("Paris");
@@ -178,13 +206,12 @@ pub fn run(a: Args) -> Result<()> {
         let prompt = filler_prompt(&tok, n)?;
         prompts.insert(context.to_string(), json!(prompt));
         for &batch in &a.batches {
-            let mut m = GpuModel::new(rt, w, batch, context)
-                .with_context(|| format!("model at batch {batch}, context {context}"))?;
+            let (mut m, kernels) = model(rt, w, a.db.as_deref(), batch, context, prompt.len())?;
             let s = decode_after_prefill(&mut m, &prompt, WARMUP, a.steps)?;
             let label = "SmolLM2-135M Q4_1→bf16";
             rows.push(speed_row(label, &s, context));
             println!("{}", rows.last().expect("pushed"));
-            speed.push(speed_json(label, &s, context));
+            speed.push(speed_json(label, &s, context, kernels));
             (rt, w) = m.into_parts();
         }
     }
@@ -209,11 +236,13 @@ pub fn run(a: Args) -> Result<()> {
             let Some(len) = context.checked_sub(WARMUP + a.llama_steps).filter(|&n| n > 0) else {
                 bail!("--llama-contexts {context} is shorter than {} steps", WARMUP + a.llama_steps);
             };
-            let mut m = GpuModel::new(rt, w, 1, context).with_context(|| format!("{label} at context {context}"))?;
+            // No prefill here (a random cache): the prefill choice is resolved at its length.
+            let (mut m, kernels) = model(rt, w, a.db.as_deref(), 1, context, len)
+                .with_context(|| format!("{label} at context {context}"))?;
             let s = decode_over_random_cache(&mut m, len, WARMUP, a.llama_steps, 7)?;
             rows.push(speed_row(&label, &s, context));
             println!("{}", rows.last().expect("pushed"));
-            speed.push(speed_json(&label, &s, context));
+            speed.push(speed_json(&label, &s, context, kernels));
             (rt, w) = m.into_parts();
         }
     }

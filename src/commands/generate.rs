@@ -2,14 +2,17 @@
 //! a folder or a `.safetensors` file with `config.json` beside it), tokenizes the prompt and
 //! streams generated text.
 //! `--device cpu` runs the f32 reference of tessera-decoder; `--device cuda` the GPU path
-//! (bf16 weights, cuBLAS linears, Tessera kernels; greedy on the GPU, top-p on the host).
+//! (bf16 weights, cuBLAS linears, Tessera kernels; greedy on the GPU, top-p on the host),
+//! its attention configured through the tuning database
+//! ([`tessera::dispatch::decoder_choices`]).
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use tessera_decoder::gpu::GpuModel;
+use tessera::dispatch::decoder_choices;
+use tessera_decoder::gpu::{GpuModel, GpuWeights};
 use tessera_decoder::{
     detect_model_format, generate, CpuModel, Decoder, GgufFile, GgufTokenizer, HfCheckpoint, LlamaConfig, LlamaWeights,
     ModelFormat, Sampler,
@@ -52,6 +55,11 @@ pub struct Args {
     /// KV-cache length in tokens (prompt + generated); defaults to the model's context length.
     #[arg(long)]
     context: Option<usize>,
+    /// Tuning database the GPU path takes its attention configurations from (`--device
+    /// cuda`; default `TESSERA_DB`, else the SQLite file in the cache folder). Untuned
+    /// shapes run the decoder's heuristics; `RUST_LOG=info` shows what was chosen.
+    #[arg(long)]
+    db: Option<String>,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -132,7 +140,11 @@ pub fn run(a: Args) -> Result<()> {
         }
         Device::Cuda => {
             let rt = tessera_runtime::Runtime::new(0).context("opening the GPU (--device cuda)")?;
-            gpu = GpuModel::from_weights(rt, &weights, 1, context).context("setting up the model on the GPU")?;
+            // Attention configurations from the tuning database, at this run's cache and prompt.
+            let chosen = decoder_choices(&rt, a.db.as_deref(), &weights.config, 1, context, prompt.len());
+            let w = GpuWeights::upload(&rt, &weights).context("uploading the weights to the GPU")?;
+            gpu =
+                GpuModel::with_choices(rt, w, 1, context, chosen.choices).context("setting up the model on the GPU")?;
             &mut gpu
         }
     };

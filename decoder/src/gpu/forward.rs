@@ -18,7 +18,7 @@ use tessera_codegen::ir::DType;
 use tessera_runtime::{DeviceTensor, Runtime};
 
 use super::kv::GpuKvCache;
-use super::ops::{i32_tensor, Ops};
+use super::ops::{i32_tensor, KernelChoices, Ops};
 use super::plan::{chain_mask, chunk_rows, chunks};
 use super::weights::GpuWeights;
 use super::GpuError;
@@ -123,11 +123,24 @@ pub struct GpuModel {
 
 impl GpuModel {
     /// Builds the ops and buffers for `weights`, with a cache of `context` positions for
-    /// `batch` sequences.
+    /// `batch` sequences; attention configured by [`KernelChoices::heuristic`].
     pub fn new(rt: Runtime, weights: GpuWeights, batch: usize, context: usize) -> Result<Self, GpuError> {
+        let choices = KernelChoices::heuristic(&weights.config, batch, rt.info().sm_count as usize);
+        Self::with_choices(rt, weights, batch, context, choices)
+    }
+
+    /// [`Self::new`] with the attention ops configured by `choices` (e.g. the tuning
+    /// database's winners; checked against the model's shapes).
+    pub fn with_choices(
+        rt: Runtime,
+        weights: GpuWeights,
+        batch: usize,
+        context: usize,
+        choices: KernelChoices,
+    ) -> Result<Self, GpuError> {
         let c = weights.config.clone();
         let cache = GpuKvCache::new(&rt, &c, batch, context)?;
-        let ops = Ops::new(&rt, &c, batch, context)?;
+        let ops = Ops::with_choices(&rt, &c, batch, context, choices)?;
         let buf = Buffers::new(&rt, &c, batch, batch * ops.chunk)?;
         rt.synchronize()?;
         Ok(GpuModel { rt, weights, cache, ops, buf, attn_timer: None, last_t: 0 })
@@ -141,6 +154,11 @@ impl GpuModel {
 
     pub fn config(&self) -> &LlamaConfig {
         &self.weights.config
+    }
+
+    /// The attention configurations the model runs.
+    pub fn choices(&self) -> &KernelChoices {
+        &self.ops.choices
     }
 
     /// The runtime and the weights back (the cache and buffers are freed), to build another

@@ -7,7 +7,9 @@
 //!
 //! - [`weights`]: bf16 upload of [`crate::LlamaWeights`], or random weights made on the GPU;
 //! - [`kv`]: the `[batch, kv_heads, capacity, head_dim]` cache per layer;
-//! - [`ops`] / [`plan`]: the compiled ops; chunking, chain masks, split counts;
+//! - [`ops`] / [`plan`]: the compiled ops and their attention configurations
+//!   ([`KernelChoices`]: heuristics, or what a caller's tuning database chose); chunking,
+//!   chain masks, split counts;
 //! - [`forward`]: the forward pass, [`GpuModel`];
 //! - [`generate`]: [`crate::Decoder`] for the GPU model (greedy on the device, top-p on the host);
 //! - [`bench`] / [`validate`]: speed runs and the golden checks of `tessera decoder-check`.
@@ -26,6 +28,7 @@ pub mod validate;
 pub mod weights;
 
 pub use forward::{AttnTimer, GpuModel};
+pub use ops::KernelChoices;
 pub use weights::GpuWeights;
 
 use tessera_kernels::KernelError;
