@@ -8,7 +8,7 @@ use tessera_codegen::host::HostTensor;
 use tessera_codegen::ir::{DType, Kernel};
 use tessera_kernels::reference::DecodeDims;
 use tessera_kernels::snapkv::{
-    self, Pool, SnapKvCompress, SnapkvCompress, SnapkvMerge, SnapkvPoolTopk, SnapkvRowStats, SnapkvVotes,
+    self, Pool, SnapKvCompress, SnapkvCompress, SnapkvMerge, SnapkvPoolTopk, SnapkvRowMerge, SnapkvRowStats, SnapkvVotes,
 };
 use tessera_kernels::Scratch;
 use tessera_runtime::{DeviceTensor, Runtime, TimingStats};
@@ -154,13 +154,14 @@ impl TuneTarget for SnapKvTarget {
         SnapConfig { pool_tile }
     }
 
-    /// The five kernels with the op's own configurations.
+    /// The six kernels with the op's own configurations.
     fn kernels(&self, s: &SnapShape, c: &SnapConfig) -> Result<Vec<Kernel>> {
-        let [a, b, p, m, k] = Self::op(s, c, None)?.configs();
+        let [a, r, b, p, m, k] = Self::op(s, c, None)?.configs();
         Ok(vec![
             SnapkvPoolTopk::build(&p)?,
             SnapkvMerge::build(&m)?,
             SnapkvRowStats::build(&a)?,
+            SnapkvRowMerge::build(&r)?,
             SnapkvVotes::build(&b)?,
             SnapkvCompress::build(&k)?,
         ])
