@@ -246,7 +246,7 @@ pub fn expand(attr_ts: TokenStream, item: TokenStream) -> syn::Result<TokenStrea
                 Ok(#kname { kernel: Self::build(config)?, config: config.clone(), loaded: None })
             }
 
-            /// Builds, compiles (NVRTC, through the runtime's PTX cache) and loads the kernel.
+            /// Builds, compiles (NVRTC, through the runtime's kernel cache) and loads the kernel.
             pub fn new(rt: &::tessera_dsl_support::__runtime::Runtime, config: &::tessera_dsl_support::KernelConfig) -> ::core::result::Result<#kname, ::tessera_dsl_support::DslError> {
                 let kernel = Self::build(config)?;
                 let loaded = ::tessera_dsl_support::rt::load(rt, &kernel)?;

@@ -1,10 +1,15 @@
-//! The JIT cache: PTX by source digest, in memory and on disk.
+//! The JIT cache: PTX and CUBIN by source digest, in memory and on disk.
 //!
 //! Key: `sha256(source, NUL, compile options)` in hex, then the real architecture and the
-//! NVRTC version (`<hex>-sm_90a-nvrtc13.0`). The PTX lives in memory for the life of the
-//! cache and on disk as `<dir>/<key>.ptx`, so a second process start loads it instead of
-//! recompiling. Disk writes are atomic (temporary file in the same folder, then rename),
-//! and a disk failure only costs a recompile, never an error.
+//! NVRTC version (`<hex>-sm_90a-nvrtc13.0`). An entry lives in memory for the life of the
+//! cache and on disk as `<dir>/<key>.ptx` or `<dir>/<key>.cubin`, so a second process start
+//! loads it instead of recompiling. Disk writes are atomic (temporary file in the same
+//! folder, then rename), and a disk failure only costs a recompile, never an error.
+//!
+//! Kernels are loaded from CUBIN ([`PtxCache::get_or_compile_cubin`]): loading PTX makes the
+//! driver run ptxas at every module load, one kernel after another, which dominated the
+//! autotuner's per-candidate time; a CUBIN is assembled once by NVRTC (on whichever CPU
+//! thread compiles it) and loads in microseconds.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,7 +30,7 @@ pub struct CacheStats {
     pub disk_hits: u64,
     /// Compiled.
     pub misses: u64,
-    /// Disk writes that failed (the PTX was still returned).
+    /// Disk writes that failed (the entry was still returned).
     pub write_errors: u64,
 }
 
@@ -47,13 +52,38 @@ pub fn cache_key(source: &str, options: &[String], arch: &str, version: (i32, i3
     format!("{}-{arch}-nvrtc{}.{}", hex::encode(h.finalize()), version.0, version.1)
 }
 
-/// A thread-safe PTX cache. Compilation happens outside the lock, so threads compile
-/// different kernels in parallel (two threads missing on the same key both compile; the
-/// results are identical).
+/// What an entry holds: its file extension and how a file read back is validated.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Ptx,
+    Cubin,
+}
+
+impl Kind {
+    fn ext(self) -> &'static str {
+        match self {
+            Kind::Ptx => "ptx",
+            Kind::Cubin => "cubin",
+        }
+    }
+
+    /// A truncated or foreign file is a miss (and gets overwritten).
+    fn valid(self, bytes: &[u8]) -> bool {
+        match self {
+            Kind::Ptx => std::str::from_utf8(bytes).is_ok_and(|t| t.contains(".version") && t.contains(".target")),
+            Kind::Cubin => bytes.starts_with(b"\x7fELF"),
+        }
+    }
+}
+
+/// A thread-safe cache of compiled kernels (PTX text and CUBIN images). Compilation
+/// happens outside the lock, so threads compile different kernels in parallel (two
+/// threads missing on the same key both compile; the results are identical).
 #[derive(Debug)]
 pub struct PtxCache {
     dir: Option<PathBuf>,
-    mem: Mutex<HashMap<String, Arc<str>>>,
+    /// Keyed by `<key>.<ext>`.
+    mem: Mutex<HashMap<String, Arc<[u8]>>>,
     memory_hits: AtomicU64,
     disk_hits: AtomicU64,
     misses: AtomicU64,
@@ -108,46 +138,62 @@ impl PtxCache {
         self.get_or_insert_with(&key, || Ok(nvrtc::compile_ptx(source, entry, arch)?.ptx))
     }
 
-    /// The entry for `key`, or `compile()`'s result stored under it. The building block
-    /// of [`get_or_compile`](Self::get_or_compile), usable without NVRTC.
+    /// The CUBIN of `source`'s `entry` for the real architecture of `arch` (`sm_90a`):
+    /// from memory, from disk, or compiled by NVRTC (then stored in both).
+    pub fn get_or_compile_cubin(&self, source: &str, entry: &str, arch: &str) -> Result<Arc<[u8]>> {
+        let options = nvrtc::cubin_options(arch)?;
+        let key = cache_key(source, &options, &nvrtc::real_arch(arch)?, nvrtc::nvrtc_version()?);
+        self.get_or_insert_binary_with(&key, || nvrtc::compile_cubin_image(source, entry, arch))
+    }
+
+    /// The PTX entry for `key`, or `compile()`'s result stored under it. The building
+    /// block of [`get_or_compile`](Self::get_or_compile), usable without NVRTC.
     pub fn get_or_insert_with(&self, key: &str, compile: impl FnOnce() -> Result<String>) -> Result<Arc<str>> {
-        if let Some(p) = self.mem.lock().unwrap_or_else(|e| e.into_inner()).get(key) {
+        let bytes = self.entry(Kind::Ptx, key, || compile().map(String::into_bytes))?;
+        // Validated as UTF-8 on the way in (compiled text) or back from disk.
+        Ok(Arc::from(String::from_utf8_lossy(&bytes).as_ref()))
+    }
+
+    /// The CUBIN entry for `key`, or `compile()`'s result stored under it (see
+    /// [`get_or_insert_with`](Self::get_or_insert_with)).
+    pub fn get_or_insert_binary_with(&self, key: &str, compile: impl FnOnce() -> Result<Vec<u8>>) -> Result<Arc<[u8]>> {
+        self.entry(Kind::Cubin, key, compile)
+    }
+
+    fn entry(&self, kind: Kind, key: &str, compile: impl FnOnce() -> Result<Vec<u8>>) -> Result<Arc<[u8]>> {
+        let name = format!("{key}.{}", kind.ext());
+        if let Some(p) = self.mem.lock().unwrap_or_else(|e| e.into_inner()).get(&name) {
             self.memory_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(p.clone());
         }
-        if let Some(p) = self.read_disk(key) {
+        if let Some(p) = self.read_disk(kind, &name) {
             self.disk_hits.fetch_add(1, Ordering::Relaxed);
-            let p: Arc<str> = p.into();
-            self.mem.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_string(), p.clone());
+            let p: Arc<[u8]> = p.into();
+            self.mem.lock().unwrap_or_else(|e| e.into_inner()).insert(name, p.clone());
             return Ok(p);
         }
-        let ptx = compile()?;
+        let bytes = compile()?;
         self.misses.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.write_disk(key, &ptx) {
+        if let Err(e) = self.write_disk(&name, &bytes) {
             self.write_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(key, "could not write the PTX cache: {e}");
+            tracing::warn!(key, "could not write the kernel cache: {e}");
         }
-        let p: Arc<str> = ptx.into();
-        self.mem.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_string(), p.clone());
+        let p: Arc<[u8]> = bytes.into();
+        self.mem.lock().unwrap_or_else(|e| e.into_inner()).insert(name, p.clone());
         Ok(p)
     }
 
-    fn path(&self, key: &str) -> Option<PathBuf> {
-        self.dir.as_ref().map(|d| d.join(format!("{key}.ptx")))
+    fn read_disk(&self, kind: Kind, name: &str) -> Option<Vec<u8>> {
+        let bytes = std::fs::read(self.dir.as_ref()?.join(name)).ok()?;
+        kind.valid(&bytes).then_some(bytes)
     }
 
-    fn read_disk(&self, key: &str) -> Option<String> {
-        let text = std::fs::read_to_string(self.path(key)?).ok()?;
-        // A truncated or foreign file is a miss; it gets overwritten.
-        (text.contains(".version") && text.contains(".target")).then_some(text)
-    }
-
-    fn write_disk(&self, key: &str, ptx: &str) -> std::io::Result<()> {
-        let (Some(dir), Some(path)) = (self.dir.as_ref(), self.path(key)) else { return Ok(()) };
+    fn write_disk(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+        let Some(dir) = self.dir.as_ref() else { return Ok(()) };
         std::fs::create_dir_all(dir)?;
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!(".{key}.{}.{n}.tmp", std::process::id()));
-        let res = std::fs::write(&tmp, ptx).and_then(|()| std::fs::rename(&tmp, &path));
+        let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
+        let res = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, dir.join(name)));
         if res.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
@@ -244,6 +290,27 @@ mod tests {
     }
 
     #[test]
+    fn binary_entries_round_trip_and_are_validated() {
+        let dir = temp_dir("bin");
+        let elf = b"\x7fELF\x02\x01\x01fake cubin".to_vec();
+        let c = PtxCache::new(Some(dir.clone()));
+        let got = c.get_or_insert_binary_with("k", || Ok(elf.clone())).unwrap();
+        assert_eq!(&*got, &elf[..]);
+        assert!(dir.join("k.cubin").is_file());
+        // A PTX entry of the same key is a different entry.
+        c.get_or_insert_with("k", || Ok(FAKE_PTX.into())).unwrap();
+        assert_eq!(c.stats().misses, 2);
+        let c2 = PtxCache::new(Some(dir.clone()));
+        assert_eq!(&*c2.get_or_insert_binary_with("k", || panic!("must come from disk")).unwrap(), &elf[..]);
+        // A file that is not an ELF image is a miss and gets replaced.
+        std::fs::write(dir.join("k2.cubin"), "garbage").unwrap();
+        c2.get_or_insert_binary_with("k2", || Ok(elf.clone())).unwrap();
+        assert_eq!(c2.stats(), CacheStats { memory_hits: 0, disk_hits: 1, misses: 1, write_errors: 0 });
+        assert_eq!(std::fs::read(dir.join("k2.cubin")).unwrap(), elf);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn nvrtc_compile_twice_hits_disk() {
         if let Err(e) = crate::libs::ensure_nvrtc() {
             eprintln!("SKIP nvrtc_compile_twice_hits_disk: {e}");
@@ -259,6 +326,11 @@ mod tests {
         let p2 = c2.get_or_compile(src, "tiny", "sm_90a").unwrap();
         assert_eq!(p1, p2);
         assert_eq!(c2.stats(), CacheStats { memory_hits: 0, disk_hits: 1, misses: 0, write_errors: 0 });
+        let b1 = c2.get_or_compile_cubin(src, "tiny", "sm_90a").unwrap();
+        assert!(b1.starts_with(b"\x7fELF"));
+        let c3 = PtxCache::new(Some(dir.clone()));
+        assert_eq!(c3.get_or_compile_cubin(src, "tiny", "sm_90a").unwrap(), b1);
+        assert_eq!(c3.stats().disk_hits, 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,4 +1,4 @@
-//! One CUDA device: its context, default stream, description and PTX cache.
+//! One CUDA device: its context, default stream, description and kernel cache.
 
 use std::sync::Arc;
 
@@ -93,7 +93,7 @@ pub fn driver_version() -> Result<(i32, i32)> {
 }
 
 /// A CUDA device ready for kernels: context (the primary one), default stream, device
-/// description and a PTX cache.
+/// description and a kernel cache (PTX and CUBIN).
 ///
 /// cudarc's per-buffer event tracking is turned off: ordering is stream order. Everything
 /// issued on [`stream`](Self::stream) is ordered; a caller using extra streams must
@@ -157,7 +157,7 @@ impl Runtime {
         Ok(self.ctx.synchronize()?)
     }
 
-    /// The PTX cache.
+    /// The kernel cache.
     pub fn cache(&self) -> &Arc<PtxCache> {
         &self.cache
     }

@@ -27,7 +27,7 @@ pub struct DoctorReport {
     pub driver_version: Result<(i32, i32), String>,
     /// Each device, or why none could be listed / opened.
     pub devices: Result<Vec<Result<DeviceInfo, String>>, String>,
-    /// The PTX cache folder.
+    /// The kernel cache folder (PTX and CUBIN).
     pub cache_dir: Option<PathBuf>,
 }
 

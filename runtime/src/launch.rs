@@ -146,6 +146,22 @@ fn raw_args(args: &[LaunchArg]) -> Vec<RawArg> {
     out
 }
 
+/// Loads `source`'s module from its CUBIN (compiled for this GPU's architecture, no JIT at
+/// load). Should the driver refuse the image, the PTX is loaded instead (the driver
+/// assembles it) and a warning says so once per process.
+fn load_module(rt: &Runtime, source: &str, entry: &str) -> Result<Arc<cudarc::driver::CudaModule>> {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    let cubin = rt.cache().get_or_compile_cubin(source, entry, &rt.arch())?;
+    match rt.context().load_module(cudarc::nvrtc::Ptx::from_binary(cubin.to_vec())) {
+        Ok(m) => Ok(m),
+        Err(e) => {
+            WARNED.call_once(|| tracing::warn!("the driver refused a CUBIN for {} ({e}); loading PTX", rt.arch()));
+            let ptx = rt.cache().get_or_compile(source, entry, &rt.arch())?;
+            Ok(rt.context().load_module(cudarc::nvrtc::Ptx::from_src(ptx.to_string()))?)
+        }
+    }
+}
+
 /// A compiled kernel loaded on one device, with its signature and launch shape.
 #[derive(Debug)]
 pub struct LoadedKernel {
@@ -155,13 +171,12 @@ pub struct LoadedKernel {
     shared_bytes: u32,
     static_shared_bytes: u32,
     num_regs: u32,
-    ptx: Arc<str>,
     ctx: Arc<CudaContext>,
     func: CudaFunction,
 }
 
 impl LoadedKernel {
-    /// Compiles (through the runtime's PTX cache) and loads an emitted kernel.
+    /// Compiles (through the runtime's kernel cache) and loads an emitted kernel.
     pub fn new(rt: &Runtime, kernel: &Kernel, emitted: &EmittedKernel) -> Result<Self> {
         Self::from_source(
             rt,
@@ -184,8 +199,7 @@ impl LoadedKernel {
         threads: u32,
         shared_bytes: u32,
     ) -> Result<Self> {
-        let ptx = rt.cache().get_or_compile(source, entry, &rt.arch())?;
-        let module = rt.context().load_module(cudarc::nvrtc::Ptx::from_src(ptx.to_string()))?;
+        let module = load_module(rt, source, entry)?;
         let func = module.load_function(entry)?;
         let static_shared_bytes = func.shared_size_bytes()? as u32;
         let num_regs = func.num_regs()? as u32;
@@ -208,7 +222,6 @@ impl LoadedKernel {
             shared_bytes,
             static_shared_bytes,
             num_regs,
-            ptx,
             ctx: rt.context().clone(),
             func,
         })
@@ -293,11 +306,6 @@ impl LoadedKernel {
     /// Registers per thread (from the loaded function).
     pub fn num_regs(&self) -> u32 {
         self.num_regs
-    }
-
-    /// The PTX it was loaded from.
-    pub fn ptx(&self) -> &str {
-        &self.ptx
     }
 
     /// The cudarc function.

@@ -73,6 +73,26 @@ pub fn ptx_options(arch: &str) -> Result<Vec<String>> {
     Ok(o)
 }
 
+/// The full option list of a CUBIN compilation for the real architecture of `arch`
+/// (used in cache keys too): NVRTC runs ptxas itself, so loading needs no driver JIT.
+pub fn cubin_options(arch: &str) -> Result<Vec<String>> {
+    let mut o: Vec<String> = COMPILE_OPTIONS.iter().map(|s| s.to_string()).collect();
+    o.push(format!("--gpu-architecture={}", real_arch(arch)?));
+    Ok(o)
+}
+
+/// Compiles self-contained CUDA C++ to a CUBIN image for the real architecture of `arch`.
+pub fn compile_cubin_image(source: &str, entry: &str, arch: &str) -> Result<Vec<u8>> {
+    let options = cubin_options(arch)?;
+    libs::ensure_nvrtc()?;
+    let prog = Program::new(source, entry)?;
+    let log = prog.compile(&options, source, entry)?;
+    if !log.is_empty() {
+        tracing::debug!(entry, "NVRTC log: {log}");
+    }
+    prog.cubin()
+}
+
 /// The NVRTC version, `(major, minor)`.
 pub fn nvrtc_version() -> Result<(i32, i32)> {
     libs::ensure_nvrtc()?;

@@ -180,8 +180,9 @@ pub(super) fn tune_target<T: TuneTarget>(t: &T, cx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
-/// Compiles every candidate's kernels ([`TuneTarget::kernels`]) on CPU threads, filling the PTX cache (memory
-/// and disk) so the worker only loads it, and prunes what this GPU cannot run: more
+/// Compiles every candidate's kernels ([`TuneTarget::kernels`]) to CUBIN on CPU threads,
+/// filling the kernel cache (memory and disk) so the worker only loads them (no driver JIT
+/// per candidate), and prunes what this GPU cannot run: more
 /// dynamic shared memory than a block may opt into, or more registers per block than an
 /// SM has. Returns a trial for each pruned or uncompilable candidate (`compile-error`).
 fn precompile<T: TuneTarget>(t: &T, rt: &Runtime, shape: &T::Shape, candidates: &[T::Config]) -> Vec<Option<Trial>> {
@@ -208,7 +209,7 @@ fn precompile<T: TuneTarget>(t: &T, rt: &Runtime, shape: &T::Shape, candidates: 
                                 "{} needs {} B of shared memory; this GPU allows {smem_limit} B per block",
                                 e.entry, e.shared_bytes
                             ))
-                        } else if let Err(err) = rt.cache().get_or_compile(&e.source, &e.entry, &arch) {
+                        } else if let Err(err) = rt.cache().get_or_compile_cubin(&e.source, &e.entry, &arch) {
                             fail(format!("{err}"))
                         } else {
                             match tessera_runtime::resource_usage(&e.source, &e.entry, &arch) {

@@ -949,7 +949,9 @@ mod tests {
         KmeansAssign, KmeansFinalize,
     };
     use tessera_kernels::hip::{HipFinalize, HipInitNodes, HipScoreChildren, HipSelectChildren};
-    use tessera_kernels::snapkv::{SnapkvCompress, SnapkvMerge, SnapkvPoolTopk, SnapkvRowStats, SnapkvVotes};
+    use tessera_kernels::snapkv::{
+        SnapkvCompress, SnapkvMerge, SnapkvPoolTopk, SnapkvRowMerge, SnapkvRowStats, SnapkvVotes,
+    };
     use tessera_kernels::SinkWindowDecode;
 
     #[derive(Parser)]
@@ -1049,8 +1051,9 @@ mod tests {
         // SnapKV at 128K, capacity 4096, POOL_TILE 4096.
         let max_cand = snapkv_max_cand(N, SNAP_WINDOW, SNAP_CAPACITY, 4096);
         let op = SnapKvCompress::cpu(G, SNAP_WINDOW, D, SNAP_CAPACITY, SNAP_KERNEL, Pool::Max, 4096, max_cand).unwrap();
-        let [a, b, p, m, k] = op.configs();
+        let [a, r, b, p, m, k] = op.configs();
         smem.push(("snapkv_row_stats", ptx("snapkv_row_stats", emit_cuda(&SnapkvRowStats::build(&a).unwrap()))));
+        smem.push(("snapkv_row_merge", ptx("snapkv_row_merge", emit_cuda(&SnapkvRowMerge::build(&r).unwrap()))));
         smem.push(("snapkv_votes", ptx("snapkv_votes", emit_cuda(&SnapkvVotes::build(&b).unwrap()))));
         smem.push(("snapkv_pool_topk", ptx("snapkv_pool_topk", emit_cuda(&SnapkvPoolTopk::build(&p).unwrap()))));
         smem.push(("snapkv_merge", ptx("snapkv_merge", emit_cuda(&SnapkvMerge::build(&m).unwrap()))));
@@ -1062,7 +1065,7 @@ mod tests {
         let max_cand = snapkv_max_cand(N, SNAP_WINDOW, SNAP_CAPACITY_SMALL, 8192);
         let op = SnapKvCompress::cpu(G, SNAP_WINDOW, D, SNAP_CAPACITY_SMALL, SNAP_KERNEL, Pool::Max, 8192, max_cand)
             .unwrap();
-        let [_, _, p, m, _] = op.configs();
+        let [_, _, _, p, m, _] = op.configs();
         let pool = ptx("snapkv_pool_topk", emit_cuda(&SnapkvPoolTopk::build(&p).unwrap()));
         let merge = ptx("snapkv_merge", emit_cuda(&SnapkvMerge::build(&m).unwrap()));
         assert!(pool <= SMEM && merge <= SMEM, "C2048: pool_topk {pool} B, merge {merge} B shared");

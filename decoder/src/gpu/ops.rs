@@ -108,7 +108,7 @@ pub fn check_config(c: &LlamaConfig) -> Result<(), GpuError> {
 }
 
 impl Ops {
-    /// Compiles (through the PTX cache) and loads every decode op for `batch` sequences
+    /// Compiles (through the kernel cache) and loads every decode op for `batch` sequences
     /// and a cache of `capacity` positions, attention with [`KernelChoices::heuristic`].
     pub fn new(rt: &Runtime, c: &LlamaConfig, batch: usize, capacity: usize) -> Result<Self, GpuError> {
         check_config(c)?;

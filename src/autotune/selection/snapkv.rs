@@ -8,7 +8,8 @@ use tessera_codegen::host::HostTensor;
 use tessera_codegen::ir::{DType, Kernel};
 use tessera_kernels::reference::DecodeDims;
 use tessera_kernels::snapkv::{
-    self, Pool, SnapKvCompress, SnapkvCompress, SnapkvMerge, SnapkvPoolTopk, SnapkvRowMerge, SnapkvRowStats, SnapkvVotes,
+    self, Pool, SnapKvCompress, SnapkvCompress, SnapkvMerge, SnapkvPoolTopk, SnapkvRowMerge, SnapkvRowStats,
+    SnapkvVotes,
 };
 use tessera_kernels::Scratch;
 use tessera_runtime::{DeviceTensor, Runtime, TimingStats};
