@@ -856,7 +856,9 @@ pub struct CentroidDecode {
 impl CentroidDecode {
     const NAME: &'static str = "centroid_decode";
 
-    fn max_splits(keep: usize, per_split: usize, p: &DecodeParams) -> usize {
+    /// The combine's split bound: the kept-cluster splits plus the recent-row splits,
+    /// rounded up to a power of two.
+    pub fn combine_splits(keep: usize, per_split: usize, p: &DecodeParams) -> usize {
         (keep.div_ceil(per_split) + p.max_splits).next_power_of_two()
     }
 
@@ -868,7 +870,11 @@ impl CentroidDecode {
         clusters.div_ceil(Self::C_TILE).max(1)
     }
 
-    fn configs(p: &DecodeParams, keep: usize, cand: usize, per_split: usize) -> [KernelConfig; 4] {
+    /// The configs of the op's four kernels (tile LSE, scores, select, range attention)
+    /// for `cand` candidate clusters (the power of two ≥ the cluster count); the split
+    /// bound of its combine is [`Self::combine_splits`]. Public so that tuning keys hash
+    /// exactly what the op builds.
+    pub fn configs(p: &DecodeParams, keep: usize, cand: usize, per_split: usize) -> [KernelConfig; 4] {
         let (g, d) = (p.group as i64, p.head_dim as i64);
         let tile = Self::C_TILE as i64;
         let max_tiles = Self::tiles(cand).next_power_of_two() as i64;
@@ -907,7 +913,7 @@ impl CentroidDecode {
             ));
         }
         let [t, a, b, c] = Self::configs(&params, keep, cand, per_split);
-        let ms = Self::max_splits(keep, per_split, &params);
+        let ms = Self::combine_splits(keep, per_split, &params);
         Ok(match rt {
             None => CentroidDecode {
                 tile_lse: CentroidTileLse::cpu(&t)?,

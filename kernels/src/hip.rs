@@ -268,7 +268,10 @@ pub struct HipPlan {
 impl HipSelect {
     const NAME: &'static str = "hip_select";
 
-    fn configs(group: usize, head_dim: usize, bk: usize, k: usize, child_tile: usize) -> [KernelConfig; 2] {
+    /// The configs of the op's kernels: `[nodes, score]` — `nodes` for init, select and
+    /// finalize (TOPK = `k` nodes), `score` for the child scoring. Public so that tuning
+    /// keys hash exactly what the op builds.
+    pub fn configs(group: usize, head_dim: usize, bk: usize, k: usize, child_tile: usize) -> [KernelConfig; 2] {
         [
             KernelConfig::from_pairs(&[("TOPK", k as i64), ("WARPS", 4)]),
             KernelConfig::from_pairs(&[

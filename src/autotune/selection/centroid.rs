@@ -7,7 +7,6 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use tessera_codegen::host::HostTensor;
 use tessera_codegen::ir::{DType, Kernel};
-use tessera_dsl_support::KernelConfig;
 use tessera_kernels::centroid::{
     init_indices, layout_tensors, score_clusters, select_clusters, CentroidRangeAttn, CentroidScores, CentroidSelect,
     CentroidTileLse,
@@ -179,25 +178,15 @@ impl TuneTarget for CentroidDecodeTarget {
     /// The range attention (the tuned knobs) and the combine its split count sizes, then
     /// the scoring and select kernels, configured as the op configures them.
     fn kernels(&self, s: &CentroidShape, c: &CentroidConfig) -> Result<Vec<Kernel>> {
-        let (g, d) = (s.group as i64, s.head_dim as i64);
         let cand = s.clusters.next_power_of_two();
-        // The op's scoring tiles of 64 clusters and its combine's split bound.
-        let max_tiles = cand.div_ceil(64).max(1).next_power_of_two() as i64;
-        let max_splits = (s.keep.div_ceil(c.per_split) + c.max_splits).next_power_of_two();
-        let attn = KernelConfig::from_pairs(&[
-            ("GROUP", g),
-            ("HEAD_DIM", d),
-            ("PER_SPLIT", c.per_split as i64),
-            ("BLOCK_N", c.block_n as i64),
-            ("WARPS", c.warps as i64),
-        ]);
-        let tile = KernelConfig::from_pairs(&[("GROUP", g), ("HEAD_DIM", d), ("C_TILE", 64), ("WARPS", 4)]);
-        let select = KernelConfig::from_pairs(&[("KEEP", s.keep as i64), ("CAND", cand as i64), ("WARPS", 4)]);
+        let p = c.params(s);
+        let [tile, scores, select, attn] = CentroidDecode::configs(&p, s.keep, cand, c.per_split);
+        let max_splits = CentroidDecode::combine_splits(s.keep, c.per_split, &p);
         Ok(vec![
             CentroidRangeAttn::build(&attn)?,
             combine_kernel(s.head_dim, max_splits)?,
             CentroidTileLse::build(&tile)?,
-            CentroidScores::build(&tile.with("MAX_TILES", max_tiles))?,
+            CentroidScores::build(&scores)?,
             CentroidSelect::build(&select)?,
         ])
     }

@@ -7,7 +7,6 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use tessera_codegen::host::HostTensor;
 use tessera_codegen::ir::{DType, Kernel};
-use tessera_dsl_support::KernelConfig;
 use tessera_kernels::hip::{
     reference_select, refine_steps, HipFinalize, HipInitNodes, HipScoreChildren, HipSelect, HipSelectChildren,
 };
@@ -142,14 +141,7 @@ impl TuneTarget for HipSelectTarget {
     /// Every kernel of the selection, the score kernel (CHILD_TILE) first, configured as
     /// the op configures them: the key's source hash follows any of them.
     fn kernels(&self, s: &HipShape, c: &HipConfig) -> Result<Vec<Kernel>> {
-        let nodes = KernelConfig::from_pairs(&[("TOPK", s.k_nodes as i64), ("WARPS", 4)]);
-        let score = KernelConfig::from_pairs(&[
-            ("GROUP", s.group as i64),
-            ("HEAD_DIM", s.head_dim as i64),
-            ("BK", s.bk as i64),
-            ("CHILD_TILE", c.child_tile as i64),
-            ("WARPS", 4),
-        ]);
+        let [nodes, score] = HipSelect::configs(s.group, s.head_dim, s.bk, s.k_nodes, c.child_tile);
         Ok(vec![
             HipScoreChildren::build(&score)?,
             HipInitNodes::build(&nodes)?,
