@@ -21,8 +21,9 @@ use tessera_dsl_support::prelude::*;
 use tessera_runtime::DeviceTensor;
 
 use crate::combine::LseCombine;
-use crate::dense::{split_combine_cpu, split_combine_gpu, DecodeParams};
+use crate::dense::{split_combine_cpu, split_combine_gpu, split_combine_gpu_with, DecodeParams};
 use crate::error::{expect, invalid, KernelError, TensorMeta};
+use crate::scratch::Scratch;
 use crate::sink_window::union_len;
 
 /// LM-Infinite decode split: sink + window keys, RoPE applied here with distances capped.
@@ -111,7 +112,8 @@ pub struct LmInfiniteArgs {
 impl LmInfiniteDecode {
     const NAME: &'static str = "lm_infinite_decode";
 
-    fn config(params: &DecodeParams) -> KernelConfig {
+    /// The split kernel's config (public so that tuning keys hash what the op builds).
+    pub fn config(params: &DecodeParams) -> KernelConfig {
         KernelConfig::from_pairs(&[
             ("GROUP", params.group as i64),
             ("HEAD_DIM", params.head_dim as i64),
@@ -209,6 +211,31 @@ impl LmInfiniteDecode {
         let sc = self.params.scale_log2;
         let [n, s, w, c] = [a.seq_len, a.sink, a.window, a.cap].map(|x| x as i32);
         split_combine_gpu(rt, &self.combine, shape, out, lse, |o, l| {
+            Ok(self.split.launch(rt.stream(), grid, q, k, v, cos, sin, o, l, sc, n, s, w, c, split_len as i32)?)
+        })
+    }
+
+    /// [`Self::launch`] with the partial outputs kept in `scratch` (for timing loops and
+    /// decode steps: no allocation, memset or synchronization once it holds the shapes).
+    #[allow(clippy::too_many_arguments)]
+    pub fn launch_with(
+        &self,
+        rt: &Runtime,
+        scratch: &Scratch,
+        q: &DeviceTensor,
+        k: &DeviceTensor,
+        v: &DeviceTensor,
+        cos: &DeviceTensor,
+        sin: &DeviceTensor,
+        a: LmInfiniteArgs,
+        out: &DeviceTensor,
+        lse: Option<&DeviceTensor>,
+    ) -> Result<(), KernelError> {
+        let (grid, split_len) = self.check_args(q, k, v, cos, sin, a, out, lse.map(|l| l as &dyn TensorMeta))?;
+        let shape = [q.shape()[0], q.shape()[1], grid[0] as usize];
+        let sc = self.params.scale_log2;
+        let [n, s, w, c] = [a.seq_len, a.sink, a.window, a.cap].map(|x| x as i32);
+        split_combine_gpu_with(rt, scratch, &self.combine, shape, out, lse, |o, l| {
             Ok(self.split.launch(rt.stream(), grid, q, k, v, cos, sin, o, l, sc, n, s, w, c, split_len as i32)?)
         })
     }

@@ -21,12 +21,12 @@ use serde::{Deserialize, Serialize};
 use tessera_codegen::host::HostTensor;
 use tessera_codegen::ir::{DType, Kernel};
 use tessera_decoder::gpu::plan::decode_max_splits;
-use tessera_dsl_support::KernelConfig;
+
 use tessera_kernels::dense::DenseDecodeSplit;
-use tessera_kernels::lm_infinite::{LmInfiniteDecodeSplit, LmInfiniteDecodeSplitKernel};
+use tessera_kernels::lm_infinite::LmInfiniteDecodeSplit;
 use tessera_kernels::reference::{lm_infinite, DecodeDims};
 use tessera_kernels::sink_window::union_len;
-use tessera_kernels::{DenseDecode, KernelError, LmInfiniteArgs, LmInfiniteDecode, LseCombine, RopeTable, Scratch};
+use tessera_kernels::{DenseDecode, LmInfiniteArgs, LmInfiniteDecode, RopeTable, Scratch};
 use tessera_runtime::{DeviceTensor, Runtime, TimingStats};
 use tessera_tuning_db::ShapeBucket;
 
@@ -184,76 +184,9 @@ pub struct LmInfiniteBench {
     refs: RefRows,
 }
 
-/// The split kernel's configuration (the op's: no STAGES in its tune space).
-fn lm_split_config(group: usize, head_dim: usize, c: &SplitConfig) -> KernelConfig {
-    KernelConfig::from_pairs(&[
-        ("GROUP", group as i64),
-        ("HEAD_DIM", head_dim as i64),
-        ("BLOCK_N", c.block_n as i64),
-        ("WARPS", c.warps as i64),
-    ])
-}
-
 impl LmInfiniteShape {
     fn args(&self) -> LmInfiniteArgs {
         LmInfiniteArgs { seq_len: self.seq_len, sink: self.sink, window: self.window, cap: self.cap }
-    }
-}
-
-/// One candidate's kernels, launched with their intermediates in a [`Scratch`].
-///
-/// [`LmInfiniteDecode`] has no `launch_with` (its `launch` allocates and zero-fills the
-/// partials, synchronizing the stream, on every call: no fit for a timing loop), so this
-/// is its launch sequence — the plan from the op's own `check_args` (an interpreter op:
-/// nothing loaded twice), the split kernel, then the combine — with the partials reused.
-/// Replace it with the op's `launch_with` once tessera-kernels has one.
-struct LmInfiniteLaunch {
-    plan: LmInfiniteDecode,
-    split: LmInfiniteDecodeSplitKernel,
-    combine: LseCombine,
-    scratch: Scratch,
-}
-
-impl LmInfiniteLaunch {
-    fn new(rt: &Runtime, s: &LmInfiniteShape, c: &SplitConfig) -> Result<Self, KernelError> {
-        let params = c.params(s.group, s.head_dim);
-        Ok(LmInfiniteLaunch {
-            plan: LmInfiniteDecode::cpu(params.clone())?,
-            split: LmInfiniteDecodeSplit::new(rt, &lm_split_config(s.group, s.head_dim, c))?,
-            combine: LseCombine::new(rt, s.head_dim, params.max_splits, false)?,
-            scratch: Scratch::new(),
-        })
-    }
-
-    fn launch(&self, rt: &Runtime, b: &LmInfiniteBench) -> Result<(), KernelError> {
-        let (s, x) = (&b.shape, &b.x);
-        let (grid, split_len) = self.plan.check_args(&x.q, &x.k, &x.v, &b.cos, &b.sin, s.args(), &b.out, None)?;
-        let (hq, splits) = (s.kv_heads * s.group, grid[0] as usize);
-        let o_part = self.scratch.get(rt, 0, DType::F32, &[s.batch, hq, splits, s.head_dim])?;
-        let lse_part = self.scratch.get(rt, 1, DType::F32, &[s.batch, hq, splits])?;
-        // The combine takes an `lse` argument even when it writes none.
-        let unused_lse = self.scratch.get(rt, 2, DType::F32, &[1, 1])?;
-        let sc = self.plan.params.scale_log2;
-        let [n, sink, w, cap] = [s.seq_len, s.sink, s.window, s.cap].map(|v| v as i32);
-        let (q, k, v) = (&x.q, &x.k, &x.v);
-        self.split.launch(
-            rt.stream(),
-            grid,
-            q,
-            k,
-            v,
-            &b.cos,
-            &b.sin,
-            &o_part,
-            &lse_part,
-            sc,
-            n,
-            sink,
-            w,
-            cap,
-            split_len as i32,
-        )?;
-        self.combine.launch(rt, &o_part, &lse_part, &b.out, Some(&unused_lse))
     }
 }
 
@@ -310,7 +243,7 @@ impl TuneTarget for LmInfiniteTarget {
 
     fn kernels(&self, s: &LmInfiniteShape, c: &SplitConfig) -> Result<Vec<Kernel>> {
         Ok(vec![
-            LmInfiniteDecodeSplit::build(&lm_split_config(s.group, s.head_dim, c))?,
+            LmInfiniteDecodeSplit::build(&LmInfiniteDecode::config(&c.params(s.group, s.head_dim)))?,
             combine_kernel(s.head_dim, c.max_splits)?,
         ])
     }
@@ -333,10 +266,12 @@ impl TuneTarget for LmInfiniteTarget {
         warmup: usize,
         iters: usize,
     ) -> Result<TimingStats, Failure> {
-        let l = LmInfiniteLaunch::new(rt, &b.shape, c).map_err(kerr)?;
-        let b = &*b;
-        checked_run(rt, &b.out, &b.refs, b.shape.head_dim, || l.launch(rt, b))?;
-        time(rt, warmup, iters, |_| l.launch(rt, b))
+        let op = LmInfiniteDecode::new(rt, c.params(b.shape.group, b.shape.head_dim)).map_err(kerr)?;
+        let scratch = Scratch::new();
+        let (b, x) = (&*b, &b.x);
+        let launch = || op.launch_with(rt, &scratch, &x.q, &x.k, &x.v, &b.cos, &b.sin, b.shape.args(), &b.out, None);
+        checked_run(rt, &b.out, &b.refs, b.shape.head_dim, launch)?;
+        time(rt, warmup, iters, |_| launch())
     }
 }
 
