@@ -23,6 +23,7 @@
 mod common;
 pub mod decode_ops;
 mod dense;
+mod fault_probe;
 mod key;
 pub mod ops;
 mod run;
@@ -91,7 +92,11 @@ pub static TARGETS: [&dyn Tunable; 10] = [
     &DenseTarget,
 ];
 
-/// The tunable kernel named `name`.
+/// Targets that exist for tests only: tuned when named in `--kernels`, never by default.
+/// `fault_probe` faults on purpose ([`fault_probe`]; `tests/gpu_fault.rs`).
+pub static TEST_TARGETS: [&dyn Tunable; 1] = [&fault_probe::FaultProbeTarget];
+
+/// The tunable kernel named `name` (a shipped one or a test target).
 pub fn find_target(name: &str) -> Option<&'static dyn Tunable> {
-    TARGETS.iter().copied().find(|t| t.name() == name)
+    TARGETS.iter().chain(TEST_TARGETS.iter()).copied().find(|t| t.name() == name)
 }
