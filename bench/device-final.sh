@@ -53,12 +53,15 @@ echo "== second autotune: rc $? in $(( $(date +%s) - start )) s"
 $BIN db export --db "$DB" --format json -o "$L/tune.json" 2> "$L/export.err"
 $BIN db list --db "$DB" > "$L/db-list.log" 2>&1
 fi
-# The GPU dispatch test binary (tests/gpu_dispatch.rs), when it was carried in .bin/.
-if [ -f .bin/gpu_dispatch.xz ]; then
-    xz -dkf .bin/gpu_dispatch.xz && chmod +x .bin/gpu_dispatch
-    TESSERA_GPU_TESTS=1 timeout 120 .bin/gpu_dispatch > "$L/gpu-dispatch.log" 2>&1
-    echo "== gpu_dispatch test: rc $?"; grep -E "^test |test result" "$L/gpu-dispatch.log"
-fi
+# GPU test binaries carried in .bin/ as gpu_<name>.xz (stripped `cargo test --no-run`
+# outputs of tests/gpu_*.rs): run with the GPU tests on and the carried tessera binary.
+for t in .bin/gpu_*.xz; do
+    [ -f "$t" ] || continue
+    b=${t%.xz}; name=$(basename "$b")
+    xz -dkf "$t" && chmod +x "$b"
+    TESSERA_GPU_TESTS=1 TESSERA_BIN="$PWD/$BIN" timeout 180 "$b" > "$L/$name.log" 2>&1
+    echo "== $name test: rc $?"; grep -E "^test |test result" "$L/$name.log"
+done
 if [ -n "$recall_pid" ]; then wait "$recall_pid"; tail -1 "$L/recall.err"; fi
 tar czf "$OUT/final-logs.tgz" -C "$OUT" logs
 echo "== kernels"; grep -B2 -A16 "^workload" "$L/kernels.log" | head -20
