@@ -59,7 +59,7 @@ for t in .bin/gpu_*.xz; do
     [ -f "$t" ] || continue
     b=${t%.xz}; name=$(basename "$b")
     xz -dkf "$t" && chmod +x "$b"
-    TESSERA_GPU_TESTS=1 TESSERA_BIN="$PWD/$BIN" timeout 180 "$b" > "$L/$name.log" 2>&1
+    TESSERA_GPU_TESTS=1 TESSERA_BIN="$(realpath "$BIN")" timeout 180 "$b" > "$L/$name.log" 2>&1
     echo "== $name test: rc $?"; grep -E "^test |test result" "$L/$name.log"
 done
 if [ -n "$recall_pid" ]; then wait "$recall_pid"; tail -1 "$L/recall.err"; fi
