@@ -22,6 +22,7 @@ pub mod append;
 pub mod block_sparse;
 pub mod cases;
 pub mod centroid;
+pub mod centroid_calibration;
 pub mod combine;
 pub mod decoder_ops;
 pub mod dense;

@@ -165,3 +165,43 @@ fn centroid_kernels_emit_cuda() {
         }
     }
 }
+
+/// A threshold calibrated on some queries keeps about the wanted share of keys for other
+/// queries from the same distribution (the decode op keeping exactly the clusters above a
+/// threshold is `centroid_decode_matches_reference`'s threshold cases).
+#[test]
+fn calibrated_threshold_keeps_the_target_share() {
+    use tessera_kernels::centroid_calibration::{calibrate_threshold, calibration_samples, kept_fraction};
+    let (b, h, g, d, tf, c) = (1, 2, 4, 64, 1200, 60);
+    let k = mixture(b, h, tf, d, 12, 0.3, 21);
+    let v = mixture(b, h, tf, d, 3, 1.0, 22);
+    let kf = k.to_f64();
+    let mut init = Vec::new();
+    for bh in 0..b * h {
+        init.extend(init_centroids(&kf[bh * tf * d..(bh + 1) * tf * d], tf, d, c, true, 5 + bh as u64));
+    }
+    let init = HostTensor::from_f64(DType::F32, &[b, h, c, d], &init);
+    let (mut kp, mut vp) = (k.clone(), v.clone());
+    let co = KMeansCluster::cpu(d, true, 64, 64).unwrap().run_cpu(&k, &v, tf, tf, &init, 3, &mut kp, &mut vp).unwrap();
+    // Queries near the key directions (as real queries are), 48 positions: calibrate on
+    // the first 32, hold out the last 16.
+    let q = mixture(b, h * g, 48, d, 12, 0.5, 23);
+    let rows = |lo: usize, hi: usize| {
+        let qf = q.to_f64();
+        let mut out = Vec::new();
+        for hq in 0..h * g {
+            out.extend_from_slice(&qf[(hq * 48 + lo) * d..(hq * 48 + hi) * d]);
+        }
+        HostTensor::from_f64(DType::F32, &[b, h * g, hi - lo, d], &out)
+    };
+    let scale = tessera_kernels::default_scale_log2(d) as f64;
+    let cal = calibration_samples(&rows(0, 32), &co.centroids, &co.counts, g, scale).unwrap();
+    let held = calibration_samples(&rows(32, 48), &co.centroids, &co.counts, g, scale).unwrap();
+    for target in [0.1, 0.2, 0.5] {
+        let t = calibrate_threshold(&cal, target);
+        let (on_cal, on_held) = (kept_fraction(&cal, t), kept_fraction(&held, t));
+        eprintln!("target {target}: threshold {t:.3}, kept {on_cal:.3} (calibration), {on_held:.3} (held out)");
+        assert!(on_cal >= target && on_cal < target + 0.1, "{on_cal}");
+        assert!((on_held - target).abs() < 0.15, "held out {on_held} for {target}");
+    }
+}
