@@ -14,6 +14,7 @@
 //! (batch, KV head) slices against the f64 reference, then CUDA-event timing with the
 //! intermediates in a reused [`Scratch`].
 
+use crate::autotune::decode_bucket_dims;
 use std::fmt;
 
 use anyhow::Result;
@@ -28,7 +29,6 @@ use tessera_kernels::reference::{lm_infinite, DecodeDims};
 use tessera_kernels::sink_window::union_len;
 use tessera_kernels::{DenseDecode, LmInfiniteArgs, LmInfiniteDecode, RopeTable, Scratch};
 use tessera_runtime::{DeviceTensor, Runtime, TimingStats};
-use tessera_tuning_db::ShapeBucket;
 
 use super::common::{
     bxn_list, check_pairs, checked_run, combine_kernel, decode_refs, kerr, split_candidates, split_kernel_config,
@@ -217,12 +217,7 @@ impl TuneTarget for LmInfiniteTarget {
     }
 
     fn bucket(&self, s: &LmInfiniteShape) -> String {
-        ShapeBucket::new()
-            .pow2("b", s.batch as u64)
-            .pow2("n", s.seq_len as u64)
-            .exact("hkv", s.kv_heads as u64)
-            .exact("g", s.group as u64)
-            .exact("d", s.head_dim as u64)
+        decode_bucket_dims(s.batch, s.seq_len, s.kv_heads, s.group, s.head_dim)
             .exact("sink", s.sink as u64)
             .exact("window", s.window as u64)
             .exact("cap", s.cap as u64)

@@ -14,13 +14,18 @@ pub const DECODE_KERNEL: &str = "dense_decode";
 /// The shape bucket: batch and sequence length by powers of two (rounded up), head
 /// counts and head dim exact — the dims that change the best configuration.
 pub fn decode_bucket(s: &DecodeShape) -> String {
+    decode_bucket_dims(s.batch, s.seq_len, s.kv_heads, s.group, s.head_dim).build()
+}
+
+/// The dimensions every decode-shaped key starts with (as [`decode_bucket`]); targets
+/// append their own (sink, window, block size, ...) before `build`.
+pub fn decode_bucket_dims(batch: usize, seq_len: usize, kv_heads: usize, group: usize, head_dim: usize) -> ShapeBucket {
     ShapeBucket::new()
-        .pow2("b", s.batch as u64)
-        .pow2("n", s.seq_len as u64)
-        .exact("hkv", s.kv_heads as u64)
-        .exact("g", s.group as u64)
-        .exact("d", s.head_dim as u64)
-        .build()
+        .pow2("b", batch as u64)
+        .pow2("n", seq_len as u64)
+        .exact("hkv", kv_heads as u64)
+        .exact("g", group as u64)
+        .exact("d", head_dim as u64)
 }
 
 /// The candidates for a shape: split kernels (BLOCK_N × WARPS × MIN_BLOCKS) × split

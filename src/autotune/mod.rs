@@ -34,7 +34,7 @@ pub mod worker;
 pub use common::SplitConfig;
 pub use decode_ops::{DenseTarget, LmInfiniteShape, LmInfiniteTarget};
 pub use dense::DenseDecodeTarget;
-pub use key::{decode_bucket, decode_candidates, decode_key, DECODE_KERNEL};
+pub use key::{decode_bucket, decode_bucket_dims, decode_candidates, decode_key, DECODE_KERNEL};
 pub use ops::{
     BlockSparseTarget, SinkWindowTarget, SparseShape, TopkConfig, TopkSelectTarget, TopkShape, TreeConfig, TreeShape,
     TreeVerifyTarget,

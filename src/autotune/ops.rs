@@ -11,6 +11,7 @@
 //! before it is timed through the op's `launch_with` (scratch reused; landmark sets
 //! rotated so the L2 does not hold them).
 
+use crate::autotune::decode_bucket_dims;
 use std::fmt;
 
 use anyhow::{anyhow, Result};
@@ -115,12 +116,7 @@ impl TuneTarget for SinkWindowTarget {
     }
 
     fn bucket(&self, s: &SparseShape) -> String {
-        ShapeBucket::new()
-            .pow2("b", s.batch as u64)
-            .pow2("n", s.seq_len as u64)
-            .exact("hkv", s.kv_heads as u64)
-            .exact("g", s.group as u64)
-            .exact("d", s.head_dim as u64)
+        decode_bucket_dims(s.batch, s.seq_len, s.kv_heads, s.group, s.head_dim)
             .exact("sink", s.sink as u64)
             .exact("window", s.window as u64)
             .build()
@@ -204,12 +200,7 @@ impl TuneTarget for BlockSparseTarget {
     }
 
     fn bucket(&self, s: &SparseShape) -> String {
-        ShapeBucket::new()
-            .pow2("b", s.batch as u64)
-            .pow2("n", s.seq_len as u64)
-            .exact("hkv", s.kv_heads as u64)
-            .exact("g", s.group as u64)
-            .exact("d", s.head_dim as u64)
+        decode_bucket_dims(s.batch, s.seq_len, s.kv_heads, s.group, s.head_dim)
             .exact("bs", s.block_size as u64)
             .pow2("blocks", s.blocks as u64)
             .build()

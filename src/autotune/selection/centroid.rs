@@ -1,6 +1,7 @@
 //! `centroid_decode`: centroid lookup decode ([`CentroidDecode`]) over a cache clustered
 //! by one Lloyd iteration of [`KMeansCluster`].
 
+use crate::autotune::decode_bucket_dims;
 use std::fmt;
 
 use anyhow::Result;
@@ -13,7 +14,6 @@ use tessera_kernels::centroid::{
 };
 use tessera_kernels::{CentroidDecode, DecodeParams, KMeansCluster, Scratch};
 use tessera_runtime::{DeviceTensor, Runtime, TimingStats};
-use tessera_tuning_db::ShapeBucket;
 
 use super::io;
 use crate::autotune::common::{
@@ -143,12 +143,7 @@ impl TuneTarget for CentroidDecodeTarget {
 
     /// Clusters by powers of two (the select kernel's CAND), `keep` exact (its KEEP).
     fn bucket(&self, s: &CentroidShape) -> String {
-        ShapeBucket::new()
-            .pow2("b", s.batch as u64)
-            .pow2("n", s.seq_len as u64)
-            .exact("hkv", s.kv_heads as u64)
-            .exact("g", s.group as u64)
-            .exact("d", s.head_dim as u64)
+        decode_bucket_dims(s.batch, s.seq_len, s.kv_heads, s.group, s.head_dim)
             .exact("recent", s.recent as u64)
             .pow2("c", s.clusters as u64)
             .exact("keep", s.keep as u64)

@@ -1,5 +1,6 @@
 //! `hip_select`: HiP tree-pruned block selection ([`HipSelect`]) over CHILD_TILE.
 
+use crate::autotune::decode_bucket_dims;
 use std::collections::HashSet;
 use std::fmt;
 
@@ -13,7 +14,6 @@ use tessera_kernels::hip::{
 use tessera_kernels::reference::DecodeDims;
 use tessera_kernels::Scratch;
 use tessera_runtime::{DeviceTensor, Runtime, TimingStats};
-use tessera_tuning_db::ShapeBucket;
 
 use super::io;
 use crate::autotune::common::{bxn_list, check_pairs, kerr, time, D, G, HKV, N};
@@ -108,12 +108,7 @@ impl TuneTarget for HipSelectTarget {
     }
 
     fn bucket(&self, s: &HipShape) -> String {
-        ShapeBucket::new()
-            .pow2("b", s.batch as u64)
-            .pow2("n", s.seq_len as u64)
-            .exact("hkv", s.kv_heads as u64)
-            .exact("g", s.group as u64)
-            .exact("d", s.head_dim as u64)
+        decode_bucket_dims(s.batch, s.seq_len, s.kv_heads, s.group, s.head_dim)
             .exact("bk", s.bk as u64)
             .exact("k", s.k_nodes as u64)
             .exact("window", s.window as u64)

@@ -1,5 +1,6 @@
 //! `snapkv`: SnapKV prompt compression ([`SnapKvCompress`]) over POOL_TILE.
 
+use crate::autotune::decode_bucket_dims;
 use std::fmt;
 
 use anyhow::Result;
@@ -13,7 +14,6 @@ use tessera_kernels::snapkv::{
 };
 use tessera_kernels::Scratch;
 use tessera_runtime::{DeviceTensor, Runtime, TimingStats};
-use tessera_tuning_db::ShapeBucket;
 
 use super::io;
 use crate::autotune::common::{bxn_list, check_pairs, kerr, time, Qkv, D, G, HKV, N};
@@ -123,12 +123,7 @@ impl TuneTarget for SnapKvTarget {
     }
 
     fn bucket(&self, s: &SnapShape) -> String {
-        ShapeBucket::new()
-            .pow2("b", s.batch as u64)
-            .pow2("n", s.seq_len as u64)
-            .exact("hkv", s.kv_heads as u64)
-            .exact("g", s.group as u64)
-            .exact("d", s.head_dim as u64)
+        decode_bucket_dims(s.batch, s.seq_len, s.kv_heads, s.group, s.head_dim)
             .exact("window", s.window as u64)
             .exact("capacity", s.capacity as u64)
             .exact("pool", s.kernel as u64)
