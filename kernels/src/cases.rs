@@ -10,6 +10,10 @@
 //! }
 //! ```
 
+mod two_level;
+
+pub use two_level::{centroid_two_level_gpu_cases, CentroidTwoLevelCase};
+
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -908,6 +912,9 @@ pub fn all_gpu_cases(seed: u64) -> Vec<Box<dyn KernelCase>> {
         v.push(Box::new(c));
     }
     for c in centroid_gpu_cases(seed) {
+        v.push(Box::new(c));
+    }
+    for c in centroid_two_level_gpu_cases(seed) {
         v.push(Box::new(c));
     }
     v

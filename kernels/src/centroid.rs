@@ -862,8 +862,8 @@ impl CentroidDecode {
         (keep.div_ceil(per_split) + p.max_splits).next_power_of_two()
     }
 
-    /// Clusters per scoring tile.
-    const C_TILE: usize = 64;
+    /// Clusters per scoring tile (of `centroid_tile_lse` / `centroid_scores`).
+    pub const C_TILE: usize = 64;
 
     /// Scoring tiles for `clusters` clusters (the partial-LSE rows).
     fn tiles(clusters: usize) -> usize {

@@ -23,6 +23,7 @@ pub mod block_sparse;
 pub mod cases;
 pub mod centroid;
 pub mod centroid_calibration;
+pub mod centroid_two_level;
 pub mod combine;
 pub mod decoder_ops;
 pub mod dense;

@@ -1,0 +1,710 @@
+//! Two-level (hierarchical) centroid lookup (Squeezed Attention's hierarchical lookup,
+//! algorithms.md §3): the fine clusters of [`crate::KMeansCluster`] are grouped by a
+//! k-means of their centroids into coarse clusters, so a decode step scores the coarse
+//! centroids and only the fine centroids inside the best coarse clusters.
+//!
+//! **Offline** ([`TwoLevelLayout::build`], host: the coarse level clusters the fine
+//! centroids — 5 % of the keys — which is small next to the keys the GPU k-means
+//! clusters): a k-means of the fine centroids (normalized, as the keys are), the fine
+//! clusters reordered so each coarse cluster's fine clusters are consecutive, the cache
+//! rows re-permuted to match (every fine cluster stays one contiguous range), coarse
+//! centroids = mean key of the coarse cluster, coarse counts = its keys.
+//!
+//! **Decode** ([`CentroidTwoLevelDecode`]):
+//!
+//! 1. [`crate::centroid::centroid_tile_lse`] + [`crate::centroid::centroid_scores`] over
+//!    the coarse centroids, and [`centroid_lse`]: the coarse scores and the per-query
+//!    normalizer `lse_g = log2 Σ_C n_C 2^{s_gC}`;
+//! 2. [`crate::centroid::centroid_select`] with the coarse clusters' fine-id ranges as
+//!    `starts`: the top-`keep_coarse` coarse clusters as ranges of fine ids;
+//! 3. [`centroid_fine_scores`]: `max_g (s_gf − lse_g)` for the fine clusters of those
+//!    ranges only (the coarse normalizer: the scores stay comparable with a threshold
+//!    calibrated on the one-level lookup's scale);
+//! 4. [`centroid_select_ids`]: the top-`keep` fine clusters above `threshold`, ascending,
+//!    as row ranges; 5. [`crate::centroid::centroid_range_attn`] + [`LseCombine`], as the
+//!    one-level [`crate::CentroidDecode`].
+
+use tessera_codegen::host::HostTensor;
+use tessera_codegen::ir::DType;
+use tessera_dsl_support::prelude::*;
+use tessera_runtime::DeviceTensor;
+
+use crate::centroid::{
+    cluster_layout, init_centroids, kmeans_reference, score_clusters, select_clusters, CentroidDecode, CentroidPlan,
+    CentroidRangeAttn, CentroidRangeAttnKernel, CentroidScores, CentroidScoresKernel, CentroidSelect,
+    CentroidSelectKernel, CentroidTileLse, CentroidTileLseKernel,
+};
+use crate::combine::LseCombine;
+use crate::dense::{split_combine_cpu, split_combine_gpu_with, DecodeParams};
+use crate::error::{expect, invalid, KernelError, TensorMeta};
+use crate::scratch::Scratch;
+
+// ---- offline layout (host) ---------------------------------------------------------------
+
+/// A two-level clustering of a cache (host tensors, the inputs of
+/// [`CentroidTwoLevelDecode`] once uploaded).
+#[derive(Clone, Debug)]
+pub struct TwoLevelLayout {
+    /// `[B, Hkv, C, D] f32`: fine centroids, grouped by coarse cluster.
+    pub fine_centroids: HostTensor,
+    /// `[B, Hkv, C] i32`.
+    pub fine_counts: HostTensor,
+    /// `[B, Hkv, C + 1] i32`: fine cluster `f` = cache rows `[starts[f], starts[f + 1])`.
+    pub fine_starts: HostTensor,
+    /// `[B, Hkv, CC, D] f32`: the mean key of each coarse cluster.
+    pub coarse_centroids: HostTensor,
+    /// `[B, Hkv, CC] i32`: keys per coarse cluster.
+    pub coarse_counts: HostTensor,
+    /// `[B, Hkv, CC + 1] i32`: coarse cluster `j` = fine ids `[s[j], s[j + 1])`.
+    pub coarse_starts: HostTensor,
+    /// `[B, Hkv, T_f] i32`: the original row of each fixed row of the re-permuted cache.
+    pub perm: HostTensor,
+    /// The most fine clusters in one coarse cluster (at least 1).
+    pub max_fine: usize,
+}
+
+impl TwoLevelLayout {
+    /// From a fine clustering as [`crate::KMeansCluster`] returns it (host copies:
+    /// `centroids [B, Hkv, C, D]`, `counts [B, Hkv, C]`, `perm [B, Hkv, T_f]`, `starts [B,
+    /// Hkv, C + 1]`): `coarse` clusters by `iters` Lloyd iterations from seeded fine
+    /// centroids (`seed ^ (b·Hkv + h)`).
+    pub fn build(
+        centroids: &HostTensor,
+        counts: &HostTensor,
+        perm: &HostTensor,
+        starts: &HostTensor,
+        coarse: usize,
+        iters: usize,
+        seed: u64,
+    ) -> Result<Self, KernelError> {
+        const NAME: &str = "centroid_two_level_layout";
+        let cs = &centroids.shape;
+        let (b, h, c, d) = (cs[0], cs[1], cs[2], cs[3]);
+        let tf = perm.shape[2];
+        if coarse == 0 || coarse > c || iters == 0 {
+            return Err(invalid(NAME, format!("need 0 < coarse {coarse} <= fine clusters {c} and iters > 0")));
+        }
+        expect(NAME, "counts", counts, DType::I32, &[Some(b), Some(h), Some(c)])?;
+        expect(NAME, "starts", starts, DType::I32, &[Some(b), Some(h), Some(c + 1)])?;
+        expect(NAME, "perm", perm, DType::I32, &[Some(b), Some(h), Some(tf)])?;
+        let (cen, cnt, pm, st) = (centroids.to_f64(), counts.to_f64(), perm.to_f64(), starts.to_f64());
+        let mut out = [Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+        let mut max_fine = 1;
+        for bh in 0..b * h {
+            let fc = &cen[bh * c * d..(bh + 1) * c * d];
+            let n: Vec<usize> = cnt[bh * c..(bh + 1) * c].iter().map(|&x| x as usize).collect();
+            let rows = |f: usize| st[bh * (c + 1) + f] as usize..st[bh * (c + 1) + f + 1] as usize;
+            let init = init_centroids(fc, c, d, coarse, true, seed ^ bh as u64);
+            let labels = kmeans_reference(fc, c, d, &init, iters, true).labels;
+            let (order, cstarts) = cluster_layout(&labels, coarse);
+            max_fine = max_fine.max(cstarts.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0));
+            let [f_cen, f_cnt, f_st, c_cen, c_cnt, c_st, new_perm] = &mut out;
+            let mut row = 0;
+            f_st.push(0.0);
+            for &f in &order {
+                f_cen.extend_from_slice(&fc[f * d..(f + 1) * d]);
+                f_cnt.push(n[f] as f64);
+                new_perm.extend(rows(f).map(|r| pm[bh * tf + r]));
+                row += n[f];
+                f_st.push(row as f64);
+            }
+            for j in 0..coarse {
+                let members = &order[cstarts[j]..cstarts[j + 1]];
+                let keys: usize = members.iter().map(|&f| n[f]).sum();
+                for e in 0..d {
+                    let s: f64 = members.iter().map(|&f| n[f] as f64 * fc[f * d + e]).sum();
+                    c_cen.push(if keys > 0 { s / keys as f64 } else { 0.0 });
+                }
+                c_cnt.push(keys as f64);
+            }
+            c_st.extend(cstarts.iter().map(|&x| x as f64));
+            if row != tf {
+                return Err(invalid(NAME, format!("(b,h) {bh}: the fine counts sum to {row}, not T_f = {tf}")));
+            }
+        }
+        let [f_cen, f_cnt, f_st, c_cen, c_cnt, c_st, new_perm] = out;
+        Ok(TwoLevelLayout {
+            fine_centroids: HostTensor::from_f64(DType::F32, &[b, h, c, d], &f_cen),
+            fine_counts: HostTensor::from_f64(DType::I32, &[b, h, c], &f_cnt),
+            fine_starts: HostTensor::from_f64(DType::I32, &[b, h, c + 1], &f_st),
+            coarse_centroids: HostTensor::from_f64(DType::F32, &[b, h, coarse, d], &c_cen),
+            coarse_counts: HostTensor::from_f64(DType::I32, &[b, h, coarse], &c_cnt),
+            coarse_starts: HostTensor::from_f64(DType::I32, &[b, h, coarse + 1], &c_st),
+            perm: HostTensor::from_f64(DType::I32, &[b, h, tf], &new_perm),
+            max_fine,
+        })
+    }
+}
+
+/// The fine clusters the lookup keeps for one (batch, KV head) (f64, the algorithm of
+/// [`CentroidTwoLevelDecode`]): `qs` the group's queries `[G, D]`, the layout's slices of
+/// this head. Returns the kept fine ids, ascending, and each fine cluster's score (`-inf`
+/// where not scored).
+#[allow(clippy::too_many_arguments)]
+pub fn select_two_level(
+    qs: &[f64],
+    fine_centroids: &[f64],
+    fine_counts: &[usize],
+    coarse_centroids: &[f64],
+    coarse_counts: &[usize],
+    coarse_starts: &[usize],
+    d: usize,
+    keep_coarse: usize,
+    keep: usize,
+    threshold: f64,
+    scale_log2: f64,
+) -> (Vec<usize>, Vec<f64>) {
+    let coarse_scores = score_clusters(qs, coarse_centroids, coarse_counts, d, scale_log2);
+    let kept_coarse = select_clusters(&coarse_scores, keep_coarse, f64::NEG_INFINITY);
+    // Per query: the coarse normalizer.
+    let lse: Vec<f64> = qs
+        .chunks_exact(d)
+        .map(|q| {
+            let s: Vec<f64> = coarse_centroids
+                .chunks_exact(d)
+                .map(|c| scale_log2 * q.iter().zip(c).map(|(a, b)| a * b).sum::<f64>())
+                .collect();
+            let m = s.iter().zip(coarse_counts).filter(|x| *x.1 > 0).map(|x| *x.0).fold(f64::NEG_INFINITY, f64::max);
+            m + s.iter().zip(coarse_counts).map(|(x, &n)| n as f64 * (x - m).exp2()).sum::<f64>().log2()
+        })
+        .collect();
+    let mut scores = vec![f64::NEG_INFINITY; fine_counts.len()];
+    for &j in &kept_coarse {
+        for f in coarse_starts[j]..coarse_starts[j + 1] {
+            if fine_counts[f] == 0 {
+                continue;
+            }
+            let c = &fine_centroids[f * d..(f + 1) * d];
+            for (q, l) in qs.chunks_exact(d).zip(&lse) {
+                let s = scale_log2 * q.iter().zip(c).map(|(a, b)| a * b).sum::<f64>() - l;
+                scores[f] = scores[f].max(s);
+            }
+        }
+    }
+    (select_clusters(&scores, keep, threshold), scores)
+}
+
+// ---- decode kernels -----------------------------------------------------------------------
+
+/// The per-query normalizer `lse_g = log2 Σ_c n_c 2^{s_gc}` merged from the `≤ MAX_TILES`
+/// partials of [`crate::centroid::centroid_tile_lse`]. Grid `[Hkv, B]`.
+#[kernel(example(GROUP = 4, MAX_TILES = 16))]
+pub fn centroid_lse<const GROUP: usize, const MAX_TILES: usize, const WARPS: usize>(
+    part_m: Tensor<f32, 4>,   // [B, Hkv, T, GROUP]
+    part_l: Tensor<f32, 4>,   // [B, Hkv, T, GROUP]
+    lse: &mut Tensor<f32, 3>, // [B, Hkv, GROUP]
+) {
+    let kv_head = program_id(0);
+    let batch = program_id(1);
+    let pm = part_m.load_or([at(batch), at(kv_head), range(0, MAX_TILES), range(0, GROUP)], f32::NEG_INFINITY);
+    let pl = part_l.load_or([at(batch), at(kv_head), range(0, MAX_TILES), range(0, GROUP)], 0.0);
+    let m = pm.max(0);
+    let m_use = where_(m == f32::NEG_INFINITY, 0.0, m);
+    let l = (pl * exp2(pm - m_use.expand_dims(0))).sum(0);
+    lse.store([at(batch), at(kv_head), range(0, GROUP)], m_use + log2(where_(l > 0.0, l, 1.0)));
+}
+
+/// Scores of the fine clusters of kept coarse cluster `program_id(0)` (fine ids
+/// `[keep_start, keep_start + keep_len)`, at most `MAX_FINE`): `max_g (s_gf − lse_g)` with
+/// the coarse normalizer, into candidate slots `[j·MAX_FINE, (j + 1)·MAX_FINE)` with their
+/// fine ids (`-inf` / `-1` for empty clusters and unused slots). Grid `[keep_coarse, Hkv,
+/// B]`.
+#[kernel(tune(WARPS = [4, 8]), example(GROUP = 4, HEAD_DIM = 128, MAX_FINE = 32))]
+pub fn centroid_fine_scores<const GROUP: usize, const HEAD_DIM: usize, const MAX_FINE: usize, const WARPS: usize>(
+    q: Tensor<bf16, 3>,              // [B, Hq, D]
+    centroids: Tensor<f32, 4>,       // [B, Hkv, C, D] fine
+    counts: Tensor<i32, 3>,          // [B, Hkv, C]
+    lse: Tensor<f32, 3>,             // [B, Hkv, GROUP]
+    keep_start: Tensor<i32, 3>,      // [B, Hkv, KC]
+    keep_len: Tensor<i32, 3>,        // [B, Hkv, KC]
+    keep_count: Tensor<i32, 2>,      // [B, Hkv]
+    cand_score: &mut Tensor<f32, 3>, // [B, Hkv, KC·MAX_FINE]
+    cand_id: &mut Tensor<i32, 3>,    // [B, Hkv, KC·MAX_FINE]
+    scale_log2: f32,
+) {
+    let j = program_id(0);
+    let kv_head = program_id(1);
+    let batch = program_id(2);
+    let slot0 = j * MAX_FINE as i32;
+    if j >= keep_count.load([at(batch), at(kv_head)]) {
+        cand_score.store([at(batch), at(kv_head), range(slot0, MAX_FINE)], full([MAX_FINE], f32::NEG_INFINITY));
+        cand_id.store([at(batch), at(kv_head), range(slot0, MAX_FINE)], full([MAX_FINE], -1));
+        return;
+    }
+    let fs = keep_start.load([at(batch), at(kv_head), at(j)]);
+    let fl = min(keep_len.load([at(batch), at(kv_head), at(j)]), MAX_FINE as i32);
+    let inr = arange(0, MAX_FINE) < fl;
+    let ct = centroids.load_masked(
+        [at(batch), at(kv_head), range(fs, MAX_FINE), range(0, HEAD_DIM)],
+        inr.expand_dims(1),
+        0.0,
+    );
+    let n = counts.load_masked([at(batch), at(kv_head), range(fs, MAX_FINE)], inr, 0);
+    let qt = q.load([at(batch), range(kv_head * GROUP as i32, GROUP), range(0, HEAD_DIM)]).cast::<f32>();
+    let l = lse.load([at(batch), at(kv_head), range(0, GROUP)]);
+    let s = (dot_t(qt, ct) * scale_log2 - l.expand_dims(1)).max(0);
+    let live = inr && n > 0;
+    cand_score.store([at(batch), at(kv_head), range(slot0, MAX_FINE)], where_(live, s, f32::NEG_INFINITY));
+    cand_id.store([at(batch), at(kv_head), range(slot0, MAX_FINE)], where_(live, arange(0, MAX_FINE) + fs, -1));
+}
+
+/// The top-`KEEP` candidates (ties: the earlier slot = the lower fine id) with score `>
+/// threshold`, ascending fine ids, as row ranges `keep_start`/`keep_len [B, Hkv, KEEP]`
+/// (unused slots 0/0) and `keep_count`. Grid `[Hkv, B]`.
+#[kernel(example(KEEP = 64, CAND = 1024))]
+pub fn centroid_select_ids<const KEEP: usize, const CAND: usize, const WARPS: usize>(
+    cand_score: Tensor<f32, 3>,      // [B, Hkv, ≤ CAND]
+    cand_id: Tensor<i32, 3>,         // [B, Hkv, ≤ CAND]
+    starts: Tensor<i32, 3>,          // [B, Hkv, C + 1]
+    keep_start: &mut Tensor<i32, 3>, // [B, Hkv, KEEP]
+    keep_len: &mut Tensor<i32, 3>,   // [B, Hkv, KEEP]
+    keep_count: &mut Tensor<i32, 2>, // [B, Hkv]
+    threshold: f32,
+) {
+    let kv_head = program_id(0);
+    let batch = program_id(1);
+    let s = cand_score.load_or([at(batch), at(kv_head), range(0, CAND)], f32::NEG_INFINITY);
+    let (v, slot) = topk(s, KEEP);
+    let id = cand_id.load([at(batch), at(kv_head), gather(slot)]);
+    let ok = v > threshold && v > f32::NEG_INFINITY;
+    let (u, _slot) = topk(where_(ok, -(id.cast::<f32>()), f32::NEG_INFINITY), KEEP);
+    let live = u > f32::NEG_INFINITY;
+    let fid = where_(live, (-u).cast::<i32>(), 0);
+    let st = starts.load([at(batch), at(kv_head), gather(fid)]);
+    let en = starts.load([at(batch), at(kv_head), gather(fid + 1)]);
+    keep_start.store([at(batch), at(kv_head), range(0, KEEP)], where_(live, st, 0));
+    keep_len.store([at(batch), at(kv_head), range(0, KEEP)], where_(live, en - st, 0));
+    keep_count.store([at(batch), at(kv_head)], live.cast::<i32>().sum(0));
+}
+
+// ---- host op ------------------------------------------------------------------------------
+
+/// The fine-level inputs of [`CentroidTwoLevelDecode`] (the [`TwoLevelLayout`] tensors).
+pub struct TwoLevelInputs<'a, T: ?Sized> {
+    pub fine_centroids: &'a T,
+    pub fine_counts: &'a T,
+    pub fine_starts: &'a T,
+    pub coarse_centroids: &'a T,
+    pub coarse_counts: &'a T,
+    pub coarse_starts: &'a T,
+}
+
+/// The selection outputs (`keep_start`/`keep_len [B, Hkv, keep]`, `keep_count [B, Hkv]`).
+pub struct KeptRanges<'a, T: ?Sized> {
+    pub keep_start: &'a T,
+    pub keep_len: &'a T,
+    pub keep_count: &'a T,
+}
+
+struct TwoLevelKernels {
+    tile_lse: CentroidTileLseKernel,
+    scores: CentroidScoresKernel,
+    lse: CentroidLseKernel,
+    coarse_select: CentroidSelectKernel,
+    fine_scores: CentroidFineScoresKernel,
+    select: CentroidSelectIdsKernel,
+    attn: CentroidRangeAttnKernel,
+    combine: LseCombine,
+}
+
+/// Host op: the two-level centroid lookup decode (see the module docs). `keep_coarse`
+/// coarse clusters are explored, at most `keep` fine clusters kept; `max_fine` bounds the
+/// fine clusters of one coarse cluster ([`TwoLevelLayout::max_fine`]); `coarse_clusters`
+/// bounds the coarse level.
+pub struct CentroidTwoLevelDecode {
+    pub params: DecodeParams,
+    pub keep_coarse: usize,
+    pub keep: usize,
+    pub max_fine: usize,
+    pub per_split: usize,
+    coarse_cand: usize,
+    kernels: TwoLevelKernels,
+}
+
+impl CentroidTwoLevelDecode {
+    const NAME: &'static str = "centroid_two_level_decode";
+
+    /// Candidate slots of the fine selection.
+    fn fine_cand(keep_coarse: usize, max_fine: usize) -> usize {
+        (keep_coarse * max_fine).next_power_of_two()
+    }
+
+    /// Configs: `[tile LSE, scores, coarse select, attention]` (those of
+    /// [`CentroidDecode::configs`] at the coarse level), then `[normalizer, fine scores,
+    /// fine select]`.
+    pub fn configs(
+        p: &DecodeParams,
+        keep_coarse: usize,
+        coarse_cand: usize,
+        keep: usize,
+        max_fine: usize,
+        per_split: usize,
+    ) -> ([KernelConfig; 4], [KernelConfig; 3]) {
+        let one = CentroidDecode::configs(p, keep_coarse, coarse_cand, per_split);
+        let g = p.group as i64;
+        let max_tiles = one[1].get("MAX_TILES").unwrap_or(1);
+        (
+            one,
+            [
+                KernelConfig::from_pairs(&[("GROUP", g), ("MAX_TILES", max_tiles), ("WARPS", 4)]),
+                KernelConfig::from_pairs(&[
+                    ("GROUP", g),
+                    ("HEAD_DIM", p.head_dim as i64),
+                    ("MAX_FINE", max_fine as i64),
+                    ("WARPS", 4),
+                ]),
+                KernelConfig::from_pairs(&[
+                    ("KEEP", keep as i64),
+                    ("CAND", Self::fine_cand(keep_coarse, max_fine) as i64),
+                    ("WARPS", 4),
+                ]),
+            ],
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn make(
+        params: DecodeParams,
+        keep_coarse: usize,
+        coarse_clusters: usize,
+        keep: usize,
+        max_fine: usize,
+        per_split: usize,
+        rt: Option<&Runtime>,
+    ) -> Result<Self, KernelError> {
+        let coarse_cand = coarse_clusters.next_power_of_two();
+        let fine_cand = Self::fine_cand(keep_coarse, max_fine);
+        if keep_coarse == 0
+            || keep_coarse > coarse_cand
+            || max_fine == 0
+            || keep == 0
+            || keep > fine_cand
+            || per_split == 0
+        {
+            return Err(invalid(
+                Self::NAME,
+                format!(
+                    "need 0 < keep_coarse {keep_coarse} <= coarse clusters (rounded up to {coarse_cand}), max_fine > \
+                     0, 0 < keep {keep} <= keep_coarse · max_fine (rounded up to {fine_cand}), per_split > 0"
+                ),
+            ));
+        }
+        let ([t, s, cs, a], [l, f, sel]) = Self::configs(&params, keep_coarse, coarse_cand, keep, max_fine, per_split);
+        let splits = CentroidDecode::combine_splits(keep, per_split, &params);
+        let kernels = match rt {
+            None => TwoLevelKernels {
+                tile_lse: CentroidTileLse::cpu(&t)?,
+                scores: CentroidScores::cpu(&s)?,
+                lse: CentroidLse::cpu(&l)?,
+                coarse_select: CentroidSelect::cpu(&cs)?,
+                fine_scores: CentroidFineScores::cpu(&f)?,
+                select: CentroidSelectIds::cpu(&sel)?,
+                attn: CentroidRangeAttn::cpu(&a)?,
+                combine: LseCombine::cpu(params.head_dim, splits, params.write_lse)?,
+            },
+            Some(rt) => TwoLevelKernels {
+                tile_lse: CentroidTileLse::new(rt, &t)?,
+                scores: CentroidScores::new(rt, &s)?,
+                lse: CentroidLse::new(rt, &l)?,
+                coarse_select: CentroidSelect::new(rt, &cs)?,
+                fine_scores: CentroidFineScores::new(rt, &f)?,
+                select: CentroidSelectIds::new(rt, &sel)?,
+                attn: CentroidRangeAttn::new(rt, &a)?,
+                combine: LseCombine::new(rt, params.head_dim, splits, params.write_lse)?,
+            },
+        };
+        Ok(CentroidTwoLevelDecode { params, keep_coarse, keep, max_fine, per_split, coarse_cand, kernels })
+    }
+
+    /// Interpreter op.
+    pub fn cpu(
+        params: DecodeParams,
+        keep_coarse: usize,
+        coarse_clusters: usize,
+        keep: usize,
+        max_fine: usize,
+        per_split: usize,
+    ) -> Result<Self, KernelError> {
+        Self::make(params, keep_coarse, coarse_clusters, keep, max_fine, per_split, None)
+    }
+
+    /// GPU op.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        rt: &Runtime,
+        params: DecodeParams,
+        keep_coarse: usize,
+        coarse_clusters: usize,
+        keep: usize,
+        max_fine: usize,
+        per_split: usize,
+    ) -> Result<Self, KernelError> {
+        Self::make(params, keep_coarse, coarse_clusters, keep, max_fine, per_split, Some(rt))
+    }
+
+    /// Checks `q`/`k`/`v`/`out`/`lse` as [`CentroidDecode::check_args`], the layout tensors
+    /// (`fine_*` over `C` fine clusters, `coarse_*` over `CC ≤` the op's coarse bound; host
+    /// copies: fine starts rising from 0 to `fixed_len`, coarse starts from 0 to `C` in
+    /// steps of at most `max_fine`) and the kept ranges (`keep` slots).
+    #[allow(clippy::too_many_arguments)]
+    pub fn check_args(
+        &self,
+        q: &dyn TensorMeta,
+        k: &dyn TensorMeta,
+        v: &dyn TensorMeta,
+        x: &TwoLevelInputs<dyn TensorMeta>,
+        fixed_len: usize,
+        seq_len: usize,
+        kept: &KeptRanges<dyn TensorMeta>,
+        out: &dyn TensorMeta,
+        lse: Option<&dyn TensorMeta>,
+    ) -> Result<CentroidPlan, KernelError> {
+        let n = Self::NAME;
+        let p = &self.params;
+        let (b, h, _) = p.check_qkv(n, q, k, v, seq_len, out, lse)?;
+        expect(n, "fine_centroids", x.fine_centroids, DType::F32, &[Some(b), Some(h), None, Some(p.head_dim)])?;
+        expect(n, "coarse_centroids", x.coarse_centroids, DType::F32, &[Some(b), Some(h), None, Some(p.head_dim)])?;
+        let (c, cc) = (x.fine_centroids.shape()[2], x.coarse_centroids.shape()[2]);
+        if c == 0 || cc == 0 || cc > self.coarse_cand || fixed_len > seq_len {
+            return Err(invalid(
+                n,
+                format!(
+                    "fine clusters {c} > 0, coarse {cc} in 1..={}, fixed_len {fixed_len} <= seq_len",
+                    self.coarse_cand
+                ),
+            ));
+        }
+        expect(n, "fine_counts", x.fine_counts, DType::I32, &[Some(b), Some(h), Some(c)])?;
+        expect(n, "fine_starts", x.fine_starts, DType::I32, &[Some(b), Some(h), Some(c + 1)])?;
+        expect(n, "coarse_counts", x.coarse_counts, DType::I32, &[Some(b), Some(h), Some(cc)])?;
+        expect(n, "coarse_starts", x.coarse_starts, DType::I32, &[Some(b), Some(h), Some(cc + 1)])?;
+        for (name, t) in [("keep_start", kept.keep_start), ("keep_len", kept.keep_len)] {
+            expect(n, name, t, DType::I32, &[Some(b), Some(h), Some(self.keep)])?;
+        }
+        expect(n, "keep_count", kept.keep_count, DType::I32, &[Some(b), Some(h)])?;
+        let rising = |t: &dyn TensorMeta, len: usize, end: usize, step: usize| {
+            t.host().is_none_or(|host| {
+                host.to_f64().chunks_exact(len + 1).all(|r| {
+                    r[0] == 0.0
+                        && r[len] == end as f64
+                        && r.windows(2).all(|w| w[1] >= w[0] && w[1] - w[0] <= step as f64)
+                })
+            })
+        };
+        if !rising(x.fine_starts, c, fixed_len, usize::MAX) || !rising(x.coarse_starts, cc, c, self.max_fine) {
+            return Err(invalid(
+                n,
+                format!(
+                    "fine_starts must rise from 0 to fixed_len {fixed_len}; coarse_starts from 0 to {c} in steps of at \
+                     most max_fine {}",
+                    self.max_fine
+                ),
+            ));
+        }
+        let cluster_splits = self.keep.div_ceil(self.per_split);
+        let (recent_split_len, recent_splits) =
+            if seq_len > fixed_len { crate::split_plan(seq_len - fixed_len, p.block_n, p.max_splits) } else { (1, 0) };
+        Ok(CentroidPlan {
+            batch: b,
+            kv_heads: h,
+            clusters: c,
+            cluster_splits,
+            recent_split_len,
+            splits: cluster_splits + recent_splits,
+        })
+    }
+
+    /// Grids: `[tiles, Hkv, B]` of the coarse scoring, `[Hkv, B, 1]` per head, `[keep_coarse,
+    /// Hkv, B]` of the fine scores.
+    fn grids(&self, p: &CentroidPlan, coarse: usize) -> ([u32; 3], [u32; 3], [u32; 3]) {
+        let (b, h) = (p.batch as u32, p.kv_heads as u32);
+        let tiles = coarse.div_ceil(CentroidDecode::C_TILE).max(1) as u32;
+        ([tiles, h, b], [h, b, 1], [self.keep_coarse as u32, h, b])
+    }
+
+    /// The whole lookup + attention on the interpreter (`kept` are outputs).
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cpu(
+        &self,
+        q: &HostTensor,
+        k: &HostTensor,
+        v: &HostTensor,
+        x: &TwoLevelInputs<HostTensor>,
+        fixed_len: usize,
+        seq_len: usize,
+        threshold: f32,
+        keep_start: &mut HostTensor,
+        keep_len: &mut HostTensor,
+        keep_count: &mut HostTensor,
+        out: &mut HostTensor,
+        lse: Option<&mut HostTensor>,
+    ) -> Result<CentroidPlan, KernelError> {
+        let xm = TwoLevelInputs::<dyn TensorMeta> {
+            fine_centroids: x.fine_centroids,
+            fine_counts: x.fine_counts,
+            fine_starts: x.fine_starts,
+            coarse_centroids: x.coarse_centroids,
+            coarse_counts: x.coarse_counts,
+            coarse_starts: x.coarse_starts,
+        };
+        let km =
+            KeptRanges::<dyn TensorMeta> { keep_start: &*keep_start, keep_len: &*keep_len, keep_count: &*keep_count };
+        let lm = lse.as_deref().map(|l| l as &dyn TensorMeta);
+        let p = self.check_args(q, k, v, &xm, fixed_len, seq_len, &km, out, lm)?;
+        let kn = &self.kernels;
+        let g = self.params.group;
+        let cc = x.coarse_centroids.shape[2];
+        let (tg, hg, fg) = self.grids(&p, cc);
+        let sc = self.params.scale_log2;
+        let (b, h) = (p.batch, p.kv_heads);
+        let f32t = |shape: &[usize]| HostTensor::full(DType::F32, shape, f64::NAN);
+        let i32t = |shape: &[usize]| HostTensor::full(DType::I32, shape, -7.0);
+        let part = [b, h, tg[0] as usize, g];
+        let (mut pm, mut pl, mut cs, mut nl) = (f32t(&part), f32t(&part), f32t(&[b, h, cc]), f32t(&[b, h, g]));
+        kn.tile_lse.run_cpu(tg, q, x.coarse_centroids, x.coarse_counts, &mut pm, &mut pl, sc)?;
+        kn.scores.run_cpu(tg, q, x.coarse_centroids, x.coarse_counts, &pm, &pl, &mut cs, sc)?;
+        kn.lse.run_cpu(hg, &pm, &pl, &mut nl)?;
+        let kc_shape = [b, h, self.keep_coarse];
+        let (mut cks, mut ckl, mut ckc) = (i32t(&kc_shape), i32t(&kc_shape), i32t(&[b, h]));
+        kn.coarse_select.run_cpu(hg, &cs, x.coarse_starts, &mut cks, &mut ckl, &mut ckc, f32::NEG_INFINITY)?;
+        let slots = [b, h, self.keep_coarse * self.max_fine];
+        let (mut cand_s, mut cand_i) = (f32t(&slots), i32t(&slots));
+        kn.fine_scores.run_cpu(
+            fg,
+            q,
+            x.fine_centroids,
+            x.fine_counts,
+            &nl,
+            &cks,
+            &ckl,
+            &ckc,
+            &mut cand_s,
+            &mut cand_i,
+            sc,
+        )?;
+        kn.select.run_cpu(hg, &cand_s, &cand_i, x.fine_starts, keep_start, keep_len, keep_count, threshold)?;
+        let grid = [p.splits as u32, h as u32, b as u32];
+        let (ks, kl, kc) = (&*keep_start, &*keep_len, &*keep_count);
+        split_combine_cpu(&kn.combine, [q.shape[0], q.shape[1], p.splits], out, lse, |o, l| {
+            Ok(kn.attn.run_cpu(
+                grid,
+                q,
+                k,
+                v,
+                ks,
+                kl,
+                kc,
+                o,
+                l,
+                sc,
+                fixed_len as i32,
+                seq_len as i32,
+                p.cluster_splits as i32,
+                p.recent_split_len as i32,
+            )?)
+        })?;
+        Ok(p)
+    }
+
+    /// The same launches on the GPU with every intermediate in `scratch` (nothing
+    /// allocated or synchronized once it holds the shapes).
+    #[allow(clippy::too_many_arguments)]
+    pub fn launch_with(
+        &self,
+        rt: &Runtime,
+        scratch: &Scratch,
+        q: &DeviceTensor,
+        k: &DeviceTensor,
+        v: &DeviceTensor,
+        x: &TwoLevelInputs<DeviceTensor>,
+        fixed_len: usize,
+        seq_len: usize,
+        threshold: f32,
+        kept: &KeptRanges<DeviceTensor>,
+        out: &DeviceTensor,
+        lse: Option<&DeviceTensor>,
+    ) -> Result<CentroidPlan, KernelError> {
+        let xm = TwoLevelInputs::<dyn TensorMeta> {
+            fine_centroids: x.fine_centroids,
+            fine_counts: x.fine_counts,
+            fine_starts: x.fine_starts,
+            coarse_centroids: x.coarse_centroids,
+            coarse_counts: x.coarse_counts,
+            coarse_starts: x.coarse_starts,
+        };
+        let km = KeptRanges::<dyn TensorMeta> {
+            keep_start: kept.keep_start,
+            keep_len: kept.keep_len,
+            keep_count: kept.keep_count,
+        };
+        let p = self.check_args(q, k, v, &xm, fixed_len, seq_len, &km, out, lse.map(|l| l as &dyn TensorMeta))?;
+        let kn = &self.kernels;
+        let st = rt.stream();
+        let g = self.params.group;
+        let cc = x.coarse_centroids.shape()[2];
+        let (tg, hg, fg) = self.grids(&p, cc);
+        let sc = self.params.scale_log2;
+        let (b, h) = (p.batch, p.kv_heads);
+        // Slots 0–2 hold the split partials (`split_combine_gpu_with`).
+        let part = [b, h, tg[0] as usize, g];
+        let (pm, pl) = (scratch.get(rt, 3, DType::F32, &part)?, scratch.get(rt, 4, DType::F32, &part)?);
+        let cs = scratch.get(rt, 5, DType::F32, &[b, h, cc])?;
+        let nl = scratch.get(rt, 6, DType::F32, &[b, h, g])?;
+        let kc_shape = [b, h, self.keep_coarse];
+        let cks = scratch.get(rt, 7, DType::I32, &kc_shape)?;
+        let ckl = scratch.get(rt, 8, DType::I32, &kc_shape)?;
+        let ckc = scratch.get(rt, 9, DType::I32, &[b, h])?;
+        let slots = [b, h, self.keep_coarse * self.max_fine];
+        let (cand_s, cand_i) = (scratch.get(rt, 10, DType::F32, &slots)?, scratch.get(rt, 11, DType::I32, &slots)?);
+        kn.tile_lse.launch(st, tg, q, x.coarse_centroids, x.coarse_counts, &pm, &pl, sc)?;
+        kn.scores.launch(st, tg, q, x.coarse_centroids, x.coarse_counts, &pm, &pl, &cs, sc)?;
+        kn.lse.launch(st, hg, &pm, &pl, &nl)?;
+        kn.coarse_select.launch(st, hg, &cs, x.coarse_starts, &cks, &ckl, &ckc, f32::NEG_INFINITY)?;
+        kn.fine_scores.launch(
+            st,
+            fg,
+            q,
+            x.fine_centroids,
+            x.fine_counts,
+            &nl,
+            &cks,
+            &ckl,
+            &ckc,
+            &cand_s,
+            &cand_i,
+            sc,
+        )?;
+        kn.select.launch(
+            st,
+            hg,
+            &cand_s,
+            &cand_i,
+            x.fine_starts,
+            kept.keep_start,
+            kept.keep_len,
+            kept.keep_count,
+            threshold,
+        )?;
+        let grid = [p.splits as u32, h as u32, b as u32];
+        split_combine_gpu_with(rt, scratch, &kn.combine, [q.shape()[0], q.shape()[1], p.splits], out, lse, |o, l| {
+            Ok(kn.attn.launch(
+                st,
+                grid,
+                q,
+                k,
+                v,
+                kept.keep_start,
+                kept.keep_len,
+                kept.keep_count,
+                o,
+                l,
+                sc,
+                fixed_len as i32,
+                seq_len as i32,
+                p.cluster_splits as i32,
+                p.recent_split_len as i32,
+            )?)
+        })?;
+        Ok(p)
+    }
+}
