@@ -88,38 +88,51 @@ impl TwoLevelLayout {
         expect(NAME, "starts", starts, DType::I32, &[Some(b), Some(h), Some(c + 1)])?;
         expect(NAME, "perm", perm, DType::I32, &[Some(b), Some(h), Some(tf)])?;
         let (cen, cnt, pm, st) = (centroids.to_f64(), counts.to_f64(), perm.to_f64(), starts.to_f64());
+        // One head at a time per CPU thread: the coarse k-means is the cost (at 128K, B8:
+        // 64 heads × 6.5K fine centroids × ~400 coarse × d 128 per iteration).
+        let heads: Vec<std::sync::Mutex<Option<HeadLayout>>> = (0..b * h).map(|_| Default::default()).collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(b * h);
+        std::thread::scope(|sc| {
+            for _ in 0..threads {
+                sc.spawn(|| loop {
+                    let bh = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if bh >= b * h {
+                        break;
+                    }
+                    let head = HeadLayout::build(
+                        &cen[bh * c * d..(bh + 1) * c * d],
+                        &cnt[bh * c..(bh + 1) * c],
+                        &pm[bh * tf..(bh + 1) * tf],
+                        &st[bh * (c + 1)..(bh + 1) * (c + 1)],
+                        d,
+                        coarse,
+                        iters,
+                        seed ^ bh as u64,
+                    );
+                    *heads[bh].lock().expect("no poisoning") = Some(head);
+                });
+            }
+        });
         let mut out = [Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new()];
         let mut max_fine = 1;
-        for bh in 0..b * h {
-            let fc = &cen[bh * c * d..(bh + 1) * c * d];
-            let n: Vec<usize> = cnt[bh * c..(bh + 1) * c].iter().map(|&x| x as usize).collect();
-            let rows = |f: usize| st[bh * (c + 1) + f] as usize..st[bh * (c + 1) + f + 1] as usize;
-            let init = init_centroids(fc, c, d, coarse, true, seed ^ bh as u64);
-            let labels = kmeans_reference(fc, c, d, &init, iters, true).labels;
-            let (order, cstarts) = cluster_layout(&labels, coarse);
-            max_fine = max_fine.max(cstarts.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0));
-            let [f_cen, f_cnt, f_st, c_cen, c_cnt, c_st, new_perm] = &mut out;
-            let mut row = 0;
-            f_st.push(0.0);
-            for &f in &order {
-                f_cen.extend_from_slice(&fc[f * d..(f + 1) * d]);
-                f_cnt.push(n[f] as f64);
-                new_perm.extend(rows(f).map(|r| pm[bh * tf + r]));
-                row += n[f];
-                f_st.push(row as f64);
+        for (bh, m) in heads.into_iter().enumerate() {
+            let head = m.into_inner().expect("no poisoning").expect("every head built");
+            let rows = *head.fine_starts.last().unwrap_or(&0.0) as usize;
+            if rows != tf {
+                return Err(invalid(NAME, format!("(b,h) {bh}: the fine counts sum to {rows}, not T_f = {tf}")));
             }
-            for j in 0..coarse {
-                let members = &order[cstarts[j]..cstarts[j + 1]];
-                let keys: usize = members.iter().map(|&f| n[f]).sum();
-                for e in 0..d {
-                    let s: f64 = members.iter().map(|&f| n[f] as f64 * fc[f * d + e]).sum();
-                    c_cen.push(if keys > 0 { s / keys as f64 } else { 0.0 });
-                }
-                c_cnt.push(keys as f64);
-            }
-            c_st.extend(cstarts.iter().map(|&x| x as f64));
-            if row != tf {
-                return Err(invalid(NAME, format!("(b,h) {bh}: the fine counts sum to {row}, not T_f = {tf}")));
+            max_fine = max_fine.max(head.max_fine);
+            for (o, part) in out.iter_mut().zip([
+                head.fine_centroids,
+                head.fine_counts,
+                head.fine_starts,
+                head.coarse_centroids,
+                head.coarse_counts,
+                head.coarse_starts,
+                head.perm,
+            ]) {
+                o.extend(part);
             }
         }
         let [f_cen, f_cnt, f_st, c_cen, c_cnt, c_st, new_perm] = out;
@@ -133,6 +146,59 @@ impl TwoLevelLayout {
             perm: HostTensor::from_f64(DType::I32, &[b, h, tf], &new_perm),
             max_fine,
         })
+    }
+}
+
+/// [`TwoLevelLayout`] of one (batch, KV head), as flat f64 rows.
+struct HeadLayout {
+    fine_centroids: Vec<f64>,
+    fine_counts: Vec<f64>,
+    fine_starts: Vec<f64>,
+    coarse_centroids: Vec<f64>,
+    coarse_counts: Vec<f64>,
+    coarse_starts: Vec<f64>,
+    perm: Vec<f64>,
+    max_fine: usize,
+}
+
+impl HeadLayout {
+    /// `fc [C, D]` fine centroids, `n [C]` counts, `pm [T_f]` / `st [C + 1]` the fine
+    /// layout of this head.
+    #[allow(clippy::too_many_arguments)]
+    fn build(fc: &[f64], n: &[f64], pm: &[f64], st: &[f64], d: usize, coarse: usize, iters: usize, seed: u64) -> Self {
+        let c = n.len();
+        let n: Vec<usize> = n.iter().map(|&x| x as usize).collect();
+        let init = init_centroids(fc, c, d, coarse, true, seed);
+        let labels = kmeans_reference(fc, c, d, &init, iters, true).labels;
+        let (order, cstarts) = cluster_layout(&labels, coarse);
+        let mut h = HeadLayout {
+            fine_centroids: Vec::with_capacity(c * d),
+            fine_counts: Vec::with_capacity(c),
+            fine_starts: vec![0.0],
+            coarse_centroids: Vec::with_capacity(coarse * d),
+            coarse_counts: Vec::with_capacity(coarse),
+            coarse_starts: cstarts.iter().map(|&x| x as f64).collect(),
+            perm: Vec::with_capacity(pm.len()),
+            max_fine: cstarts.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0).max(1),
+        };
+        let mut row = 0;
+        for &f in &order {
+            h.fine_centroids.extend_from_slice(&fc[f * d..(f + 1) * d]);
+            h.fine_counts.push(n[f] as f64);
+            h.perm.extend_from_slice(&pm[st[f] as usize..st[f + 1] as usize]);
+            row += n[f];
+            h.fine_starts.push(row as f64);
+        }
+        for j in 0..coarse {
+            let members = &order[cstarts[j]..cstarts[j + 1]];
+            let keys: usize = members.iter().map(|&f| n[f]).sum();
+            for e in 0..d {
+                let s: f64 = members.iter().map(|&f| n[f] as f64 * fc[f * d + e]).sum();
+                h.coarse_centroids.push(if keys > 0 { s / keys as f64 } else { 0.0 });
+            }
+            h.coarse_counts.push(keys as f64);
+        }
+        h
     }
 }
 
