@@ -22,10 +22,12 @@
 //! * `centroid_B8`: centroid decode (scores, select, range attention + recent rows, LSE
 //!   combine) over a cache clustered by [`KMeansCluster`] (5% clusters), top 10% of the
 //!   clusters kept, the last 1024 tokens recent; speed-up over dense decode B8.
+//! * `centroid2_B8`: the two-level lookup over the same clustering
+//!   ([`super::bench_centroid2`]): coarse clusters of ~16 fine ones, a quarter of them
+//!   explored, the same number of fine clusters kept.
 //! * `snapkv_128K`: SnapKV selection + compression of a 128K prompt, B1, window 32,
 //!   capacity 4096, max pooling kernel 7 (the LongBench setting of algorithms.md §4);
-//!   `snapkv_128K_C2048` the same at capacity 2048 (the merge kernel's shared memory
-//!   does not fit at 4096: that row carries the error).
+//!   `snapkv_128K_C2048` the same at capacity 2048.
 //! * `kmeans_128K`: k-means of 128K keys x 8 KV heads into 5% clusters, `--kmeans-iters`
 //!   Lloyd iterations + the permuted cache (one layer).
 //!
@@ -69,11 +71,11 @@ const HIP_TRITON_B1: [f64; 4] = [126.7, 515.0, 71.0, 136.0];
 const HIP_TRITON_B8: [f64; 4] = [150.5, 632.0, 82.0, 936.0];
 
 /// Centroid decode: recent (non-clustered) tokens at the end of the context.
-const CENTROID_RECENT: usize = 1024;
+pub(super) const CENTROID_RECENT: usize = 1024;
 /// Clusters per fixed-context key (the paper's 5%).
-const CLUSTER_FRACTION: f64 = 0.05;
+pub(super) const CLUSTER_FRACTION: f64 = 0.05;
 /// Centroid decode: fraction of the fixed keys kept (as a top-k of clusters).
-const CENTROID_KEEP_FRACTION: f64 = 0.10;
+pub(super) const CENTROID_KEEP_FRACTION: f64 = 0.10;
 
 /// SnapKV: observation window, capacity, pooling kernel (max pooling).
 const SNAP_WINDOW: usize = 32;
@@ -134,7 +136,7 @@ fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
 
-fn median(row: &Row) -> Option<f64> {
+pub(super) fn median(row: &Row) -> Option<f64> {
     row.best.as_ref().filter(|t| t.check.is_ok()).map(|t| t.stats.median_us)
 }
 
@@ -374,21 +376,51 @@ fn init_centroids(x: &HostKv, fixed: usize, c: usize, seed: u64) -> HostTensor {
     HostTensor::from_f64(DType::F32, &[x.batch, HKV, c, D], &out)
 }
 
-/// Clustering + permuted caches (setup of `centroid_B8`, not timed).
-struct Clustered {
-    k: DeviceTensor,
-    v: DeviceTensor,
-    centroids: DeviceTensor,
-    counts: DeviceTensor,
-    starts: DeviceTensor,
-    starts_h: HostTensor,
-    perm: HostTensor,
+/// Clustering + permuted caches (setup of `centroid_B8` and `centroid2_B8`, not timed).
+pub(super) struct Clustered {
+    pub(super) k: DeviceTensor,
+    pub(super) v: DeviceTensor,
+    pub(super) centroids: DeviceTensor,
+    pub(super) counts: DeviceTensor,
+    pub(super) starts: DeviceTensor,
+    pub(super) starts_h: HostTensor,
+    pub(super) perm: HostTensor,
+    pub(super) setup_iters: usize,
 }
 
-fn centroid(cx: &Ctx, x: &Inputs, setup_iters: usize, dense_us: Option<f64>) -> Result<Row> {
+/// The fine clustering of the fixed context (5 % clusters, `setup_iters` Lloyd iterations)
+/// and the cache permuted by it.
+fn cluster(cx: &Ctx, x: &Inputs, setup_iters: usize) -> Result<Clustered> {
+    let b = x.batch;
+    let fixed = N - CENTROID_RECENT;
+    let (c, _) = centroid_sizes(fixed, CENTROID_KEEP_FRACTION);
+    let st = cx.rt.stream();
+    let t0 = Instant::now();
+    let km = KMeansCluster::new(cx.rt, D, true, 64, 64)?;
+    let init = init_centroids(x, fixed, c, 17);
+    let init_d = DeviceTensor::upload(st, &init)?;
+    let kp = DeviceTensor::poisoned(st, DType::BF16, &[b, HKV, N, D])?;
+    let vp = DeviceTensor::poisoned(st, DType::BF16, &[b, HKV, N, D])?;
+    let dc = km.launch(cx.rt, &x.k, &x.v, fixed, N, &init_d, setup_iters, &kp, &vp)?;
+    let (_, starts_h) = layout_tensors(&dc.labels, c);
+    eprintln!("centroid_B8: clustering setup {:.1} s", t0.elapsed().as_secs_f64());
+    Ok(Clustered {
+        k: kp.read_only(),
+        v: vp.read_only(),
+        centroids: dc.centroids,
+        counts: dc.counts,
+        starts: dc.starts,
+        starts_h,
+        perm: dc.perm,
+        setup_iters,
+    })
+}
+
+fn centroid(cx: &Ctx, x: &Inputs, cl: &Clustered, dense_us: Option<f64>) -> Result<Row> {
     let b = x.batch;
     let fixed = N - CENTROID_RECENT;
     let (c, keep) = centroid_sizes(fixed, CENTROID_KEEP_FRACTION);
+    let setup_iters = cl.setup_iters;
     let mut row = Row::new(
         "centroid_B8",
         format!(
@@ -400,24 +432,6 @@ fn centroid(cx: &Ctx, x: &Inputs, setup_iters: usize, dense_us: Option<f64>) -> 
         dense_us.map(|d| d / 4.0),
     );
     let st = cx.rt.stream();
-    let t0 = Instant::now();
-    let km = KMeansCluster::new(cx.rt, D, true, 64, 64)?;
-    let init = init_centroids(x, fixed, c, 17);
-    let init_d = DeviceTensor::upload(st, &init)?;
-    let kp = DeviceTensor::poisoned(st, DType::BF16, &[b, HKV, N, D])?;
-    let vp = DeviceTensor::poisoned(st, DType::BF16, &[b, HKV, N, D])?;
-    let dc = km.launch(cx.rt, &x.k, &x.v, fixed, N, &init_d, setup_iters, &kp, &vp)?;
-    let (_, starts_h) = layout_tensors(&dc.labels, c);
-    let cl = Clustered {
-        k: kp.read_only(),
-        v: vp.read_only(),
-        centroids: dc.centroids,
-        counts: dc.counts,
-        starts: dc.starts,
-        starts_h,
-        perm: dc.perm,
-    };
-    eprintln!("centroid_B8: clustering setup {:.1} s", t0.elapsed().as_secs_f64());
     let perm = cl.perm.to_f64();
     let counts_h = cl.counts.download()?.to_f64();
     let cent_h = cl.centroids.download()?.to_f64();
@@ -482,7 +496,12 @@ fn centroid(cx: &Ctx, x: &Inputs, setup_iters: usize, dense_us: Option<f64>) -> 
         cx.rt.synchronize()?;
         let (kst, kln, kct) = (ks.download()?.to_f64(), kl.download()?.to_f64(), kc.download()?.to_f64());
         kept_rows = Some(kln.iter().filter(|v| **v > 0.0).sum::<f64>() / (b * HKV) as f64);
-        let check = check_centroid(cx, x, &perm, &starts, &counts_h, &cent_h, (&kst, &kln, &kct), c, keep, fixed, &out);
+        let one_level = |bh: usize, qs: &[f64]| {
+            let cnt: Vec<usize> = counts_h[bh * c..(bh + 1) * c].iter().map(|&v| v as usize).collect();
+            let scores = score_clusters(qs, &cent_h[bh * c * D..(bh + 1) * c * D], &cnt, D, scale_log2() as f64);
+            (select_clusters(&scores, keep, f64::NEG_INFINITY), scores)
+        };
+        let check = check_centroid(cx, x, &perm, &starts, (&kst, &kln, &kct), c, keep, fixed, &out, one_level);
         let stats = cx.time(launch)?;
         Ok(Trial { config: label(p), stats, check })
     });
@@ -513,18 +532,17 @@ fn centroid(cx: &Ctx, x: &Inputs, setup_iters: usize, dense_us: Option<f64>) -> 
 /// on the checked slices; output vs f64 attention over the kept clusters' original
 /// positions + the recent rows.
 #[allow(clippy::too_many_arguments)]
-fn check_centroid(
+pub(super) fn check_centroid(
     cx: &Ctx,
     x: &Inputs,
     perm: &[f64],
     starts: &[f64],
-    counts: &[f64],
-    cent: &[f64],
     (ks, kl, kc): (&[f64], &[f64], &[f64]),
     c: usize,
     keep: usize,
     fixed: usize,
     out: &DeviceTensor,
+    reference: impl Fn(usize, &[f64]) -> (Vec<usize>, Vec<f64>),
 ) -> std::result::Result<String, String> {
     let mut kept: Vec<Vec<usize>> = Vec::new();
     for bh in 0..x.batch * HKV {
@@ -554,9 +572,7 @@ fn check_centroid(
     for (b, h) in check_pairs(x.batch) {
         let bh = b * HKV + h;
         let qs: Vec<f64> = (0..G).flat_map(|g| rows_f64(&x.hq, b * HQ + h * G + g, 1, D)).collect();
-        let cnt: Vec<usize> = counts[bh * c..(bh + 1) * c].iter().map(|&v| v as usize).collect();
-        let scores = score_clusters(&qs, &cent[bh * c * D..(bh + 1) * c * D], &cnt, D, scale_log2() as f64);
-        let want = select_clusters(&scores, keep, f64::NEG_INFINITY);
+        let (want, scores) = reference(bh, &qs);
         let mut gs: Vec<f64> = kept[bh].iter().map(|&i| scores[i]).collect();
         let mut ws: Vec<f64> = want.iter().map(|&i| scores[i]).collect();
         if gs.len() != ws.len() {
@@ -851,8 +867,17 @@ fn check_kmeans(
 // ---------------------------------------------------------------------------------------
 
 /// Every workload name, in run order.
-pub const WORKLOADS: [&str; 8] =
-    ["dense_B1", "hip_B1", "snapkv_128K", "snapkv_128K_C2048", "kmeans_128K", "dense_B8", "hip_B8", "centroid_B8"];
+pub const WORKLOADS: [&str; 9] = [
+    "dense_B1",
+    "hip_B1",
+    "snapkv_128K",
+    "snapkv_128K_C2048",
+    "kmeans_128K",
+    "dense_B8",
+    "hip_B8",
+    "centroid_B8",
+    "centroid2_B8",
+];
 
 pub fn run(a: Args) -> Result<()> {
     ensure!(
@@ -897,7 +922,7 @@ pub fn run(a: Args) -> Result<()> {
             rows.push(guarded("kmeans_128K", "kmeans", kmeans(&cx, &x, a.kmeans_iters)));
         }
     }
-    let b8 = ["hip_B8", "dense_B8", "centroid_B8"];
+    let b8 = ["hip_B8", "dense_B8", "centroid_B8", "centroid2_B8"];
     if b8.iter().any(|w| cx.wanted(w)) {
         let x = Inputs::new(&rt, 8, HQ, N, 43)?;
         let row = guarded("dense_B8", "dense", dense(&cx, &x, "dense_B8", HIP_TRITON_B8[3]));
@@ -908,9 +933,19 @@ pub fn run(a: Args) -> Result<()> {
                 push_all(&mut rows, hip(&cx, &x, bk, i == 0, dense_us));
             }
         }
-        if cx.wanted("centroid_B8") {
-            let desc = "centroid decode";
-            rows.push(guarded("centroid_B8", desc, centroid(&cx, &x, a.centroid_setup_iters.max(1), dense_us)));
+        if cx.wanted("centroid_B8") || cx.wanted("centroid2_B8") {
+            match cluster(&cx, &x, a.centroid_setup_iters.max(1)) {
+                Ok(cl) => {
+                    if cx.wanted("centroid_B8") {
+                        rows.push(guarded("centroid_B8", "centroid decode", centroid(&cx, &x, &cl, dense_us)));
+                    }
+                    if cx.wanted("centroid2_B8") {
+                        let r = super::bench_centroid2::centroid2(&cx, &x, &cl, dense_us);
+                        rows.push(guarded("centroid2_B8", "two-level centroid decode", r));
+                    }
+                }
+                Err(e) => rows.push(guarded("centroid_B8", "centroid clustering", Err(e))),
+            }
         }
     }
     let rows = rows.rows;
