@@ -57,7 +57,7 @@ pub use config::ConstraintFn as __ConstraintFn;
 pub use config::{KernelConfig, TuneSpace};
 pub use entry::KernelEntry;
 pub use error::{BuildError, DslError};
-pub use tessera_dsl::kernel;
+pub use tessera_dsl::{kernel, tile_fn};
 
 #[doc(hidden)]
 pub use tessera_codegen as __codegen;
@@ -70,6 +70,10 @@ use std::marker::PhantomData;
 /// in `#[kernel]` signatures). `Tensor<T, R>` is read-only, `&mut Tensor<T, R>` writable.
 pub struct Tensor<T, const R: usize>(PhantomData<T>);
 
+/// A tile: the parameter and result type of a [`tile_fn`] (marker type: `#[tile_fn]`
+/// rewrites the signature; tiles are IR values recorded into the calling kernel).
+pub enum Tile {}
+
 /// The bfloat16 element type, as written in kernel signatures and casts.
 #[allow(non_camel_case_types)]
 pub struct bf16;
@@ -80,7 +84,7 @@ pub struct f16;
 
 /// Everything a kernel file needs: `use tessera_dsl_support::prelude::*;`.
 pub mod prelude {
-    pub use crate::{bf16, f16, kernel, BuildError, DslError, KernelConfig, Tensor, TuneSpace};
+    pub use crate::{bf16, f16, kernel, tile_fn, BuildError, DslError, KernelConfig, Tensor, Tile, TuneSpace};
     pub use tessera_codegen::host::{HostTensor, ScalarValue};
     pub use tessera_codegen::ir::{DType, Kernel};
     pub use tessera_runtime::{CudaStream, DeviceTensor, Runtime};

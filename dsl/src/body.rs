@@ -20,6 +20,9 @@ pub enum Kind {
     Unit,
     /// The `(values, indices)` pair of `topk`.
     Pair,
+    /// The result of a tile function (`#[tile_fn]`): a tile or a tuple of tiles (rustc
+    /// checks which against the function's signature).
+    Call,
 }
 
 #[derive(Clone)]
@@ -140,6 +143,35 @@ impl Tr {
 
     // ---- blocks and statements ----------------------------------------------------------
 
+    /// A tile function's body: its statements, then the returned tile or tuple of tiles,
+    /// in one scope. Returns both translations and how many tiles the tail holds.
+    pub fn body_with_tail(&mut self, stmts: &[Stmt], tail: &Expr) -> R<(TokenStream, TokenStream, usize)> {
+        self.scopes.push(HashMap::new());
+        let r = (|| {
+            let body = self.stmts(stmts)?;
+            let parts: Vec<&Expr> = match tail {
+                Expr::Tuple(t) => t.elems.iter().collect(),
+                other => vec![other],
+            };
+            let mut vals = Vec::new();
+            for (i, e) in parts.iter().enumerate() {
+                let (v, _) = self.value(e)?;
+                let var = format_ident!("__ret{i}");
+                vals.push((var, v));
+            }
+            let binds = vals.iter().map(|(n, v)| quote! { let #n = #v; });
+            let names: Vec<&Ident> = vals.iter().map(|(n, _)| n).collect();
+            let tail = if names.len() == 1 {
+                quote! {{ #(#binds)* #(#names)* }}
+            } else {
+                quote! {{ #(#binds)* (#(#names),*) }}
+            };
+            Ok((body, tail, parts.len()))
+        })();
+        self.scopes.pop();
+        r
+    }
+
     /// Translates a block in a fresh scope.
     pub fn block(&mut self, b: &Block) -> R<TokenStream> {
         self.scopes.push(HashMap::new());
@@ -211,12 +243,34 @@ impl Tr {
                         };
                         Ok((ts, false))
                     }
+                    Pat::Tuple(t) if matches!(self.expr(init), Ok((_, Kind::Call))) => {
+                        // The tiles of a tile function (rustc checks the count).
+                        let (e, _) = self.expr(init)?;
+                        let mut names = Vec::new();
+                        for p in &t.elems {
+                            match p {
+                                Pat::Ident(pi) if pi.mutability.is_none() && pi.subpat.is_none() => {
+                                    names.push(pi.ident.clone())
+                                }
+                                Pat::Wild(_) => names.push(format_ident!("_")),
+                                other => return err(other, "bind plain names: `let (a, b) = f(x, y);`"),
+                            }
+                        }
+                        for n in &names {
+                            if n != "_" {
+                                self.define(n, Sym::Tile { mutable: false })?;
+                            }
+                        }
+                        let tys = names.iter().map(|_| quote! { #rt::Val });
+                        Ok((quote! { let (#(#names),*): (#(#tys),*) = #e; }, false))
+                    }
                     Pat::Tuple(t) => {
                         let (e, k) = self.expr(init)?;
                         if k != Kind::Pair || t.elems.len() != 2 {
                             return err(
                                 &l.pat,
-                                "tuple patterns only bind the result of `topk`: `let (values, indices) = topk(x, K);`",
+                                "tuple patterns bind the result of `topk` (`let (values, indices) = topk(x, K);`) or of a \
+                                 tile function (`let (a, b) = f(x);`)",
                             );
                         }
                         let mut names = Vec::new();
@@ -420,6 +474,8 @@ impl Tr {
         match k {
             Kind::Unit => err(e, "this call has no value; use it as a statement"),
             Kind::Pair => err(e, "`topk` returns a pair: bind it with `let (values, indices) = topk(x, K);` first"),
+            // Used as a value, a tile function's result is one tile (rustc checks).
+            Kind::Call => Ok((ts, Kind::Runtime)),
             _ => Ok((ts, k)),
         }
     }
@@ -655,6 +711,9 @@ impl Tr {
         let Expr::Path(fp) = &*c.func else {
             return err(&c.func, "only tile operations can be called, e.g. `exp2(x)`");
         };
+        if fp.qself.is_none() && fp.path.segments.len() == 1 && !fp.path.segments[0].arguments.is_none() {
+            return self.tile_fn_call(c, fp);
+        }
         let Some(f) = fp.path.get_ident() else {
             return err(&c.func, format!("unknown tile op `{}`; available: {FREE_FNS}", fp.path.to_token_stream()));
         };
@@ -758,9 +817,46 @@ impl Tr {
                 if self.lookup(f).is_some() {
                     return err(f, format!("`{f}` is a value, not a function"));
                 }
-                return err(f, format!("unknown tile op `{name}`; available: {FREE_FNS}"));
+                return self.tile_fn_call(c, fp);
             }
         })
+    }
+
+    /// A call of a tile function (`#[tile_fn]`, or rustc reports the unknown name):
+    /// `f::<T, ..>(a, b, ..)` → `f(__cx, <dtype of T>, .., a, b, ..)`, the arguments bound
+    /// first (they record into the same context).
+    fn tile_fn_call(&mut self, c: &syn::ExprCall, fp: &syn::ExprPath) -> R<(TokenStream, Kind)> {
+        let seg = &fp.path.segments[0];
+        let f = &seg.ident;
+        let mut dts = Vec::new();
+        if let syn::PathArguments::AngleBracketed(g) = &seg.arguments {
+            for a in &g.args {
+                let dt = match a {
+                    syn::GenericArgument::Type(t) => self.dtype_of_type(t),
+                    _ => None,
+                };
+                match dt {
+                    Some(d) => dts.push(self.dtype_ts(&d)),
+                    None => return err(
+                        a,
+                        "a tile function's generic arguments are element types: bf16, f16, f32 or the kernel's own \
+                             (`f::<KV>(..)`)",
+                    ),
+                }
+            }
+        } else if !seg.arguments.is_none() {
+            return err(&seg.arguments, "call a tile function as `f(x, ..)` or `f::<T>(x, ..)`");
+        }
+        let mut binds = Vec::new();
+        let mut names = Vec::new();
+        for (i, a) in c.args.iter().enumerate() {
+            let (v, _) = self.value(a)?;
+            let n = format_ident!("__a{i}");
+            binds.push(quote! { let #n = #v; });
+            names.push(n);
+        }
+        let call = quote::quote_spanned! { f.span()=> #f(__cx, #(#dts,)* #(#names),*) };
+        Ok((quote! {{ #(#binds)* #call }}, Kind::Call))
     }
 
     /// The index list of a load/store, checked against the tensor's rank.

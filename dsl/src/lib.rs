@@ -9,6 +9,7 @@ mod attr;
 mod body;
 mod expand;
 mod sig;
+mod tile_fn;
 
 use proc_macro::TokenStream;
 
@@ -21,6 +22,26 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn kernel(attr: TokenStream, item: TokenStream) -> TokenStream {
     match expand::expand(attr.into(), item.into()) {
+        Ok(ts) => ts.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+/// Turns a function of tiles into a device function kernels can call: its body is tile
+/// code (the kernel grammar), its parameters are `Tile`s, its generic parameters element
+/// types, and it ends with the tile or tuple of tiles it returns. A call records the body
+/// into the calling kernel (inlined), so the kernel's IR is the same as with the body
+/// written out.
+///
+/// ```ignore
+/// #[tile_fn]
+/// fn softplus(x: Tile) -> Tile {
+///     log2(1.0 + exp2(x))
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn tile_fn(attr: TokenStream, item: TokenStream) -> TokenStream {
+    match tile_fn::expand(attr.into(), item.into()) {
         Ok(ts) => ts.into(),
         Err(e) => e.to_compile_error().into(),
     }
