@@ -30,6 +30,7 @@ use tessera_runtime::DeviceTensor;
 use crate::combine::LseCombine;
 use crate::dense::{split_combine_cpu, split_combine_gpu, split_combine_gpu_with, DecodeParams};
 use crate::error::{expect, host_ints, invalid, unravel, KernelError, TensorMeta};
+use crate::online_softmax::{online_softmax, online_softmax_masked};
 use crate::scratch::Scratch;
 use crate::sink_window::union_len;
 
@@ -90,9 +91,7 @@ pub fn block_sparse_decode_split<
         let k_tile = k.load_masked([at(batch), at(kv_head), range(kv_start, BLOCK_N), range(0, HEAD_DIM)], rows, 0.0);
         let v_tile = v.load_masked([at(batch), at(kv_head), range(kv_start, BLOCK_N), range(0, HEAD_DIM)], rows, 0.0);
         let scores = where_(valid, dot_t(q_tile, k_tile) * scale_log2, f32::NEG_INFINITY);
-        let m_new = max(row_max, scores.max(1));
-        let alpha = exp2(row_max - m_new);
-        let probs = exp2(scores - m_new.expand_dims(1));
+        let (m_new, alpha, probs) = online_softmax(scores, row_max);
         row_sum = row_sum * alpha + probs.sum(1);
         acc = acc * alpha.expand_dims(1) + dot(probs.cast::<KV>(), v_tile);
         row_max = m_new;
@@ -107,9 +106,7 @@ pub fn block_sparse_decode_split<
         let k_tile = k.load_masked([at(batch), at(kv_head), range(kv_start, BLOCK_N), range(0, HEAD_DIM)], rows, 0.0);
         let v_tile = v.load_masked([at(batch), at(kv_head), range(kv_start, BLOCK_N), range(0, HEAD_DIM)], rows, 0.0);
         let scores = where_(valid, dot_t(q_tile, k_tile) * scale_log2, f32::NEG_INFINITY);
-        let m_new = max(row_max, scores.max(1));
-        let alpha = exp2(row_max - m_new);
-        let probs = exp2(scores - m_new.expand_dims(1));
+        let (m_new, alpha, probs) = online_softmax(scores, row_max);
         row_sum = row_sum * alpha + probs.sum(1);
         acc = acc * alpha.expand_dims(1) + dot(probs.cast::<KV>(), v_tile);
         row_max = m_new;
@@ -132,10 +129,7 @@ pub fn block_sparse_decode_split<
             let k_tile = k.load_masked([at(batch), at(kv_head), range(pos0, BLOCK_N), range(0, HEAD_DIM)], rows, 0.0);
             let v_tile = v.load_masked([at(batch), at(kv_head), range(pos0, BLOCK_N), range(0, HEAD_DIM)], rows, 0.0);
             let scores = where_(valid, dot_t(q_tile, k_tile) * scale_log2, f32::NEG_INFINITY);
-            let m_new = max(row_max, scores.max(1));
-            let m_use = where_(m_new == f32::NEG_INFINITY, 0.0, m_new);
-            let alpha = exp2(row_max - m_use);
-            let probs = exp2(scores - m_use.expand_dims(1));
+            let (m_new, alpha, probs) = online_softmax_masked(scores, row_max);
             row_sum = row_sum * alpha + probs.sum(1);
             acc = acc * alpha.expand_dims(1) + dot(probs.cast::<KV>(), v_tile);
             row_max = m_new;
@@ -154,10 +148,7 @@ pub fn block_sparse_decode_split<
             let v_tile = v.load_masked([at(batch), at(kv_head), gather(pos), range(0, HEAD_DIM)], rows, 0.0);
             let scores = where_(valid, dot_t(q_tile, k_tile) * scale_log2, f32::NEG_INFINITY);
             // A tile may be fully masked (a block inside the window): keep -inf rows NaN-free.
-            let m_new = max(row_max, scores.max(1));
-            let m_use = where_(m_new == f32::NEG_INFINITY, 0.0, m_new);
-            let alpha = exp2(row_max - m_use);
-            let probs = exp2(scores - m_use.expand_dims(1));
+            let (m_new, alpha, probs) = online_softmax_masked(scores, row_max);
             row_sum = row_sum * alpha + probs.sum(1);
             acc = acc * alpha.expand_dims(1) + dot(probs.cast::<KV>(), v_tile);
             row_max = m_new;

@@ -41,6 +41,7 @@ use tessera_runtime::DeviceTensor;
 use crate::combine::LseCombine;
 use crate::dense::{split_combine_cpu, DecodeParams};
 use crate::error::{expect, invalid, KernelError, TensorMeta};
+use crate::online_softmax::online_softmax_masked;
 
 // ---- host algorithm ---------------------------------------------------------------------
 
@@ -500,10 +501,7 @@ pub fn centroid_range_attn<
             let k_tile = k.load_masked([at(batch), at(kv_head), range(t0, BLOCK_N), range(0, HEAD_DIM)], rows, 0.0);
             let v_tile = v.load_masked([at(batch), at(kv_head), range(t0, BLOCK_N), range(0, HEAD_DIM)], rows, 0.0);
             let scores = where_(valid, dot_t(q_tile, k_tile) * scale_log2, f32::NEG_INFINITY);
-            let m_new = max(row_max, scores.max(1));
-            let m_use = where_(m_new == f32::NEG_INFINITY, 0.0, m_new);
-            let alpha = exp2(row_max - m_use);
-            let probs = exp2(scores - m_use.expand_dims(1));
+            let (m_new, alpha, probs) = online_softmax_masked(scores, row_max);
             row_sum = row_sum * alpha + probs.sum(1);
             acc = acc * alpha.expand_dims(1) + dot(probs.cast::<bf16>(), v_tile);
             row_max = m_new;

@@ -11,6 +11,7 @@ use tessera_runtime::DeviceTensor;
 
 use crate::combine::LseCombine;
 use crate::error::{expect, invalid, KernelError, TensorMeta};
+use crate::online_softmax::online_softmax;
 use crate::scratch::Scratch;
 
 /// Dense flash-decoding split: one program per (split, KV head, batch) serves the GQA group, online softmax.
@@ -53,9 +54,7 @@ pub fn dense_decode_split<
         let k_tile = k.load_masked([at(batch), at(kv_head), range(kv_start, BLOCK_N), range(0, HEAD_DIM)], rows, 0.0);
         let v_tile = v.load_masked([at(batch), at(kv_head), range(kv_start, BLOCK_N), range(0, HEAD_DIM)], rows, 0.0);
         let scores = where_(valid, dot_t(q_tile, k_tile) * scale_log2, f32::NEG_INFINITY);
-        let m_new = max(row_max, scores.max(1));
-        let alpha = exp2(row_max - m_new);
-        let probs = exp2(scores - m_new.expand_dims(1));
+        let (m_new, alpha, probs) = online_softmax(scores, row_max);
         row_sum = row_sum * alpha + probs.sum(1);
         acc = acc * alpha.expand_dims(1) + dot(probs.cast::<KV>(), v_tile);
         row_max = m_new;

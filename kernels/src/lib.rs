@@ -30,6 +30,7 @@ pub mod dense;
 mod error;
 pub mod hip;
 pub mod lm_infinite;
+pub mod online_softmax;
 pub mod recall;
 pub mod reference;
 pub mod registry;

@@ -23,6 +23,7 @@ use tessera_runtime::DeviceTensor;
 use crate::combine::LseCombine;
 use crate::dense::{split_combine_cpu, split_combine_gpu, split_combine_gpu_with, DecodeParams};
 use crate::error::{expect, invalid, KernelError, TensorMeta};
+use crate::online_softmax::online_softmax;
 use crate::scratch::Scratch;
 use crate::sink_window::union_len;
 
@@ -81,9 +82,7 @@ pub fn lm_infinite_decode_split<const GROUP: usize, const HEAD_DIM: usize, const
         let v_tile = v.load_masked([at(batch), at(kv_head), gather(pos), range(0, HEAD_DIM)], rows, 0.0);
         let logits = dot_t(q_lo, kr_lo) + dot_t(q_hi, kr_hi);
         let scores = where_(valid, logits * scale_log2, f32::NEG_INFINITY);
-        let m_new = max(row_max, scores.max(1));
-        let alpha = exp2(row_max - m_new);
-        let probs = exp2(scores - m_new.expand_dims(1));
+        let (m_new, alpha, probs) = online_softmax(scores, row_max);
         row_sum = row_sum * alpha + probs.sum(1);
         acc = acc * alpha.expand_dims(1) + dot(probs.cast::<bf16>(), v_tile);
         row_max = m_new;

@@ -16,6 +16,7 @@ use tessera_runtime::DeviceTensor;
 use crate::combine::LseCombine;
 use crate::dense::{split_combine_cpu, split_combine_gpu, split_combine_gpu_with, DecodeParams};
 use crate::error::{KernelError, TensorMeta};
+use crate::online_softmax::online_softmax;
 use crate::scratch::Scratch;
 
 /// Sink + sliding-window decode split (StreamingLLM Λ-shape): the first S and last W keys only.
@@ -65,9 +66,7 @@ pub fn sink_window_decode_split<
         let k_tile = k.load_masked([at(batch), at(kv_head), range(kv_start, BLOCK_N), range(0, HEAD_DIM)], rows, 0.0);
         let v_tile = v.load_masked([at(batch), at(kv_head), range(kv_start, BLOCK_N), range(0, HEAD_DIM)], rows, 0.0);
         let scores = where_(valid, dot_t(q_tile, k_tile) * scale_log2, f32::NEG_INFINITY);
-        let m_new = max(row_max, scores.max(1));
-        let alpha = exp2(row_max - m_new);
-        let probs = exp2(scores - m_new.expand_dims(1));
+        let (m_new, alpha, probs) = online_softmax(scores, row_max);
         row_sum = row_sum * alpha + probs.sum(1);
         acc = acc * alpha.expand_dims(1) + dot(probs.cast::<KV>(), v_tile);
         row_max = m_new;
@@ -82,9 +81,7 @@ pub fn sink_window_decode_split<
         let k_tile = k.load_masked([at(batch), at(kv_head), range(kv_start, BLOCK_N), range(0, HEAD_DIM)], rows, 0.0);
         let v_tile = v.load_masked([at(batch), at(kv_head), range(kv_start, BLOCK_N), range(0, HEAD_DIM)], rows, 0.0);
         let scores = where_(valid, dot_t(q_tile, k_tile) * scale_log2, f32::NEG_INFINITY);
-        let m_new = max(row_max, scores.max(1));
-        let alpha = exp2(row_max - m_new);
-        let probs = exp2(scores - m_new.expand_dims(1));
+        let (m_new, alpha, probs) = online_softmax(scores, row_max);
         row_sum = row_sum * alpha + probs.sum(1);
         acc = acc * alpha.expand_dims(1) + dot(probs.cast::<KV>(), v_tile);
         row_max = m_new;

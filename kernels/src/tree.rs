@@ -25,6 +25,7 @@ use tessera_runtime::DeviceTensor;
 use crate::combine::LseCombine;
 use crate::dense::{split_combine_cpu, split_combine_gpu, split_combine_gpu_with};
 use crate::error::{expect, host_ints, invalid, unravel, KernelError, TensorMeta};
+use crate::online_softmax::online_softmax_masked;
 use crate::scratch::Scratch;
 
 /// Tree verification split: T draft-tree tokens attend to the prefix and their ancestors in one launch.
@@ -80,10 +81,7 @@ pub fn tree_verify_split<
         let allowed = col_ok.expand_dims(0) && ((tnode < 0).expand_dims(0) || bit == 1);
         let scores = where_(allowed, dot_t(q_tile, k_tile) * scale_log2, f32::NEG_INFINITY);
         // Rows may be fully masked in a tile (tree keys that are not ancestors; pad rows).
-        let m_new = max(row_max, scores.max(1));
-        let m_use = where_(m_new == f32::NEG_INFINITY, 0.0, m_new);
-        let alpha = exp2(row_max - m_use);
-        let probs = exp2(scores - m_use.expand_dims(1));
+        let (m_new, alpha, probs) = online_softmax_masked(scores, row_max);
         row_sum = row_sum * alpha + probs.sum(1);
         acc = acc * alpha.expand_dims(1) + dot(probs.cast::<bf16>(), v_tile);
         row_max = m_new;
