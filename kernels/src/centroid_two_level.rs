@@ -362,6 +362,20 @@ pub struct KeptRanges<'a, T: ?Sized> {
     pub keep_count: &'a T,
 }
 
+impl<'a, T: TensorMeta + 'a> TwoLevelInputs<'a, T> {
+    /// The same tensors as shape/dtype descriptors (for `check_args`).
+    pub fn meta(&self) -> TwoLevelInputs<'a, dyn TensorMeta + 'a> {
+        TwoLevelInputs {
+            fine_centroids: self.fine_centroids,
+            fine_counts: self.fine_counts,
+            fine_starts: self.fine_starts,
+            coarse_centroids: self.coarse_centroids,
+            coarse_counts: self.coarse_counts,
+            coarse_starts: self.coarse_starts,
+        }
+    }
+}
+
 struct TwoLevelKernels {
     tile_lse: CentroidTileLseKernel,
     scores: CentroidScoresKernel,
@@ -518,10 +532,10 @@ impl CentroidTwoLevelDecode {
         q: &dyn TensorMeta,
         k: &dyn TensorMeta,
         v: &dyn TensorMeta,
-        x: &TwoLevelInputs<dyn TensorMeta>,
+        x: &TwoLevelInputs<'_, dyn TensorMeta + '_>,
         fixed_len: usize,
         seq_len: usize,
-        kept: &KeptRanges<dyn TensorMeta>,
+        kept: &KeptRanges<'_, dyn TensorMeta + '_>,
         out: &dyn TensorMeta,
         lse: Option<&dyn TensorMeta>,
     ) -> Result<CentroidPlan, KernelError> {
@@ -605,14 +619,7 @@ impl CentroidTwoLevelDecode {
         out: &mut HostTensor,
         lse: Option<&mut HostTensor>,
     ) -> Result<CentroidPlan, KernelError> {
-        let xm = TwoLevelInputs::<dyn TensorMeta> {
-            fine_centroids: x.fine_centroids,
-            fine_counts: x.fine_counts,
-            fine_starts: x.fine_starts,
-            coarse_centroids: x.coarse_centroids,
-            coarse_counts: x.coarse_counts,
-            coarse_starts: x.coarse_starts,
-        };
+        let xm = x.meta();
         let km =
             KeptRanges::<dyn TensorMeta> { keep_start: &*keep_start, keep_len: &*keep_len, keep_count: &*keep_count };
         let lm = lse.as_deref().map(|l| l as &dyn TensorMeta);
@@ -690,14 +697,7 @@ impl CentroidTwoLevelDecode {
         out: &DeviceTensor,
         lse: Option<&DeviceTensor>,
     ) -> Result<CentroidPlan, KernelError> {
-        let xm = TwoLevelInputs::<dyn TensorMeta> {
-            fine_centroids: x.fine_centroids,
-            fine_counts: x.fine_counts,
-            fine_starts: x.fine_starts,
-            coarse_centroids: x.coarse_centroids,
-            coarse_counts: x.coarse_counts,
-            coarse_starts: x.coarse_starts,
-        };
+        let xm = x.meta();
         let km = KeptRanges::<dyn TensorMeta> {
             keep_start: kept.keep_start,
             keep_len: kept.keep_len,

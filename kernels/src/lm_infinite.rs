@@ -21,7 +21,7 @@ use tessera_dsl_support::prelude::*;
 use tessera_runtime::DeviceTensor;
 
 use crate::combine::LseCombine;
-use crate::dense::{split_combine_cpu, split_combine_gpu, split_combine_gpu_with, DecodeParams};
+use crate::dense::{split_combine_cpu, split_combine_gpu_with, DecodeParams};
 use crate::error::{expect, invalid, KernelError, TensorMeta};
 use crate::online_softmax::online_softmax;
 use crate::scratch::Scratch;
@@ -191,7 +191,8 @@ impl LmInfiniteDecode {
         })
     }
 
-    /// On the GPU (checked first, nothing launched on a bad argument).
+    /// On the GPU (checked first, nothing launched on a bad argument), with fresh
+    /// intermediates.
     #[allow(clippy::too_many_arguments)]
     pub fn launch(
         &self,
@@ -205,13 +206,7 @@ impl LmInfiniteDecode {
         out: &DeviceTensor,
         lse: Option<&DeviceTensor>,
     ) -> Result<(), KernelError> {
-        let (grid, split_len) = self.check_args(q, k, v, cos, sin, a, out, lse.map(|l| l as &dyn TensorMeta))?;
-        let shape = [q.shape()[0], q.shape()[1], grid[0] as usize];
-        let sc = self.params.scale_log2;
-        let [n, s, w, c] = [a.seq_len, a.sink, a.window, a.cap].map(|x| x as i32);
-        split_combine_gpu(rt, &self.combine, shape, out, lse, |o, l| {
-            Ok(self.split.launch(rt.stream(), grid, q, k, v, cos, sin, o, l, sc, n, s, w, c, split_len as i32)?)
-        })
+        self.launch_with(rt, &Scratch::new(), q, k, v, cos, sin, a, out, lse)
     }
 
     /// [`Self::launch`] with the partial outputs kept in `scratch` (for timing loops and
