@@ -350,9 +350,10 @@ pub fn centroid_permute<const HEAD_DIM: usize, const ROWS: usize, const WARPS: u
 
 /// Per tile of `C_TILE` clusters, the partial log2-sum-exp of `s_gc + log2 n_c`
 /// (`s = scale_log2 · q_g · c`) for each query head `g` of the group: `part_m` (the tile's
-/// maximum, -inf when every cluster of the tile is empty) and `part_l` (`Σ 2^{x − m}`).
-/// Grid `[tiles, Hkv, B]`: every tile of every head at once, so the centroids stream
-/// through all SMs (one program per head would read them with 64 programs at B = 8).
+/// maximum, -inf when every cluster of the tile is empty) and `part_l` (`Σ 2^{x − m}`),
+/// and the scores `s` themselves (`s_raw`, so [`centroid_scores`] reads `G` floats per
+/// cluster instead of its `D`-float centroid a second time). Grid `[tiles, Hkv, B]`:
+/// every tile of every head at once, so the centroids stream through all SMs.
 #[kernel(tune(C_TILE = [64, 128, 32], WARPS = [4, 8]), example(GROUP = 4, HEAD_DIM = 128))]
 pub fn centroid_tile_lse<const GROUP: usize, const HEAD_DIM: usize, const C_TILE: usize, const WARPS: usize>(
     q: Tensor<bf16, 3>,          // [B, Hq, D]
@@ -360,6 +361,7 @@ pub fn centroid_tile_lse<const GROUP: usize, const HEAD_DIM: usize, const C_TILE
     counts: Tensor<i32, 3>,      // [B, Hkv, C]
     part_m: &mut Tensor<f32, 4>, // [B, Hkv, T, GROUP]
     part_l: &mut Tensor<f32, 4>, // [B, Hkv, T, GROUP]
+    s_raw: &mut Tensor<f32, 4>,  // [B, Hkv, GROUP, C]
     scale_log2: f32,
 ) {
     let tile = program_id(0);
@@ -373,7 +375,9 @@ pub fn centroid_tile_lse<const GROUP: usize, const HEAD_DIM: usize, const C_TILE
         centroids.load_masked([at(batch), at(kv_head), range(cb, C_TILE), range(0, HEAD_DIM)], cv.expand_dims(1), 0.0);
     let n = counts.load_masked([at(batch), at(kv_head), range(cb, C_TILE)], cv, 0);
     let w = where_(n > 0, log2(where_(n > 0, n.cast::<f32>(), 1.0)), f32::NEG_INFINITY);
-    let x = dot_t(qt, ct) * scale_log2 + w;
+    let s = dot_t(qt, ct) * scale_log2;
+    s_raw.store_masked([at(batch), at(kv_head), range(0, GROUP), range(cb, C_TILE)], s, cv.expand_dims(0));
+    let x = s + w;
     let m = x.max(1);
     let m_use = where_(m == f32::NEG_INFINITY, 0.0, m);
     let l = exp2(x - m_use.expand_dims(1)).sum(1);
@@ -383,22 +387,15 @@ pub fn centroid_tile_lse<const GROUP: usize, const HEAD_DIM: usize, const C_TILE
 
 /// `scores[c] = max_g (s_gc − log2 Σ_k n_k 2^{s_gk})`, `s = scale_log2 · q_g · c` (empty
 /// clusters -inf): the paper's estimated per-key probability in log2, the normalizer merged
-/// from the `≤ MAX_TILES` partials of [`centroid_tile_lse`]. Grid `[tiles, Hkv, B]`.
-#[kernel(tune(C_TILE = [64, 128, 32], WARPS = [4, 8]), example(GROUP = 4, HEAD_DIM = 128, MAX_TILES = 128))]
-pub fn centroid_scores<
-    const GROUP: usize,
-    const HEAD_DIM: usize,
-    const C_TILE: usize,
-    const MAX_TILES: usize,
-    const WARPS: usize,
->(
-    q: Tensor<bf16, 3>,          // [B, Hq, D]
-    centroids: Tensor<f32, 4>,   // [B, Hkv, C, D]
+/// from the `≤ MAX_TILES` partials of [`centroid_tile_lse`], `s` as it stored it. Grid
+/// `[tiles, Hkv, B]`.
+#[kernel(tune(C_TILE = [64, 128, 32], WARPS = [4, 8]), example(GROUP = 4, MAX_TILES = 128))]
+pub fn centroid_scores<const GROUP: usize, const C_TILE: usize, const MAX_TILES: usize, const WARPS: usize>(
+    s_raw: Tensor<f32, 4>,       // [B, Hkv, GROUP, C]
     counts: Tensor<i32, 3>,      // [B, Hkv, C]
     part_m: Tensor<f32, 4>,      // [B, Hkv, T, GROUP]
     part_l: Tensor<f32, 4>,      // [B, Hkv, T, GROUP]
     scores: &mut Tensor<f32, 3>, // [B, Hkv, C]
-    scale_log2: f32,
 ) {
     let tile = program_id(0);
     let kv_head = program_id(1);
@@ -410,13 +407,11 @@ pub fn centroid_scores<
     let l = (pl * exp2(pm - m_use.expand_dims(0))).sum(0);
     let lse = m_use + log2(where_(l > 0.0, l, 1.0));
     let cb = tile * C_TILE as i32;
-    let nc = centroids.dim(2).cast::<i32>();
-    let qt = q.load([at(batch), range(kv_head * GROUP as i32, GROUP), range(0, HEAD_DIM)]).cast::<f32>();
+    let nc = counts.dim(2).cast::<i32>();
     let cv = arange(0, C_TILE) + cb < nc;
-    let ct =
-        centroids.load_masked([at(batch), at(kv_head), range(cb, C_TILE), range(0, HEAD_DIM)], cv.expand_dims(1), 0.0);
+    let raw = s_raw.load_masked([at(batch), at(kv_head), range(0, GROUP), range(cb, C_TILE)], cv.expand_dims(0), 0.0);
     let n = counts.load_masked([at(batch), at(kv_head), range(cb, C_TILE)], cv, 0);
-    let s = (dot_t(qt, ct) * scale_log2 - lse.expand_dims(1)).max(0);
+    let s = (raw - lse.expand_dims(1)).max(0);
     scores.store_masked([at(batch), at(kv_head), range(cb, C_TILE)], where_(n > 0, s, f32::NEG_INFINITY), cv);
 }
 
@@ -878,13 +873,7 @@ impl CentroidDecode {
         let max_tiles = Self::tiles(cand).next_power_of_two() as i64;
         [
             KernelConfig::from_pairs(&[("GROUP", g), ("HEAD_DIM", d), ("C_TILE", tile), ("WARPS", 4)]),
-            KernelConfig::from_pairs(&[
-                ("GROUP", g),
-                ("HEAD_DIM", d),
-                ("C_TILE", tile),
-                ("MAX_TILES", max_tiles),
-                ("WARPS", 4),
-            ]),
+            KernelConfig::from_pairs(&[("GROUP", g), ("C_TILE", tile), ("MAX_TILES", max_tiles), ("WARPS", 4)]),
             KernelConfig::from_pairs(&[("KEEP", keep as i64), ("CAND", cand as i64), ("WARPS", 4)]),
             KernelConfig::from_pairs(&[
                 ("GROUP", g),
@@ -1045,8 +1034,9 @@ impl CentroidDecode {
         let (mut pm, mut pl) =
             (HostTensor::full(DType::F32, &part, f64::NAN), HostTensor::full(DType::F32, &part, f64::NAN));
         let tg = [tiles as u32, h, b];
-        self.tile_lse.run_cpu(tg, q, centroids, counts, &mut pm, &mut pl, sc)?;
-        self.scores.run_cpu(tg, q, centroids, counts, &pm, &pl, &mut scores, sc)?;
+        let mut raw = HostTensor::full(DType::F32, &[p.batch, p.kv_heads, self.params.group, p.clusters], f64::NAN);
+        self.tile_lse.run_cpu(tg, q, centroids, counts, &mut pm, &mut pl, &mut raw, sc)?;
+        self.scores.run_cpu(tg, &raw, counts, &pm, &pl, &mut scores)?;
         self.select.run_cpu([h, b, 1], &scores, starts, keep_start, keep_len, keep_count, threshold)?;
         let grid = [p.splits as u32, h, b];
         let (ks, kl, kc) = (&*keep_start, &*keep_len, &*keep_count);
@@ -1148,8 +1138,9 @@ impl CentroidDecode {
         let part = [p.batch, p.kv_heads, tiles, self.params.group];
         let (pm, pl) = (scratch.get(rt, 4, DType::F32, &part)?, scratch.get(rt, 5, DType::F32, &part)?);
         let tg = [tiles as u32, h, b];
-        self.tile_lse.launch(st, tg, q, centroids, counts, &pm, &pl, sc)?;
-        self.scores.launch(st, tg, q, centroids, counts, &pm, &pl, &scores, sc)?;
+        let raw = scratch.get(rt, 6, DType::F32, &[p.batch, p.kv_heads, self.params.group, p.clusters])?;
+        self.tile_lse.launch(st, tg, q, centroids, counts, &pm, &pl, &raw, sc)?;
+        self.scores.launch(st, tg, &raw, counts, &pm, &pl, &scores)?;
         self.select.launch(st, [h, b, 1], &scores, starts, keep_start, keep_len, keep_count, threshold)?;
         let grid = [p.splits as u32, h, b];
         crate::dense::split_combine_gpu_with(

@@ -634,8 +634,9 @@ impl CentroidTwoLevelDecode {
         let i32t = |shape: &[usize]| HostTensor::full(DType::I32, shape, -7.0);
         let part = [b, h, tg[0] as usize, g];
         let (mut pm, mut pl, mut cs, mut nl) = (f32t(&part), f32t(&part), f32t(&[b, h, cc]), f32t(&[b, h, g]));
-        kn.tile_lse.run_cpu(tg, q, x.coarse_centroids, x.coarse_counts, &mut pm, &mut pl, sc)?;
-        kn.scores.run_cpu(tg, q, x.coarse_centroids, x.coarse_counts, &pm, &pl, &mut cs, sc)?;
+        let mut raw = f32t(&[b, h, g, cc]);
+        kn.tile_lse.run_cpu(tg, q, x.coarse_centroids, x.coarse_counts, &mut pm, &mut pl, &mut raw, sc)?;
+        kn.scores.run_cpu(tg, &raw, x.coarse_counts, &pm, &pl, &mut cs)?;
         kn.lse.run_cpu(hg, &pm, &pl, &mut nl)?;
         let kc_shape = [b, h, self.keep_coarse];
         let (mut cks, mut ckl, mut ckc) = (i32t(&kc_shape), i32t(&kc_shape), i32t(&[b, h]));
@@ -722,8 +723,9 @@ impl CentroidTwoLevelDecode {
         let ckc = scratch.get(rt, 9, DType::I32, &[b, h])?;
         let slots = [b, h, self.keep_coarse * self.max_fine];
         let (cand_s, cand_i) = (scratch.get(rt, 10, DType::F32, &slots)?, scratch.get(rt, 11, DType::I32, &slots)?);
-        kn.tile_lse.launch(st, tg, q, x.coarse_centroids, x.coarse_counts, &pm, &pl, sc)?;
-        kn.scores.launch(st, tg, q, x.coarse_centroids, x.coarse_counts, &pm, &pl, &cs, sc)?;
+        let raw = scratch.get(rt, 12, DType::F32, &[b, h, g, cc])?;
+        kn.tile_lse.launch(st, tg, q, x.coarse_centroids, x.coarse_counts, &pm, &pl, &raw, sc)?;
+        kn.scores.launch(st, tg, &raw, x.coarse_counts, &pm, &pl, &cs)?;
         kn.lse.launch(st, hg, &pm, &pl, &nl)?;
         kn.coarse_select.launch(st, hg, &cs, x.coarse_starts, &cks, &ckl, &ckc, f32::NEG_INFINITY)?;
         kn.fine_scores.launch(
