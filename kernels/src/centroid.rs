@@ -830,6 +830,83 @@ pub struct CentroidPlan {
     pub splits: usize,
 }
 
+/// The attention step of the centroid lookups (one- and two-level): split attention over
+/// the kept row ranges and the recent rows ([`centroid_range_attn`]), merged by
+/// [`LseCombine`]. The kept ranges are `[keep_start, keep_len, keep_count]`.
+pub(crate) struct KeptRangeAttention {
+    attn: CentroidRangeAttnKernel,
+    combine: LseCombine,
+}
+
+impl KeptRangeAttention {
+    /// `attn`: the [`centroid_range_attn`] config; `splits`: the combine's bound
+    /// ([`CentroidDecode::combine_splits`]).
+    pub(crate) fn new(
+        rt: Option<&Runtime>,
+        attn: &KernelConfig,
+        p: &DecodeParams,
+        splits: usize,
+    ) -> Result<Self, KernelError> {
+        Ok(match rt {
+            None => KeptRangeAttention {
+                attn: CentroidRangeAttn::cpu(attn)?,
+                combine: LseCombine::cpu(p.head_dim, splits, p.write_lse)?,
+            },
+            Some(rt) => KeptRangeAttention {
+                attn: CentroidRangeAttn::new(rt, attn)?,
+                combine: LseCombine::new(rt, p.head_dim, splits, p.write_lse)?,
+            },
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn run_cpu(
+        &self,
+        p: &CentroidPlan,
+        q: &HostTensor,
+        k: &HostTensor,
+        v: &HostTensor,
+        kept: [&HostTensor; 3],
+        scale_log2: f32,
+        fixed_len: usize,
+        seq_len: usize,
+        out: &mut HostTensor,
+        lse: Option<&mut HostTensor>,
+    ) -> Result<(), KernelError> {
+        let grid = [p.splits as u32, p.kv_heads as u32, p.batch as u32];
+        let [ks, kl, kc] = kept;
+        let (f, n, cs, rl) = (fixed_len as i32, seq_len as i32, p.cluster_splits as i32, p.recent_split_len as i32);
+        split_combine_cpu(&self.combine, [q.shape[0], q.shape[1], p.splits], out, lse, |o, l| {
+            Ok(self.attn.run_cpu(grid, q, k, v, ks, kl, kc, o, l, scale_log2, f, n, cs, rl)?)
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn launch_with(
+        &self,
+        rt: &Runtime,
+        scratch: &crate::Scratch,
+        p: &CentroidPlan,
+        q: &DeviceTensor,
+        k: &DeviceTensor,
+        v: &DeviceTensor,
+        kept: [&DeviceTensor; 3],
+        scale_log2: f32,
+        fixed_len: usize,
+        seq_len: usize,
+        out: &DeviceTensor,
+        lse: Option<&DeviceTensor>,
+    ) -> Result<(), KernelError> {
+        let grid = [p.splits as u32, p.kv_heads as u32, p.batch as u32];
+        let [ks, kl, kc] = kept;
+        let shape = [q.shape()[0], q.shape()[1], p.splits];
+        let (f, n, cs, rl) = (fixed_len as i32, seq_len as i32, p.cluster_splits as i32, p.recent_split_len as i32);
+        crate::dense::split_combine_gpu_with(rt, scratch, &self.combine, shape, out, lse, |o, l| {
+            Ok(self.attn.launch(rt.stream(), grid, q, k, v, ks, kl, kc, o, l, scale_log2, f, n, cs, rl)?)
+        })
+    }
+}
+
 /// Host op: centroid lookup decode (scores, select, range attention + recent rows,
 /// combine). `keep` = most clusters kept (top-k), `per_split` clusters per attention
 /// split; `params.max_splits` bounds the splits of the recent rows.
@@ -842,8 +919,7 @@ pub struct CentroidDecode {
     tile_lse: CentroidTileLseKernel,
     scores: CentroidScoresKernel,
     select: CentroidSelectKernel,
-    attn: CentroidRangeAttnKernel,
-    combine: LseCombine,
+    attention: KeptRangeAttention,
 }
 
 impl CentroidDecode {
@@ -906,8 +982,7 @@ impl CentroidDecode {
                 tile_lse: CentroidTileLse::cpu(&t)?,
                 scores: CentroidScores::cpu(&a)?,
                 select: CentroidSelect::cpu(&b)?,
-                attn: CentroidRangeAttn::cpu(&c)?,
-                combine: LseCombine::cpu(params.head_dim, ms, params.write_lse)?,
+                attention: KeptRangeAttention::new(None, &c, &params, ms)?,
                 params,
                 keep,
                 cand,
@@ -917,8 +992,7 @@ impl CentroidDecode {
                 tile_lse: CentroidTileLse::new(rt, &t)?,
                 scores: CentroidScores::new(rt, &a)?,
                 select: CentroidSelect::new(rt, &b)?,
-                attn: CentroidRangeAttn::new(rt, &c)?,
-                combine: LseCombine::new(rt, params.head_dim, ms, params.write_lse)?,
+                attention: KeptRangeAttention::new(Some(rt), &c, &params, ms)?,
                 params,
                 keep,
                 cand,
@@ -1038,26 +1112,8 @@ impl CentroidDecode {
         self.tile_lse.run_cpu(tg, q, centroids, counts, &mut pm, &mut pl, &mut raw, sc)?;
         self.scores.run_cpu(tg, &raw, counts, &pm, &pl, &mut scores)?;
         self.select.run_cpu([h, b, 1], &scores, starts, keep_start, keep_len, keep_count, threshold)?;
-        let grid = [p.splits as u32, h, b];
-        let (ks, kl, kc) = (&*keep_start, &*keep_len, &*keep_count);
-        split_combine_cpu(&self.combine, [q.shape[0], q.shape[1], p.splits], out, lse, |o, l| {
-            Ok(self.attn.run_cpu(
-                grid,
-                q,
-                k,
-                v,
-                ks,
-                kl,
-                kc,
-                o,
-                l,
-                sc,
-                fixed_len as i32,
-                seq_len as i32,
-                p.cluster_splits as i32,
-                p.recent_split_len as i32,
-            )?)
-        })?;
+        let kept = [&*keep_start, &*keep_len, &*keep_count];
+        self.attention.run_cpu(&p, q, k, v, kept, sc, fixed_len, seq_len, out, lse)?;
         Ok(p)
     }
 
@@ -1142,34 +1198,8 @@ impl CentroidDecode {
         self.tile_lse.launch(st, tg, q, centroids, counts, &pm, &pl, &raw, sc)?;
         self.scores.launch(st, tg, &raw, counts, &pm, &pl, &scores)?;
         self.select.launch(st, [h, b, 1], &scores, starts, keep_start, keep_len, keep_count, threshold)?;
-        let grid = [p.splits as u32, h, b];
-        crate::dense::split_combine_gpu_with(
-            rt,
-            scratch,
-            &self.combine,
-            [q.shape()[0], q.shape()[1], p.splits],
-            out,
-            lse,
-            |o, l| {
-                Ok(self.attn.launch(
-                    st,
-                    grid,
-                    q,
-                    k,
-                    v,
-                    keep_start,
-                    keep_len,
-                    keep_count,
-                    o,
-                    l,
-                    sc,
-                    fixed_len as i32,
-                    seq_len as i32,
-                    p.cluster_splits as i32,
-                    p.recent_split_len as i32,
-                )?)
-            },
-        )?;
+        let kept = [keep_start, keep_len, keep_count];
+        self.attention.launch_with(rt, scratch, &p, q, k, v, kept, sc, fixed_len, seq_len, out, lse)?;
         Ok(p)
     }
 }

@@ -21,7 +21,7 @@
 //!    ranges only (the coarse normalizer: the scores stay comparable with a threshold
 //!    calibrated on the one-level lookup's scale);
 //! 4. [`centroid_select_ids`]: the top-`keep` fine clusters above `threshold`, ascending,
-//!    as row ranges; 5. [`crate::centroid::centroid_range_attn`] + [`LseCombine`], as the
+//!    as row ranges; 5. [`crate::centroid::centroid_range_attn`] + [`crate::LseCombine`], as the
 //!    one-level [`crate::CentroidDecode`].
 
 use tessera_codegen::host::HostTensor;
@@ -31,11 +31,10 @@ use tessera_runtime::DeviceTensor;
 
 use crate::centroid::{
     cluster_layout, init_centroids, kmeans_reference, score_clusters, select_clusters, CentroidDecode, CentroidPlan,
-    CentroidRangeAttn, CentroidRangeAttnKernel, CentroidScores, CentroidScoresKernel, CentroidSelect,
-    CentroidSelectKernel, CentroidTileLse, CentroidTileLseKernel,
+    CentroidScores, CentroidScoresKernel, CentroidSelect, CentroidSelectKernel, CentroidTileLse, CentroidTileLseKernel,
+    KeptRangeAttention,
 };
-use crate::combine::LseCombine;
-use crate::dense::{split_combine_cpu, split_combine_gpu_with, DecodeParams};
+use crate::dense::DecodeParams;
 use crate::error::{expect, invalid, KernelError, TensorMeta};
 use crate::scratch::Scratch;
 
@@ -383,8 +382,7 @@ struct TwoLevelKernels {
     coarse_select: CentroidSelectKernel,
     fine_scores: CentroidFineScoresKernel,
     select: CentroidSelectIdsKernel,
-    attn: CentroidRangeAttnKernel,
-    combine: LseCombine,
+    attention: KeptRangeAttention,
 }
 
 /// Host op: the two-level centroid lookup decode (see the module docs). `keep_coarse`
@@ -479,8 +477,7 @@ impl CentroidTwoLevelDecode {
                 coarse_select: CentroidSelect::cpu(&cs)?,
                 fine_scores: CentroidFineScores::cpu(&f)?,
                 select: CentroidSelectIds::cpu(&sel)?,
-                attn: CentroidRangeAttn::cpu(&a)?,
-                combine: LseCombine::cpu(params.head_dim, splits, params.write_lse)?,
+                attention: KeptRangeAttention::new(None, &a, &params, splits)?,
             },
             Some(rt) => TwoLevelKernels {
                 tile_lse: CentroidTileLse::new(rt, &t)?,
@@ -489,8 +486,7 @@ impl CentroidTwoLevelDecode {
                 coarse_select: CentroidSelect::new(rt, &cs)?,
                 fine_scores: CentroidFineScores::new(rt, &f)?,
                 select: CentroidSelectIds::new(rt, &sel)?,
-                attn: CentroidRangeAttn::new(rt, &a)?,
-                combine: LseCombine::new(rt, params.head_dim, splits, params.write_lse)?,
+                attention: KeptRangeAttention::new(Some(rt), &a, &params, splits)?,
             },
         };
         Ok(CentroidTwoLevelDecode { params, keep_coarse, keep, max_fine, per_split, coarse_cand, kernels })
@@ -657,26 +653,8 @@ impl CentroidTwoLevelDecode {
             sc,
         )?;
         kn.select.run_cpu(hg, &cand_s, &cand_i, x.fine_starts, keep_start, keep_len, keep_count, threshold)?;
-        let grid = [p.splits as u32, h as u32, b as u32];
-        let (ks, kl, kc) = (&*keep_start, &*keep_len, &*keep_count);
-        split_combine_cpu(&kn.combine, [q.shape[0], q.shape[1], p.splits], out, lse, |o, l| {
-            Ok(kn.attn.run_cpu(
-                grid,
-                q,
-                k,
-                v,
-                ks,
-                kl,
-                kc,
-                o,
-                l,
-                sc,
-                fixed_len as i32,
-                seq_len as i32,
-                p.cluster_splits as i32,
-                p.recent_split_len as i32,
-            )?)
-        })?;
+        let kept = [&*keep_start, &*keep_len, &*keep_count];
+        kn.attention.run_cpu(&p, q, k, v, kept, sc, fixed_len, seq_len, out, lse)?;
         Ok(p)
     }
 
@@ -753,26 +731,8 @@ impl CentroidTwoLevelDecode {
             kept.keep_count,
             threshold,
         )?;
-        let grid = [p.splits as u32, h as u32, b as u32];
-        split_combine_gpu_with(rt, scratch, &kn.combine, [q.shape()[0], q.shape()[1], p.splits], out, lse, |o, l| {
-            Ok(kn.attn.launch(
-                st,
-                grid,
-                q,
-                k,
-                v,
-                kept.keep_start,
-                kept.keep_len,
-                kept.keep_count,
-                o,
-                l,
-                sc,
-                fixed_len as i32,
-                seq_len as i32,
-                p.cluster_splits as i32,
-                p.recent_split_len as i32,
-            )?)
-        })?;
+        let ranges = [kept.keep_start, kept.keep_len, kept.keep_count];
+        kn.attention.launch_with(rt, scratch, &p, q, k, v, ranges, sc, fixed_len, seq_len, out, lse)?;
         Ok(p)
     }
 }
