@@ -18,11 +18,12 @@
 //! 2. [`crate::centroid::centroid_select`] with the coarse clusters' fine-id ranges as
 //!    `starts`: the top-`keep_coarse` coarse clusters as ranges of fine ids;
 //! 3. [`centroid_fine_scores`]: `max_g (s_gf − lse_g)` for the fine clusters of those
-//!    ranges only (the coarse normalizer: the scores stay comparable with a threshold
-//!    calibrated on the one-level lookup's scale);
+//!    ranges only (the coarse normalizer estimates the one-level one, so a threshold keeps
+//!    its meaning: log2 of the estimated per-key probability);
 //! 4. [`centroid_select_ids`]: the top-`keep` fine clusters above `threshold`, ascending,
-//!    as row ranges; 5. [`crate::centroid::centroid_range_attn`] + [`crate::LseCombine`], as the
-//!    one-level [`crate::CentroidDecode`].
+//!    as row ranges;
+//! 5. [`crate::centroid::centroid_range_attn`] + [`crate::LseCombine`], as the one-level
+//!    [`crate::CentroidDecode`].
 
 use tessera_codegen::host::HostTensor;
 use tessera_codegen::ir::DType;
