@@ -377,6 +377,21 @@ pub fn snapkv_compress<const WINDOW: usize, const HEAD_DIM: usize, const ROWS: u
     v_out.store([at(batch), at(kv_head), range(tile * ROWS as i32, ROWS), range(0, HEAD_DIM)], vr);
 }
 
+/// Keys per tile of the two passes over the keys: the row statistics (`block_n`, a
+/// [`snapkv_row_stats`] loop tile) and the votes (`votes_block_n`, one [`snapkv_votes`]
+/// program). The default is what `new` / `cpu` build; the autotuner tries others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapTiles {
+    pub block_n: usize,
+    pub votes_block_n: usize,
+}
+
+impl Default for SnapTiles {
+    fn default() -> Self {
+        SnapTiles { block_n: 64, votes_block_n: 128 }
+    }
+}
+
 /// Host op: SnapKV selection + compression of a prompt of `t` tokens into `capacity`
 /// slots (`capacity > window`; `t <= capacity` is the caller's "do nothing" case and is
 /// refused here).
@@ -489,8 +504,8 @@ impl SnapKvCompress {
             capacity,
             kernel_size,
             pool,
-            block_n: 64,
-            votes_block_n: 128,
+            block_n: SnapTiles::default().block_n,
+            votes_block_n: SnapTiles::default().votes_block_n,
             // 1024-key splits at 128K: 1024 programs over 8 KV heads fill the GPU (16
             // splits left one program per SM working through 8K keys).
             max_splits: 128,
@@ -498,8 +513,24 @@ impl SnapKvCompress {
             max_cand,
             kernels: None,
         };
-        let [a, m, b, c, d, e] = op.configs();
-        op.kernels = Some(match rt {
+        op.kernels = Some(op.build_kernels(rt)?);
+        Ok(op)
+    }
+
+    /// The op with other tile sizes for its passes over the keys (rebuilt kernels).
+    pub fn with_tiles(mut self, rt: Option<&Runtime>, tiles: SnapTiles) -> Result<Self, KernelError> {
+        if tiles.block_n == 0 || tiles.votes_block_n == 0 {
+            return Err(invalid(Self::NAME, format!("tile sizes must be > 0 (got {tiles:?})")));
+        }
+        self.block_n = tiles.block_n;
+        self.votes_block_n = tiles.votes_block_n;
+        self.kernels = Some(self.build_kernels(rt)?);
+        Ok(self)
+    }
+
+    fn build_kernels(&self, rt: Option<&Runtime>) -> Result<SnapKernels, KernelError> {
+        let [a, m, b, c, d, e] = self.configs();
+        Ok(match rt {
             None => SnapKernels {
                 stats: SnapkvRowStats::cpu(&a)?,
                 row_merge: SnapkvRowMerge::cpu(&m)?,
@@ -516,8 +547,7 @@ impl SnapKvCompress {
                 merge: SnapkvMerge::new(rt, &d)?,
                 compress: SnapkvCompress::new(rt, &e)?,
             },
-        });
-        Ok(op)
+        })
     }
 
     /// Interpreter op (`max_cand >= ceil(prefix / pool_tile) · (capacity − window)`).

@@ -46,7 +46,7 @@ use tessera_kernels::centroid::{init_indices, layout_tensors, score_clusters, se
 use tessera_kernels::hip::{refine_steps, tree_search, HipSelect};
 use tessera_kernels::reference::{block_sparse_positions, DecodeDims};
 use tessera_kernels::sink_window::union_len;
-use tessera_kernels::snapkv::{self, Pool, SnapKvCompress};
+use tessera_kernels::snapkv::{self, Pool, SnapKvCompress, SnapTiles};
 use tessera_kernels::{BlockSparseDecode, CentroidDecode, DecodeParams, KMeansCluster, Scratch};
 use tessera_runtime::{DeviceTensor, Runtime, TimingStats};
 
@@ -626,10 +626,22 @@ fn snapkv(cx: &Ctx, x: &Inputs, workload: &'static str, capacity: usize, tiles: 
     let ko = DeviceTensor::poisoned(st, DType::BF16, &[b, HKV, capacity, D])?;
     let vo = DeviceTensor::poisoned(st, DType::BF16, &[b, HKV, capacity, D])?;
     let want = if cx.args.no_reference { Vec::new() } else { snapkv_reference(x, &hq_obs, capacity) };
-    let label = |pt: &usize| format!("POOL_TILE={pt} (max_cand={})", snapkv_max_cand(N, SNAP_WINDOW, capacity, *pt));
-    cx.sweep(&mut row, tiles, label, |&pt| {
+    // POOL_TILE × key tiles of the passes over the keys (stats / votes BLOCK_N).
+    let d = SnapTiles::default();
+    let key_tiles = [d, SnapTiles { block_n: 64, votes_block_n: 64 }, SnapTiles { block_n: 32, votes_block_n: 128 }];
+    let configs: Vec<(usize, SnapTiles)> = tiles.iter().flat_map(|&pt| key_tiles.map(|t| (pt, t))).collect();
+    let label = |(pt, t): &(usize, SnapTiles)| {
+        format!(
+            "POOL_TILE={pt} stats/votes BLOCK_N={}/{} (max_cand={})",
+            t.block_n,
+            t.votes_block_n,
+            snapkv_max_cand(N, SNAP_WINDOW, capacity, *pt)
+        )
+    };
+    cx.sweep(&mut row, &configs, label, |&(pt, t)| {
         let max_cand = snapkv_max_cand(N, SNAP_WINDOW, capacity, pt);
-        let op = SnapKvCompress::new(cx.rt, G, SNAP_WINDOW, D, capacity, SNAP_KERNEL, Pool::Max, pt, max_cand)?;
+        let op = SnapKvCompress::new(cx.rt, G, SNAP_WINDOW, D, capacity, SNAP_KERNEL, Pool::Max, pt, max_cand)?
+            .with_tiles(Some(cx.rt), t)?;
         let scratch = Scratch::new();
         for t in [&votes, &ki, &kc, &ko, &vo] {
             t.poison()?;
@@ -640,7 +652,7 @@ fn snapkv(cx: &Ctx, x: &Inputs, workload: &'static str, capacity: usize, tiles: 
         cx.rt.synchronize()?;
         let check = check_snapkv(x, capacity, &want, &votes, &ki, &kc, &ko, &vo)?;
         let stats = cx.time(launch)?;
-        Ok(Trial { config: label(&pt), stats, check })
+        Ok(Trial { config: label(&(pt, t)), stats, check })
     });
     Ok(row)
 }
@@ -911,7 +923,7 @@ pub fn run(a: Args) -> Result<()> {
             }
         }
         if cx.wanted("snapkv_128K") {
-            let r = snapkv(&cx, &x, "snapkv_128K", SNAP_CAPACITY, &[4096, 8192, 16384]);
+            let r = snapkv(&cx, &x, "snapkv_128K", SNAP_CAPACITY, &[16384, 8192]);
             rows.push(guarded("snapkv_128K", "snapkv", r));
         }
         if cx.wanted("snapkv_128K_C2048") {

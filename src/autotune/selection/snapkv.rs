@@ -9,7 +9,7 @@ use tessera_codegen::host::HostTensor;
 use tessera_codegen::ir::{DType, Kernel};
 use tessera_kernels::reference::DecodeDims;
 use tessera_kernels::snapkv::{
-    self, Pool, SnapKvCompress, SnapkvCompress, SnapkvMerge, SnapkvPoolTopk, SnapkvRowMerge, SnapkvRowStats,
+    self, Pool, SnapKvCompress, SnapTiles, SnapkvCompress, SnapkvMerge, SnapkvPoolTopk, SnapkvRowMerge, SnapkvRowStats,
     SnapkvVotes,
 };
 use tessera_kernels::Scratch;
@@ -54,16 +54,36 @@ impl fmt::Display for SnapShape {
     }
 }
 
-/// The knob of SnapKV: prefix votes pooled and pre-selected per program (POOL_TILE;
-/// smaller tiles: more programs, more candidates for the one-program merge).
+/// The knobs of SnapKV: prefix votes pooled and pre-selected per program (POOL_TILE;
+/// smaller tiles: more programs, more candidates for the one-program merge), and the key
+/// tiles of the two passes over the keys ([`SnapTiles`]: ncu found those passes bound by
+/// shared memory and registers at the default sizes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SnapConfig {
     pub pool_tile: usize,
+    #[serde(default = "default_block_n")]
+    pub block_n: usize,
+    #[serde(default = "default_votes_block_n")]
+    pub votes_block_n: usize,
+}
+
+fn default_block_n() -> usize {
+    SnapTiles::default().block_n
+}
+
+fn default_votes_block_n() -> usize {
+    SnapTiles::default().votes_block_n
+}
+
+impl SnapConfig {
+    fn tiles(&self) -> SnapTiles {
+        SnapTiles { block_n: self.block_n, votes_block_n: self.votes_block_n }
+    }
 }
 
 impl fmt::Display for SnapConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "POOL_TILE={}", self.pool_tile)
+        write!(f, "POOL_TILE={} stats BLOCK_N={} votes BLOCK_N={}", self.pool_tile, self.block_n, self.votes_block_n)
     }
 }
 
@@ -87,8 +107,10 @@ impl SnapKvTarget {
     fn op(s: &SnapShape, c: &SnapConfig, rt: Option<&Runtime>) -> Result<SnapKvCompress, tessera_kernels::KernelError> {
         let (g, w, d, cap, k, pt) = (s.group, s.window, s.head_dim, s.capacity, s.kernel, c.pool_tile);
         match rt {
-            Some(rt) => SnapKvCompress::new(rt, g, w, d, cap, k, Pool::Max, pt, s.max_cand(pt)),
-            None => SnapKvCompress::cpu(g, w, d, cap, k, Pool::Max, pt, s.max_cand(pt)),
+            Some(rt) => {
+                SnapKvCompress::new(rt, g, w, d, cap, k, Pool::Max, pt, s.max_cand(pt))?.with_tiles(Some(rt), c.tiles())
+            }
+            None => SnapKvCompress::cpu(g, w, d, cap, k, Pool::Max, pt, s.max_cand(pt))?.with_tiles(None, c.tiles()),
         }
     }
 }
@@ -131,14 +153,19 @@ impl TuneTarget for SnapKvTarget {
     }
 
     /// POOL_TILE: powers of two from the kept count (a tile's top-k needs that many
-    /// votes; at least 1024) to the bucket's prompt, at most 32768. Beyond the declared
+    /// votes; at least 1024) to the bucket's prompt, at most 32768 (beyond the declared
     /// {1024, 2048, 4096}: at capacity 2048 and 128K, tiles under 8192 give the merge
-    /// more candidates than its shared memory holds (pruned as compile errors).
+    /// more candidates than its shared memory holds — pruned as compile errors), each
+    /// with the default key tiles (64 / 128) and two smaller ones (64 / 64, 32 / 128).
     fn candidates(&self, s: &SnapShape) -> Vec<SnapConfig> {
         let lo = s.keep().next_power_of_two().max(1024);
         let hi = s.seq_len.next_power_of_two().clamp(lo, 32768);
+        let d = SnapTiles::default();
+        let tiles = [(d.block_n, d.votes_block_n), (64, 64), (32, 128)];
         std::iter::successors(Some(lo), |&t| (t < hi).then_some(t * 2))
-            .map(|pool_tile| SnapConfig { pool_tile })
+            .flat_map(|pool_tile| {
+                tiles.map(|(block_n, votes_block_n)| SnapConfig { pool_tile, block_n, votes_block_n })
+            })
             .collect()
     }
 
@@ -147,7 +174,8 @@ impl TuneTarget for SnapKvTarget {
     fn heuristic(&self, s: &SnapShape, _sm_count: usize) -> SnapConfig {
         let c = self.candidates(s);
         let pool_tile = 8192.clamp(c[0].pool_tile, c[c.len() - 1].pool_tile);
-        SnapConfig { pool_tile }
+        let d = SnapTiles::default();
+        SnapConfig { pool_tile, block_n: d.block_n, votes_block_n: d.votes_block_n }
     }
 
     /// The six kernels with the op's own configurations.
@@ -307,19 +335,28 @@ mod tests {
     #[test]
     fn snapkv_keeps_the_contract() {
         let counts = contract(&SnapKvTarget, |s| SnapShape { seq_len: s.seq_len - 1000, ..*s });
-        // POOL_TILE 2048 … 32768 at both prompts.
-        assert_eq!(counts, vec![5, 5]);
+        // POOL_TILE 2048 … 32768 at both prompts, × 3 key-tile pairs.
+        assert_eq!(counts, vec![15, 15]);
         let s = SnapKvTarget.shapes("decode").unwrap();
         assert_eq!(s.iter().map(|s| (s.batch, s.seq_len)).collect::<Vec<_>>(), [(1, 32768), (1, 131072)]);
-        assert_eq!(SnapKvTarget.heuristic(&s[1], 132), SnapConfig { pool_tile: 8192 });
+        let d = SnapTiles::default();
+        let cfg = |pool_tile| SnapConfig { pool_tile, block_n: d.block_n, votes_block_n: d.votes_block_n };
+        assert_eq!(SnapKvTarget.heuristic(&s[1], 132), cfg(8192));
         // The merge's candidates at 128K: 16 tiles of 8192 × 2016 kept (bench-selection's
         // C2048 row); the op's own configurations are the ones built.
         assert_eq!(s[1].max_cand(8192), 16 * 2016);
-        let op = SnapKvTarget::op(&s[1], &SnapConfig { pool_tile: 8192 }, None).unwrap();
+        let op = SnapKvTarget::op(&s[1], &cfg(8192), None).unwrap();
         assert_eq!(op.max_cand, 16 * 2016);
+        // Other key tiles reach the op's kernels (and so the key's candidate sources).
+        let small =
+            SnapKvTarget::op(&s[1], &SnapConfig { pool_tile: 8192, block_n: 32, votes_block_n: 64 }, None).unwrap();
+        assert_eq!((small.block_n, small.votes_block_n), (32, 64));
+        assert_eq!(small.configs()[0].get("BLOCK_N"), Some(32));
+        assert_eq!(small.configs()[2].get("BLOCK_N"), Some(64));
         // A short prompt: the tiles stop at its length, the heuristic follows them.
         let short = SnapKvTarget.shapes("1x3000").unwrap()[0];
-        assert_eq!(SnapKvTarget.candidates(&short), [SnapConfig { pool_tile: 2048 }, SnapConfig { pool_tile: 4096 }]);
+        let tiles: Vec<usize> = SnapKvTarget.candidates(&short).iter().map(|c| c.pool_tile).collect();
+        assert_eq!(tiles, [2048, 2048, 2048, 4096, 4096, 4096]);
         assert_eq!(SnapKvTarget.heuristic(&short, 132).pool_tile, 4096);
         assert!(SnapKvTarget.shapes("1x2048").is_err());
     }
