@@ -56,6 +56,35 @@ pub trait KernelCase {
     fn bytes_read(&self) -> u64;
 }
 
+/// The clusters a centroid lookup kept for (b, h) `bh`, decoded from its outputs
+/// `(keep_start, keep_len, keep_count)` (host copies, `keep` slots per head) against that
+/// head's cluster `starts` / `counts`: every range one non-empty cluster, at most `keep`,
+/// ascending ids.
+fn kept_cluster_ids(
+    bh: usize,
+    (ks, kl, kc): (&[f64], &[f64], &[f64]),
+    keep: usize,
+    starts: &[f64],
+    counts: &[usize],
+) -> Result<Vec<usize>, String> {
+    let n = kc[bh] as usize;
+    if kc[bh] < 0.0 || n > keep {
+        return Err(format!("(b,h) {bh}: keep_count {} not in 0..={keep}", kc[bh]));
+    }
+    let mut got = Vec::with_capacity(n);
+    for i in 0..n {
+        let (s0, len) = (ks[bh * keep + i], kl[bh * keep + i]);
+        match (0..counts.len()).find(|&c| starts[c] == s0 && counts[c] > 0) {
+            Some(c) if counts[c] as f64 == len => got.push(c),
+            _ => return Err(format!("(b,h) {bh}: slot {i} range ({s0}, {len}) is no cluster")),
+        }
+    }
+    if !got.windows(2).all(|w| w[0] < w[1]) {
+        return Err(format!("(b,h) {bh}: kept clusters not ascending: {got:?}"));
+    }
+    Ok(got)
+}
+
 fn poison(t: &mut HostTensor) {
     match &mut t.data {
         HostData::I32(v) => v.iter_mut().for_each(|x| *x = -12345),
@@ -1597,22 +1626,7 @@ impl CentroidCase {
                 self.params.scale_log2 as f64,
             );
             let want = crate::centroid::select_clusters(&scores, self.keep, self.threshold as f64);
-            let n = kc[bh] as usize;
-            if n > self.keep {
-                return Err(format!("(b,h) {bh}: keep_count {n} > keep {}", self.keep));
-            }
-            let mut got = Vec::new();
-            for i in 0..n {
-                let (s0, len) = (ks[bh * self.keep + i], kl[bh * self.keep + i]);
-                let id = (0..c).find(|&ci| starts[ci] == s0 && counts[ci] > 0);
-                match id {
-                    Some(ci) if counts[ci] as f64 == len => got.push(ci),
-                    _ => return Err(format!("(b,h) {bh}: slot {i} range ({s0}, {len}) is no cluster")),
-                }
-            }
-            if !got.windows(2).all(|w| w[0] < w[1]) {
-                return Err(format!("(b,h) {bh}: kept clusters not ascending: {got:?}"));
-            }
+            let got = kept_cluster_ids(bh, (&ks, &kl, &kc), self.keep, starts, &counts)?;
             let mut gs: Vec<f64> = got.iter().map(|&i| scores[i]).collect();
             let mut ws: Vec<f64> = want.iter().map(|&i| scores[i]).collect();
             gs.sort_by(|a, b| b.total_cmp(a));

@@ -10,7 +10,7 @@ use tessera_codegen::ir::DType;
 use tessera_dsl_support::KernelConfig;
 use tessera_runtime::{DeviceTensor, Runtime};
 
-use super::{check_lse, lse_params, poison, r, rand_bf16, up, within, KernelCase, BF16_TOL};
+use super::{check_lse, kept_cluster_ids, lse_params, poison, r, rand_bf16, up, within, KernelCase, BF16_TOL};
 use crate::centroid::{init_centroids, CentroidPermute, KMeansCluster};
 use crate::centroid_two_level::{select_two_level, CentroidTwoLevelDecode, KeptRanges, TwoLevelInputs, TwoLevelLayout};
 use crate::dense::DecodeParams;
@@ -141,21 +141,7 @@ impl CentroidTwoLevelCase {
                 self.threshold as f64,
                 self.params.scale_log2 as f64,
             );
-            let n = kc[bh] as usize;
-            if n > self.keep {
-                return Err(format!("(b,h) {bh}: keep_count {n} > keep {}", self.keep));
-            }
-            let mut got = Vec::new();
-            for i in 0..n {
-                let (s0, len) = (ks[bh * self.keep + i], kl[bh * self.keep + i]);
-                match (0..c).find(|&f| starts[f] == s0 && counts[f] > 0) {
-                    Some(f) if counts[f] as f64 == len => got.push(f),
-                    _ => return Err(format!("(b,h) {bh}: slot {i} range ({s0}, {len}) is no fine cluster")),
-                }
-            }
-            if !got.windows(2).all(|w| w[0] < w[1]) {
-                return Err(format!("(b,h) {bh}: kept clusters not ascending: {got:?}"));
-            }
+            let got = kept_cluster_ids(bh, (&ks, &kl, &kc), self.keep, starts, &counts)?;
             // Same scores up to near-ties (a tie at the coarse cut can swap whole coarse
             // clusters: then the fine scores differ, and this reports it).
             let sorted = |ids: &[usize]| {
