@@ -287,6 +287,10 @@ fn tune_key<T: TuneTarget>(
                 Ok(line) => {
                     let o: Outcome = serde_json::from_str(&line).map_err(|e| anyhow!("worker said `{line}`: {e}"))?;
                     let status = TrialStatus::parse(&o.status)?;
+                    // A worker that reports a launch fault exits right after (its CUDA
+                    // context is gone): the next candidate needs a new worker, not a wait
+                    // that would blame the dead one's exit on it.
+                    let worker_done = status == TrialStatus::LaunchFault;
                     let config = config_json(o.index);
                     outcomes[o.index] = Some(match (status, o.median_us) {
                         (TrialStatus::Ok, Some(m)) => {
@@ -300,6 +304,9 @@ fn tune_key<T: TuneTarget>(
                         bar.set_message(format!("best {t:.1} µs ({best})"));
                     }
                     current += 1;
+                    if worker_done {
+                        break;
+                    }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     let _ = child.kill();
