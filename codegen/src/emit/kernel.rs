@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use super::layout::{compute_type, coords, ctype, literal, strides, Layout};
+use super::layout::{compute_type, coords, ctype, literal, strides, Fragment, Layout};
 use super::staging::{self, tensor_core_dot, Staged, StagingPlan, DOT_ROW_PAD};
-use super::{fusion, remat};
+use super::{fragments, fusion, remat};
 use crate::ir::{
     AtomicOp, BinaryOp, DType, Index, Kernel, Op, ParamId, ParamKind, ReduceOp, Stmt, TileType, UnaryOp, ValueId,
 };
@@ -40,6 +40,13 @@ pub(super) struct BodyWriter<'a> {
     expand_alias: HashMap<ValueId, ValueId>,
     /// Defining op of each immutable value (for recomputing broadcasts, see `remat`).
     pub(super) defs: HashMap<ValueId, Op>,
+    /// Shapes held in tensor-core fragment layouts (see `fragments`).
+    frags: HashMap<Vec<usize>, Fragment>,
+    /// The shape of the staged load being emitted: its copy loop deals 16-byte vectors
+    /// round-robin whatever the register layout of that shape (the tile never lives in
+    /// registers). Values read while it is emitted keep their own layouts
+    /// ([`Self::value_layout`]).
+    force_round_robin: Option<Vec<usize>>,
 }
 
 impl<'a> BodyWriter<'a> {
@@ -60,6 +67,8 @@ impl<'a> BodyWriter<'a> {
             pending_copies: Vec::new(),
             expand_alias: fusion::fusable_expand_dims(k),
             defs: remat::definitions(k),
+            frags: fragments::plan(k, k.num_threads() as usize),
+            force_round_robin: None,
         }
     }
 
@@ -117,8 +126,25 @@ impl<'a> BodyWriter<'a> {
         self.k.ty(v).clone()
     }
 
+    /// The layout of the tile being written or accessed now (see `force_round_robin`).
     fn layout(&self, ty: &TileType) -> Layout {
-        Layout::of(ty, self.threads)
+        if self.force_round_robin.as_ref() == Some(&ty.shape) {
+            return Layout::of(ty, self.threads);
+        }
+        self.value_layout(ty)
+    }
+
+    /// The register layout of a value of type `ty`.
+    fn value_layout(&self, ty: &TileType) -> Layout {
+        match self.frags.get(&ty.shape) {
+            Some(f) => Layout::fragment(*f, self.threads),
+            None => Layout::of(ty, self.threads),
+        }
+    }
+
+    /// The layout of a tile of `shape` (any dtype: layouts depend on the shape only).
+    fn shape_layout(&self, shape: &[usize]) -> Layout {
+        self.layout(&TileType::tile(DType::I32, shape))
     }
 
     /// Declares a tile (or scalar) variable without initialising it.
@@ -440,7 +466,7 @@ impl<'a> BodyWriter<'a> {
     /// its source (same elements, same order).
     fn stash_value(&mut self, v: ValueId, dst: &str) {
         let src = self.expand_alias.get(&v).copied().unwrap_or(v);
-        let l = self.layout(&self.ty(src));
+        let l = self.value_layout(&self.ty(src));
         self.line(format!("tsr::stash<{}>({dst}, {});", l.targs(), self.name(src)));
     }
 
@@ -455,6 +481,11 @@ impl<'a> BodyWriter<'a> {
         let src_index = broadcast_index("f", &src_ty.shape, shape);
         // A fused expand_dims reads its source: same elements in the same order.
         let held = self.expand_alias.get(&v).copied().unwrap_or(v);
+        if let Some(e) = self.row_broadcast(held, &src_ty.shape, dl) {
+            self.declare(&tmp, &dst_ty);
+            self.slots(dl.slots, &format!("{tmp}[i] = {e};"));
+            return tmp;
+        }
         if sl.replicated && self.layout(&self.ty(held)).replicated {
             // Every warp holds the source: read it from the lane that has the element.
             let src = self.name(held);
@@ -478,6 +509,22 @@ impl<'a> BodyWriter<'a> {
         self.close();
         self.sync();
         tmp
+    }
+
+    /// The slot expression (of `i`) of a broadcast along the rows of a fragment: `held`
+    /// holds the fragment's row vector (`[M]`, expanded to `src_shape` = `[M, 1]`) and the
+    /// target is its `[M, N]` tile. Each thread already holds its rows. (A bare `[M]`
+    /// broadcasts along the last axis, as a row of columns: not this case.)
+    fn row_broadcast(&self, held: ValueId, src_shape: &[usize], dst: Layout) -> Option<String> {
+        let hl = self.value_layout(&self.ty(held));
+        match (hl.fragment?, dst.fragment?) {
+            (Fragment::Rows { m, wm }, f @ Fragment::Tile { m: m2, wm: wm2, .. })
+                if m == m2 && wm == wm2 && src_shape == [m, 1] =>
+            {
+                Some(format!("{}[{}::row_slot(i)]", self.name(held), f.type_name()))
+            }
+            _ => None,
+        }
     }
 
     /// Same elements, new shape: a copy when the layouts agree, else through shared memory.
@@ -508,6 +555,26 @@ impl<'a> BodyWriter<'a> {
     fn reduce(&mut self, name: &str, ty: &TileType, op: ReduceOp, v: ValueId, axis: usize) {
         let src_ty = self.ty(v);
         let sl = self.layout(&src_ty);
+        if let (Some(f @ Fragment::Tile { m, n, wm }), 1, ReduceOp::Sum | ReduceOp::Max | ReduceOp::Min) =
+            (sl.fragment, axis, op)
+        {
+            if compute_type(src_ty.dtype) == src_ty.dtype && self.layout(ty).fragment == Some(Fragment::Rows { m, wm })
+            {
+                // Rows of a fragment: per thread, then the quad, then (WN > 1) the warps.
+                let o = match op {
+                    ReduceOp::Sum => "SumOp",
+                    ReduceOp::Max => "MaxOp",
+                    _ => "MinOp",
+                };
+                let red = Self::smem_ptr(src_ty.dtype, 0);
+                if f.wn(self.threads) > 1 {
+                    self.use_smem(m * f.wn(self.threads) * src_ty.dtype.size_bytes());
+                }
+                self.declare(name, ty);
+                self.line(format!("tsr::frag_row_reduce<tsr::{o}, {m}, {n}, {wm}>({name}, {}, {red});", self.name(v)));
+                return;
+            }
+        }
         let shape = &src_ty.shape;
         let outer: usize = shape[..axis].iter().product();
         let len = shape[axis];
@@ -556,6 +623,12 @@ impl<'a> BodyWriter<'a> {
         let row_stride =
             |cols: usize| if tensor_cores { cols + DOT_ROW_PAD } else { simt_row_stride(cols, d.size_bytes()) };
         let (b_rows, b_cols) = (tb.shape[0], tb.shape[1]);
+        let frag = if tensor_cores { self.layout(ty).fragment } else { None };
+        // A fragment-layout A operand with whole rows per warp feeds the tensor cores from
+        // registers (the probabilities of attention).
+        let a_in_registers = frag.is_some()
+            && !self.plan.staged.contains_key(&a)
+            && matches!(self.value_layout(&ta).fragment, Some(f @ Fragment::Tile { .. }) if f.wn(self.threads) == 1);
         // Operands come from their staged regions, or are stashed into the scratch arena.
         let mut off = 0;
         // 0: nothing to wait for; 1: only pipelined copies (the newest group, the next
@@ -581,7 +654,7 @@ impl<'a> BodyWriter<'a> {
                 (p, ld)
             }
         };
-        let (sa, lda) = operand(self, a, m, kk);
+        let (sa, lda) = if a_in_registers { (self.name(a), 0) } else { operand(self, a, m, kk) };
         let (sb, ldb) = operand(self, b, b_rows, b_cols);
         match waits {
             1 => {
@@ -595,7 +668,23 @@ impl<'a> BodyWriter<'a> {
             _ => {}
         }
         self.sync();
-        if tensor_cores {
+        if let Some(Fragment::Tile { wm, .. }) = frag {
+            // Straight into this thread's accumulator fragments; the barrier after keeps
+            // the operands' shared memory until every warp has read it.
+            self.use_smem(off);
+            self.declare(name, ty);
+            let t = ctype(d);
+            if a_in_registers {
+                self.line(format!(
+                    "tsr::mma_frag_ra<{t}, {m}, {n}, {kk}, {ldb}, {trans_b}, {wm}>({name}, {sa}, {sb});"
+                ));
+            } else {
+                self.line(format!(
+                    "tsr::mma_frag<{t}, {m}, {n}, {kk}, {lda}, {ldb}, {trans_b}, {wm}>({name}, {sa}, {sb});"
+                ));
+            }
+            self.sync();
+        } else if tensor_cores {
             self.use_smem(off + m * n * 4);
             let sc = Self::smem_ptr(DType::F32, off);
             self.line(format!(
@@ -658,12 +747,15 @@ impl<'a> BodyWriter<'a> {
             ));
             return;
         }
-        let access = self.prepare_access(tensor, index, mask, ty);
         if let Some(st) = self.plan.staged.get(&r).copied() {
+            self.force_round_robin = Some(ty.shape.clone());
+            let access = self.prepare_access(tensor, index, mask, ty);
             self.staged_load(r, ty, &access, st, &other);
+            self.force_round_robin = None;
             access.finish(self);
             return;
         }
+        let access = self.prepare_access(tensor, index, mask, ty);
         if ty.is_scalar() {
             self.line(format!("{} {name} = {other};", ctype(ty.dtype)));
             self.open("");
@@ -757,7 +849,7 @@ impl<'a> BodyWriter<'a> {
     fn staged_general(&mut self, name: &str, ty: &TileType, a: &Access, ld: usize, other: &str) {
         let cty = ctype(ty.dtype);
         self.access_loop(a, ty, |w, a, _| {
-            let l = Layout::of(&TileType::tile(DType::I32, &a.shape), w.threads);
+            let l = w.shape_layout(&a.shape);
             let (vd, _) = a.vector_dim.unwrap();
             w.line(format!("{cty}* dst = {name} + c0 * {ld} + c1;"));
             w.line(format!("const long long pv = {};", a.position(vd, |k| format!("c{k}"))));
@@ -807,7 +899,7 @@ impl<'a> BodyWriter<'a> {
         let ty = TileType::tile(pdt, &shape);
         let val = self.operand(value, &ty);
         let mut access = self.prepare_access(tensor, index, mask, &ty);
-        access.warp0_only = self.layout(&ty).replicated;
+        access.writer = self.layout(&ty).writer();
         let write = |ptr: &str, off: &str, v: &str| match atomic {
             None => format!("{ptr}[{off}] = {v};"),
             Some(AtomicOp::Add) => format!("atomicAdd(&{ptr}[{off}], {v});"),
@@ -880,7 +972,7 @@ impl<'a> BodyWriter<'a> {
             let name = self.name(m);
             if mt.is_scalar() {
                 name
-            } else if mt.shape == ty.shape {
+            } else if mt.shape == ty.shape && self.value_layout(&mt) == self.layout(ty) {
                 format!("{name}[i + @E]")
             } else if let Some(e) = {
                 // Tile coordinates of the access loops, the innermost moved by `@E`.
@@ -902,7 +994,7 @@ impl<'a> BodyWriter<'a> {
         for i in index {
             if let Index::Gather(g) = i {
                 let gt = self.ty(*g);
-                let gl = self.layout(&gt);
+                let gl = self.value_layout(&gt);
                 let s = Self::smem_ptr(gt.dtype, off);
                 self.line(format!("tsr::stash<{}>({s}, {});", gl.targs(), self.name(*g)));
                 gathers.push(s);
@@ -938,7 +1030,7 @@ impl<'a> BodyWriter<'a> {
                 }
             }
         }
-        let l = Layout::of(ty, self.threads);
+        let l = self.layout(ty);
         let bytes = l.vec * pdt.size_bytes();
         let chunk = [16, 8, 4].into_iter().find(|c| bytes.is_multiple_of(*c)).unwrap_or(0);
         let mut tile_axis = Vec::new();
@@ -954,7 +1046,7 @@ impl<'a> BodyWriter<'a> {
         Access {
             tile_axis,
             has_gather: index.iter().any(|i| matches!(i, Index::Gather(_))),
-            warp0_only: false,
+            writer: None,
             elem_bytes: pdt.size_bytes(),
             ptr: pname,
             rank,
@@ -987,8 +1079,8 @@ impl<'a> BodyWriter<'a> {
         let (vd, _) = a.vector_dim.expect("tile access has a tile axis");
         self.open_vector_loop(l, &ty.shape);
         let mut ok = vec![format!("f < {}", l.numel)];
-        if a.warp0_only {
-            ok.push("threadIdx.x < 32".into());
+        if let Some(w) = &a.writer {
+            ok.push(w.clone());
         }
         let mut base = Vec::new();
         for d in 0..a.rank {
@@ -1010,7 +1102,7 @@ impl<'a> BodyWriter<'a> {
     /// Whether an access can take the affine fast path: every tile axis is a range, the
     /// innermost one moves in whole vectors of at least 4 bytes.
     fn affine(&self, a: &Access) -> bool {
-        let l = Layout::of(&TileType::tile(DType::I32, &a.shape), self.threads);
+        let l = self.shape_layout(&a.shape);
         matches!(a.vector_dim, Some((_, false))) && !a.has_gather && a.chunk > 0 && l.vec > 1
     }
 
@@ -1051,8 +1143,8 @@ impl<'a> BodyWriter<'a> {
         self.open(format!("if ({})", fast.join(" && ")));
         self.open_vector_loop(l, &ty.shape);
         let mut on = vec![format!("f < {}", l.numel)];
-        if a.warp0_only {
-            on.push("threadIdx.x < 32".into());
+        if let Some(w) = &a.writer {
+            on.push(w.clone());
         }
         let mut addr = Vec::new();
         for d in 0..a.rank {
@@ -1086,7 +1178,7 @@ impl<'a> BodyWriter<'a> {
     /// unmasked; element by element otherwise.
     fn vector_or_scalar(&mut self, a: &Access, vector: &str, scalar: &str) {
         let (vd, gather) = a.vector_dim.unwrap();
-        let l = Layout::of(&TileType::tile(DType::I32, &a.shape), self.threads);
+        let l = self.shape_layout(&a.shape);
         if gather || a.chunk == 0 || l.vec == 1 {
             self.per_element(a, scalar);
             return;
@@ -1123,7 +1215,7 @@ impl<'a> BodyWriter<'a> {
     /// register array by `E` (a rolled loop would move the array to local memory).
     fn per_element_with(&mut self, a: &Access, scalar: &str, unroll: bool) {
         let (vd, _) = a.vector_dim.unwrap();
-        let l = Layout::of(&TileType::tile(DType::I32, &a.shape), self.threads);
+        let l = self.shape_layout(&a.shape);
         let inner = a.shape.len() - 1;
         let pe = a.position(vd, |k| if k == inner { format!("(c{k} + E)") } else { format!("c{k}") });
         let mut ok = vec!["ok".to_string(), "pe >= 0".to_string(), format!("pe < {}_size{vd}", a.ptr)];
@@ -1158,8 +1250,9 @@ struct Access {
     tile_axis: Vec<Option<usize>>,
     /// Whether any dim is addressed by a gather.
     has_gather: bool,
-    /// A store of a replicated tile: only warp 0 writes (every warp holds the values).
-    warp0_only: bool,
+    /// A store of a tile several threads hold the same elements of (replicated, rows of
+    /// fragments): the C++ condition for the threads that write.
+    writer: Option<String>,
     /// Bytes per element.
     elem_bytes: usize,
     /// Whether the mask is constant along the innermost tile axis (one check per vector).

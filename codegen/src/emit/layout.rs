@@ -20,13 +20,61 @@ pub struct Layout {
     /// shuffle instead of a trip through shared memory and two barriers (the row maxima
     /// and rescale factors of attention are such tiles).
     pub replicated: bool,
+    /// A tensor-core fragment layout (see [`Fragment`]), `None` for the round-robin one.
+    pub fragment: Option<Fragment>,
+}
+
+/// The register layouts of `mma.sync` results: a `dot` result `[M, N]` (and every tile of
+/// that shape) kept as m16n8 accumulator fragments, and its rows `[M]` held by the
+/// threads that hold the row's fragments. Softmax statistics then reduce with quad
+/// shuffles and broadcast from registers (the FlashAttention-2 structure) instead of
+/// passing through shared memory; see the header's `Frag` and `RowFrag`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Fragment {
+    /// An `[m, n]` tile over a `wm × (warps / wm)` warp grid.
+    Tile { m: usize, n: usize, wm: usize },
+    /// The rows of such tiles: an `[m]` tile.
+    Rows { m: usize, wm: usize },
+}
+
+impl Fragment {
+    /// The header's layout type.
+    pub fn type_name(&self) -> String {
+        match self {
+            Fragment::Tile { m, n, wm } => format!("tsr::Frag<{m}, {n}, {wm}>"),
+            Fragment::Rows { m, wm } => format!("tsr::RowFrag<{m}, {wm}>"),
+        }
+    }
+
+    /// Warps sharing one row (`warps / wm`).
+    pub fn wn(&self, threads: usize) -> usize {
+        let wm = match self {
+            Fragment::Tile { wm, .. } | Fragment::Rows { wm, .. } => *wm,
+        };
+        threads / 32 / wm
+    }
+
+    /// The fragment layout of an `[m, n]` tensor-core product in a block of `threads`
+    /// threads, if it has one: `m` a multiple of 16, the warps in a grid of `wm` row
+    /// groups (the largest power of two dividing both the warp count and `m / 16`) by
+    /// `wn` column groups, each column group a whole number of 8-column tiles.
+    pub fn for_product(m: usize, n: usize, threads: usize) -> Option<Fragment> {
+        let warps = threads / 32;
+        if m == 0 || !m.is_multiple_of(16) || warps == 0 || !warps.is_power_of_two() {
+            return None;
+        }
+        let strips = m / 16;
+        let wm = (0..=warps.trailing_zeros()).rev().map(|b| 1usize << b).find(|w| strips.is_multiple_of(*w))?;
+        let wn = warps / wm;
+        n.is_multiple_of(8 * wn).then_some(Fragment::Tile { m, n, wm })
+    }
 }
 
 impl Layout {
     pub fn of(ty: &TileType, threads: usize) -> Layout {
         let numel = ty.numel();
         if ty.rank() >= 1 && numel <= 32 && threads > 32 {
-            return Layout { numel, vec: 1, slots: 1, replicated: true };
+            return Layout { numel, vec: 1, slots: 1, replicated: true, fragment: None };
         }
         let last = ty.shape.last().copied().unwrap_or(1);
         // Up to 8 consecutive elements (16 bytes of bf16/f16, two 16-byte halves of f32),
@@ -36,12 +84,36 @@ impl Layout {
         let fits = |v: usize| last.is_multiple_of(v);
         let vec = [8, 4, 2].into_iter().find(|&v| fits(v) && numel / v >= threads).unwrap_or(1);
         let slots = numel.div_ceil(threads * vec) * vec;
-        Layout { numel, vec, slots, replicated: false }
+        Layout { numel, vec, slots, replicated: false, fragment: None }
+    }
+
+    /// The layout of a fragment (`threads` threads).
+    pub fn fragment(f: Fragment, threads: usize) -> Layout {
+        match f {
+            Fragment::Tile { m, n, .. } => {
+                Layout { numel: m * n, vec: 2, slots: m * n / threads, replicated: false, fragment: Some(f) }
+            }
+            Fragment::Rows { m, wm } => {
+                Layout { numel: m, vec: 1, slots: 2 * (m / 16 / wm), replicated: false, fragment: Some(f) }
+            }
+        }
+    }
+
+    /// A C++ condition for the threads that write this tile's elements to memory when
+    /// several threads hold the same element (`None`: every thread writes its own).
+    pub fn writer(&self) -> Option<String> {
+        match self.fragment {
+            Some(f @ Fragment::Rows { .. }) => Some(format!("{}::writes()", f.type_name())),
+            _ if self.replicated => Some("threadIdx.x < 32".into()),
+            _ => None,
+        }
     }
 
     /// C++ expression for the flat element index held by `slot`.
     pub fn flat(&self, slot: &str) -> String {
-        if self.replicated {
+        if let Some(f) = self.fragment {
+            format!("{}::flat({slot})", f.type_name())
+        } else if self.replicated {
             "tsr::lane()".to_string()
         } else {
             format!("tsr::flat<{}>({slot})", self.vec)
@@ -50,7 +122,9 @@ impl Layout {
 
     /// Template arguments `E, V[, true]` of the header's stash/unstash helpers.
     pub fn targs(&self) -> String {
-        if self.replicated {
+        if let Some(f) = self.fragment {
+            format!("{}, {}", self.numel, f.type_name())
+        } else if self.replicated {
             format!("{}, 1, true", self.numel)
         } else {
             format!("{}, {}", self.numel, self.vec)
@@ -59,7 +133,9 @@ impl Layout {
 
     /// Trailing template arguments `V[, true]` of the row-stash and SIMT-dot helpers.
     pub fn vargs(&self) -> String {
-        if self.replicated {
+        if let Some(f) = self.fragment {
+            f.type_name()
+        } else if self.replicated {
             "1, true".to_string()
         } else {
             self.vec.to_string()
@@ -160,6 +236,22 @@ mod tests {
         assert!(!Layout::of(&TileType::tile(DType::F32, &[4]), 32).replicated);
         let l = Layout::of(&TileType::tile(DType::F32, &[777]), 128);
         assert_eq!((l.vec, l.slots), (1, 7));
+    }
+
+    #[test]
+    fn fragments_tile_the_warps() {
+        // 64 rows over 4 warps: one 16-row strip each, whole rows per warp.
+        assert_eq!(Fragment::for_product(64, 64, 128), Some(Fragment::Tile { m: 64, n: 64, wm: 4 }));
+        let l = Layout::fragment(Fragment::Tile { m: 64, n: 128, wm: 4 }, 128);
+        assert_eq!((l.vec, l.slots), (2, 64));
+        // 32 rows over 8 warps: 2 row groups by 4 column groups of 16 columns.
+        let f = Fragment::for_product(32, 64, 256).unwrap();
+        assert_eq!((f, f.wn(256)), (Fragment::Tile { m: 32, n: 64, wm: 2 }, 4));
+        assert_eq!(Fragment::for_product(32, 24, 256), None, "24 columns do not split over 4 warps");
+        assert_eq!(Fragment::for_product(4, 64, 128), None, "fewer than 16 rows");
+        let rows = Layout::fragment(Fragment::Rows { m: 64, wm: 4 }, 128);
+        assert_eq!((rows.slots, rows.writer().unwrap()), (2, "tsr::RowFrag<64, 4>::writes()".to_string()));
+        assert_eq!(l.targs(), "8192, tsr::Frag<64, 128, 4>");
     }
 
     #[test]

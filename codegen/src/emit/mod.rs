@@ -25,6 +25,7 @@ pub struct EmittedKernel {
     pub shared_bytes: u32,
 }
 
+mod fragments;
 mod fusion;
 mod kernel;
 mod layout;

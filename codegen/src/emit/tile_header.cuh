@@ -130,6 +130,63 @@ __device__ __forceinline__ void unstash(D (&x)[N], const S* s) {
   }
 }
 
+/// Tensor-core fragment layout of an [M, N] tile (M % 16 == 0): the layout of mma.sync
+/// m16n8 accumulators, so a `dot` result stays in registers and the softmax around it
+/// needs no shared memory. The warps form a WM x WN grid (WM * WN = TSR_THREADS / 32):
+/// warp w owns the 16-row strips s * WM + w % WM and the column block w / WM of N / WN
+/// columns. Slot (s * NT + t) * 4 + e holds strip s, 8-column tile t of the block, and
+/// accumulator register e: row g + 8 * (e / 2), column 2 * q + e % 2 of the 16x8 tile,
+/// where g = lane / 4 and q = lane % 4 (the PTX ISA's fragment layout).
+template <int M, int N, int WM> struct Frag {
+  static constexpr int WN = TSR_THREADS / 32 / WM;
+  static constexpr int NT = N / 8 / WN;     // 8-column tiles per warp
+  static constexpr int MS = M / 16 / WM;    // 16-row strips per warp
+  static constexpr int SLOTS = MS * NT * 4;
+  __device__ static int row(int i) {
+    const int w = (int)(threadIdx.x >> 5), g = lane() >> 2;
+    return ((i / (4 * NT)) * WM + w % WM) * 16 + g + ((i & 3) >> 1) * 8;
+  }
+  __device__ static int flat(int i) {
+    const int w = (int)(threadIdx.x >> 5), q = lane() & 3;
+    const int col = ((w / WM) * NT + (i % (4 * NT)) / 4) * 8 + q * 2 + (i & 1);
+    return row(i) * N + col;
+  }
+  /// The slot of RowFrag<M, WM> holding the row of slot i.
+  __device__ static constexpr int row_slot(int i) { return (i / (4 * NT)) * 2 + (i & 3) / 2; }
+  __device__ static bool writes() { return true; }
+};
+
+/// The rows of a Frag: an [M] tile (row maxima, sums, rescale factors) held by every
+/// thread for the rows of its strips, slot 2 * s + h = row (s * WM + w % WM) * 16 + g +
+/// 8 * h. The 4 lanes of a quad and the WN column warps hold the same values; one of them
+/// writes.
+template <int M, int WM> struct RowFrag {
+  static constexpr int WN = TSR_THREADS / 32 / WM;
+  __device__ static int flat(int i) {
+    const int w = (int)(threadIdx.x >> 5), g = lane() >> 2;
+    return ((i >> 1) * WM + w % WM) * 16 + g + (i & 1) * 8;
+  }
+  __device__ static bool writes() { return (lane() & 3) == 0 && (int)(threadIdx.x >> 5) < WM; }
+};
+
+/// stash / unstash for a layout type L (Frag, RowFrag).
+template <int E, typename L, int N, typename D, typename S>
+__device__ __forceinline__ void stash(D* s, const S (&x)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    int f = L::flat(i);
+    if (f < E && L::writes()) s[f] = cvt<D>(x[i]);
+  }
+}
+template <int E, typename L, int N, typename D, typename S>
+__device__ __forceinline__ void unstash(D (&x)[N], const S* s) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    int f = L::flat(i);
+    if (f < E) x[i] = cvt<D>(s[f]);
+  }
+}
+
 /// Element `src` (a lane) of a replicated tile, read by every lane of the warp.
 template <typename T> __device__ __forceinline__ T shfl(T x, int src) { return __shfl_sync(0xffffffffu, x, src); }
 __device__ __forceinline__ bool shfl(bool x, int src) { return __shfl_sync(0xffffffffu, (int)x, src) != 0; }
@@ -532,6 +589,157 @@ __device__ __forceinline__ void mma_tile(float* C, const T* A, const T* B) {
   }
 }
 
+/// ldmatrix: four (x4) or two (x2) 8x8 b16 matrices, rows addressed by lanes 0-31 / 0-15;
+/// `.trans` hands each thread a column pair instead of a row pair.
+__device__ __forceinline__ void ldsm_x4(unsigned (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldsm_x4_trans(unsigned (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldsm_x2(unsigned (&r)[2], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldsm_x2_trans(unsigned (&r)[2], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];"
+               : "=r"(r[0]), "=r"(r[1]) : "r"(smem_addr(p)));
+}
+
+/// The B fragments of 8-column tile `n0` (and, with `PAIR`, of `n0 + 8`) for k-step k0:
+/// B is [N][K] in shared memory (TRANS_B, row stride LDB) or [K][N]. Row addresses must
+/// be 16-byte aligned (LDB * sizeof(T) % 16 == 0).
+template <int LDB, bool TRANS_B, bool PAIR>
+__device__ __forceinline__ void load_b(unsigned (&b0)[2], unsigned (&b1)[2], const unsigned short* B, int n0, int k0) {
+  const int l = lane();
+  if (PAIR) {
+    unsigned r[4];
+    if (TRANS_B) {
+      ldsm_x4(r, B + (n0 + (l & 7) + ((l >> 4) << 3)) * LDB + k0 + ((l >> 3) & 1) * 8);
+    } else {
+      ldsm_x4_trans(r, B + (k0 + (l & 7) + ((l >> 3) & 1) * 8) * LDB + n0 + (l >> 4) * 8);
+    }
+    b0[0] = r[0]; b0[1] = r[1]; b1[0] = r[2]; b1[1] = r[3];
+  } else {
+    const int ll = l & 15;
+    if (TRANS_B) {
+      ldsm_x2(b0, B + (n0 + (ll & 7)) * LDB + k0 + (ll >> 3) * 8);
+    } else {
+      ldsm_x2_trans(b0, B + (k0 + (ll & 7) + (ll >> 3) * 8) * LDB + n0);
+    }
+  }
+}
+
+/// The B-operand loop of a Frag product: for every 8-column tile of this warp's block,
+/// c[strip s] += a · B[k0 .. k0 + 16).
+template <typename T, int N, int LDB, bool TRANS_B, int WM, int NT, int S>
+__device__ __forceinline__ void mma_frag_step(float (&c)[S], const unsigned (&a)[4], const unsigned short* B, int s, int k0) {
+  const int col0 = (int)(threadIdx.x >> 5) / WM * NT * 8;
+  if (NT % 2 == 0) {
+#pragma unroll
+    for (int t = 0; t < NT; t += 2) {
+      unsigned b0[2], b1[2];
+      load_b<LDB, TRANS_B, true>(b0, b1, B, col0 + t * 8, k0);
+      mma_16816<T>(*reinterpret_cast<float(*)[4]>(&c[(s * NT + t) * 4]), a, b0);
+      mma_16816<T>(*reinterpret_cast<float(*)[4]>(&c[(s * NT + t + 1) * 4]), a, b1);
+    }
+  } else {
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      unsigned b0[2], b1[2];
+      load_b<LDB, TRANS_B, false>(b0, b1, B, col0 + t * 8, k0);
+      mma_16816<T>(*reinterpret_cast<float(*)[4]>(&c[(s * NT + t) * 4]), a, b0);
+    }
+  }
+}
+
+/// c = A[M][K] · B into Frag<M, N, WM> registers (no shared-memory round trip): A in
+/// shared memory at row stride LDA, B as for mma_tile; ldmatrix operand loads, each A
+/// fragment used for every column tile of the warp.
+template <typename T, int M, int N, int K, int LDA, int LDB, bool TRANS_B, int WM, int S>
+__device__ __forceinline__ void mma_frag(float (&c)[S], const T* A, const T* B) {
+  using L = Frag<M, N, WM>;
+  static_assert(S == L::SLOTS, "accumulator slots");
+  const unsigned short* a16 = reinterpret_cast<const unsigned short*>(A);
+  const unsigned short* b16 = reinterpret_cast<const unsigned short*>(B);
+  const int l = lane(), wm = (int)(threadIdx.x >> 5) % WM;
+#pragma unroll
+  for (int i = 0; i < S; ++i) c[i] = 0.f;
+#pragma unroll
+  for (int s = 0; s < L::MS; ++s) {
+    const int m0 = (s * WM + wm) * 16;
+#pragma unroll 2
+    for (int k0 = 0; k0 < K; k0 += 16) {
+      unsigned a[4];
+      ldsm_x4(a, a16 + (m0 + (l & 15)) * LDA + k0 + (l >> 4) * 8);
+      mma_frag_step<T, N, LDB, TRANS_B, WM, L::NT>(c, a, b16, s, k0);
+    }
+  }
+}
+
+template <typename T> __device__ __forceinline__ unsigned pack_pair(T lo, T hi) { return pack2(lo.bits, hi.bits); }
+
+/// c = P · B into Frag<M, N, WM> registers with P [M][K] itself a Frag<M, K, WM> tile in
+/// registers (the FlashAttention-2 trick: the accumulator layout of two adjacent 8-column
+/// tiles is the A-operand layout of one 16-wide k-step). Needs WN == 1 (every warp holds
+/// whole rows of P).
+template <typename T, int M, int N, int K, int LDB, bool TRANS_B, int WM, int S, int SP>
+__device__ __forceinline__ void mma_frag_ra(float (&c)[S], const T (&p)[SP], const T* B) {
+  using L = Frag<M, N, WM>;
+  using LP = Frag<M, K, WM>;
+  static_assert(S == L::SLOTS && SP == LP::SLOTS && LP::WN == 1, "register A operand");
+  const unsigned short* b16 = reinterpret_cast<const unsigned short*>(B);
+#pragma unroll
+  for (int i = 0; i < S; ++i) c[i] = 0.f;
+#pragma unroll
+  for (int s = 0; s < L::MS; ++s) {
+#pragma unroll
+    for (int k0 = 0; k0 < K; k0 += 16) {
+      const int t = (s * LP::NT + k0 / 8) * 4;
+      const unsigned a[4] = {pack_pair(p[t], p[t + 1]), pack_pair(p[t + 2], p[t + 3]), pack_pair(p[t + 4], p[t + 5]),
+                             pack_pair(p[t + 6], p[t + 7])};
+      mma_frag_step<T, N, LDB, TRANS_B, WM, L::NT>(c, a, b16, s, k0);
+    }
+  }
+}
+
+/// Row reduction of a Frag<M, N, WM> tile into RowFrag<M, WM>: the thread's slots, then
+/// the 4 lanes of a quad (shuffles), then, when several warps share a row (WN > 1), their
+/// partials through `red` (M * WN elements of shared memory, two barriers).
+template <typename Op, int M, int N, int WM, int S, int R, typename T>
+__device__ __forceinline__ void frag_row_reduce(T (&out)[R], const T (&x)[S], T* red) {
+  using L = Frag<M, N, WM>;
+  static_assert(S == L::SLOTS && R == 2 * L::MS, "row slots");
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    T acc = Op::template identity<T>();
+#pragma unroll
+    for (int t = 0; t < L::NT; ++t) {
+      const int i = ((r >> 1) * L::NT + t) * 4 + (r & 1) * 2;
+      acc = Op::combine(acc, Op::combine(x[i], x[i + 1]));
+    }
+    acc = Op::combine(acc, shfl_xor(acc, 1));
+    acc = Op::combine(acc, shfl_xor(acc, 2));
+    out[r] = acc;
+  }
+  if (L::WN > 1) {
+    const int w = (int)(threadIdx.x >> 5), wn = w / WM;
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+      if ((lane() & 3) == 0) red[wn * M + RowFrag<M, WM>::flat(r)] = out[r];
+    __syncthreads();
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      T acc = Op::template identity<T>();
+#pragma unroll
+      for (int j = 0; j < L::WN; ++j) acc = Op::combine(acc, red[j * M + RowFrag<M, WM>::flat(r)]);
+      out[r] = acc;
+    }
+    __syncthreads();
+  }
+}
+
 /// Copies a row-major [R][COLS] tile from this thread's slots into shared memory at row
 /// stride LD (padding rows avoids bank conflicts in mma_tile).
 template <int R, int COLS, int LD, int V, bool REP = false, int N, typename T>
@@ -543,6 +751,16 @@ __device__ __forceinline__ void stash_rows(T* s, const T (&x)[N]) {
   }
 }
 
+/// stash_rows for a layout type L (Frag, RowFrag).
+template <int R, int COLS, int LD, typename L, int N, typename T>
+__device__ __forceinline__ void stash_rows(T* s, const T (&x)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    int f = L::flat(i);
+    if (f < R * COLS && L::writes()) s[(f / COLS) * LD + f % COLS] = x[i];
+  }
+}
+
 /// Plain (CUDA-core) product for shapes or dtypes mma_tile does not take: each thread
 /// computes the output elements it holds.
 template <int M, int N, int K, int LDA, int LDB, bool TRANS_B, int V, bool REP = false, int NS, typename T>
@@ -550,6 +768,23 @@ __device__ __forceinline__ void dot_simt(float (&out)[NS], const T* A, const T* 
 #pragma unroll
   for (int i = 0; i < NS; ++i) {
     int f = flat<V, REP>(i);
+    if (f >= M * N) continue;
+    int m = f / N, n = f % N;
+    float acc = 0.f;
+    for (int k = 0; k < K; ++k) {
+      float b = TRANS_B ? to_f32(B[n * LDB + k]) : to_f32(B[k * LDB + n]);
+      acc += to_f32(A[m * LDA + k]) * b;
+    }
+    out[i] = acc;
+  }
+}
+
+/// dot_simt for a layout type L (Frag, RowFrag) of the result.
+template <int M, int N, int K, int LDA, int LDB, bool TRANS_B, typename L, int NS, typename T>
+__device__ __forceinline__ void dot_simt(float (&out)[NS], const T* A, const T* B) {
+#pragma unroll
+  for (int i = 0; i < NS; ++i) {
+    int f = L::flat(i);
     if (f >= M * N) continue;
     int m = f / N, n = f % N;
     float acc = 0.f;
