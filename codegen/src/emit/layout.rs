@@ -38,6 +38,11 @@ pub enum Fragment {
 }
 
 impl Fragment {
+    /// Whether `TESSERA_FRAGMENT_PAD=1` asks for padded fragments (see [`Self::for_product`]).
+    pub fn padding_enabled() -> bool {
+        std::env::var("TESSERA_FRAGMENT_PAD").is_ok_and(|v| v == "1")
+    }
+
     /// The header's layout type.
     pub fn type_name(&self) -> String {
         match self {
@@ -58,12 +63,18 @@ impl Fragment {
     /// threads, if it has one: `m` a multiple of 16, the warps in a grid of `wm` row
     /// groups (the largest power of two dividing both the warp count and `m / 16`) by
     /// `wn` column groups, each column group a whole number of 8-column tiles.
+    ///
+    /// With `TESSERA_FRAGMENT_PAD=1`, fewer than 16 rows (a decode step's query heads of
+    /// one KV head) take one padded strip: the rows past `m` are computed and never
+    /// stored. Off by default: it compiles and passes the CPU tests but has not run on a
+    /// GPU yet (see BENCHMARKS.md).
     pub fn for_product(m: usize, n: usize, threads: usize) -> Option<Fragment> {
         let warps = threads / 32;
-        if m == 0 || !m.is_multiple_of(16) || warps == 0 || !warps.is_power_of_two() {
+        let padded = m < 16 && Self::padding_enabled();
+        if m == 0 || !(m.is_multiple_of(16) || padded) || warps == 0 || !warps.is_power_of_two() {
             return None;
         }
-        let strips = m / 16;
+        let strips = m.div_ceil(16);
         let wm = (0..=warps.trailing_zeros()).rev().map(|b| 1usize << b).find(|w| strips.is_multiple_of(*w))?;
         let wn = warps / wm;
         n.is_multiple_of(8 * wn).then_some(Fragment::Tile { m, n, wm })
@@ -90,11 +101,12 @@ impl Layout {
     /// The layout of a fragment (`threads` threads).
     pub fn fragment(f: Fragment, threads: usize) -> Layout {
         match f {
-            Fragment::Tile { m, n, .. } => {
-                Layout { numel: m * n, vec: 2, slots: m * n / threads, replicated: false, fragment: Some(f) }
+            Fragment::Tile { m, n, wm } => {
+                let slots = m.div_ceil(16) / wm * (n / 8 / f.wn(threads)) * 4;
+                Layout { numel: m * n, vec: 2, slots, replicated: false, fragment: Some(f) }
             }
             Fragment::Rows { m, wm } => {
-                Layout { numel: m, vec: 1, slots: 2 * (m / 16 / wm), replicated: false, fragment: Some(f) }
+                Layout { numel: m, vec: 1, slots: 2 * (m.div_ceil(16) / wm), replicated: false, fragment: Some(f) }
             }
         }
     }
@@ -248,7 +260,17 @@ mod tests {
         let f = Fragment::for_product(32, 64, 256).unwrap();
         assert_eq!((f, f.wn(256)), (Fragment::Tile { m: 32, n: 64, wm: 2 }, 4));
         assert_eq!(Fragment::for_product(32, 24, 256), None, "24 columns do not split over 4 warps");
-        assert_eq!(Fragment::for_product(4, 64, 128), None, "fewer than 16 rows");
+        // Fewer than 16 rows: round-robin unless padding is asked for; padded, one strip
+        // with the warps side by side along the columns.
+        if !Fragment::padding_enabled() {
+            assert_eq!(Fragment::for_product(4, 64, 128), None);
+            return;
+        }
+        let f = Fragment::for_product(4, 64, 128).unwrap();
+        assert_eq!((f, f.wn(128)), (Fragment::Tile { m: 4, n: 64, wm: 1 }, 4));
+        assert_eq!(Layout::fragment(f, 128).slots, 8, "2 column tiles of one strip per warp");
+        assert_eq!(Layout::fragment(Fragment::Rows { m: 4, wm: 1 }, 128).slots, 2);
+        assert_eq!(Fragment::for_product(4, 16, 128), None, "16 columns do not split over 4 warps");
         let rows = Layout::fragment(Fragment::Rows { m: 64, wm: 4 }, 128);
         assert_eq!((rows.slots, rows.writer().unwrap()), (2, "tsr::RowFrag<64, 4>::writes()".to_string()));
         assert_eq!(l.targs(), "8192, tsr::Frag<64, 128, 4>");

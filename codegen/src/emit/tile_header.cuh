@@ -130,9 +130,10 @@ __device__ __forceinline__ void unstash(D (&x)[N], const S* s) {
   }
 }
 
-/// Tensor-core fragment layout of an [M, N] tile (M % 16 == 0): the layout of mma.sync
-/// m16n8 accumulators, so a `dot` result stays in registers and the softmax around it
-/// needs no shared memory. The warps form a WM x WN grid (WM * WN = TSR_THREADS / 32):
+/// Tensor-core fragment layout of an [M, N] tile (M % 16 == 0, or M < 16 padded to one
+/// strip whose rows past M are computed and never stored): the layout of mma.sync m16n8
+/// accumulators, so a `dot` result stays in registers and the softmax around it needs no
+/// shared memory. The warps form a WM x WN grid (WM * WN = TSR_THREADS / 32):
 /// warp w owns the 16-row strips s * WM + w % WM and the column block w / WM of N / WN
 /// columns. Slot (s * NT + t) * 4 + e holds strip s, 8-column tile t of the block, and
 /// accumulator register e: row g + 8 * (e / 2), column 2 * q + e % 2 of the 16x8 tile,
@@ -140,7 +141,7 @@ __device__ __forceinline__ void unstash(D (&x)[N], const S* s) {
 template <int M, int N, int WM> struct Frag {
   static constexpr int WN = TSR_THREADS / 32 / WM;
   static constexpr int NT = N / 8 / WN;     // 8-column tiles per warp
-  static constexpr int MS = M / 16 / WM;    // 16-row strips per warp
+  static constexpr int MS = (M + 15) / 16 / WM;  // 16-row strips per warp
   static constexpr int SLOTS = MS * NT * 4;
   __device__ static int row(int i) {
     const int w = (int)(threadIdx.x >> 5), g = lane() >> 2;
@@ -672,7 +673,8 @@ __device__ __forceinline__ void mma_frag(float (&c)[S], const T* A, const T* B) 
 #pragma unroll 2
     for (int k0 = 0; k0 < K; k0 += 16) {
       unsigned a[4];
-      ldsm_x4(a, a16 + (m0 + (l & 15)) * LDA + k0 + (l >> 4) * 8);
+      // Rows past M (a padded strip) repeat row M - 1: only padding rows of C see them.
+      ldsm_x4(a, a16 + min(m0 + (l & 15), M - 1) * LDA + k0 + (l >> 4) * 8);
       mma_frag_step<T, N, LDB, TRANS_B, WM, L::NT>(c, a, b16, s, k0);
     }
   }
@@ -726,14 +728,18 @@ __device__ __forceinline__ void frag_row_reduce(T (&out)[R], const T (&x)[S], T*
   if (L::WN > 1) {
     const int w = (int)(threadIdx.x >> 5), wn = w / WM;
 #pragma unroll
-    for (int r = 0; r < R; ++r)
-      if ((lane() & 3) == 0) red[wn * M + RowFrag<M, WM>::flat(r)] = out[r];
+    for (int r = 0; r < R; ++r) {
+      const int row = RowFrag<M, WM>::flat(r);  // >= M: a padding row, left alone
+      if ((lane() & 3) == 0 && row < M) red[wn * M + row] = out[r];
+    }
     __syncthreads();
 #pragma unroll
     for (int r = 0; r < R; ++r) {
+      const int row = RowFrag<M, WM>::flat(r);
+      if (row >= M) continue;
       T acc = Op::template identity<T>();
 #pragma unroll
-      for (int j = 0; j < L::WN; ++j) acc = Op::combine(acc, red[j * M + RowFrag<M, WM>::flat(r)]);
+      for (int j = 0; j < L::WN; ++j) acc = Op::combine(acc, red[j * M + row]);
       out[r] = acc;
     }
     __syncthreads();
