@@ -108,27 +108,11 @@ __device__ __forceinline__ int clamp_index(int c, int n) { return c < n ? c : 0;
 template <int V, bool REP = false> __device__ __forceinline__ int flat(int i) {
   return REP ? lane() : ((i / V) * TSR_THREADS + (int)threadIdx.x) * V + i % V;
 }
-
-/// Writes this thread's slots of a tile into shared memory (flat row-major order); of a
-/// replicated tile only warp 0 writes.
-template <int E, int V, bool REP = false, int N, typename D, typename S>
-__device__ __forceinline__ void stash(D* s, const S (&x)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i) {
-    int f = flat<V, REP>(i);
-    if (f < E && (!REP || threadIdx.x < 32)) s[f] = cvt<D>(x[i]);
-  }
-}
-
-/// Reads this thread's slots of a tile back from shared memory.
-template <int E, int V, bool REP = false, int N, typename D, typename S>
-__device__ __forceinline__ void unstash(D (&x)[N], const S* s) {
-#pragma unroll
-  for (int i = 0; i < N; ++i) {
-    int f = flat<V, REP>(i);
-    if (f < E) x[i] = cvt<D>(s[f]);
-  }
-}
+/// That layout as a type (see Frag below): which element a slot holds, who writes it.
+template <int V, bool REP = false> struct RoundRobin {
+  __device__ static int flat(int i) { return tsr::flat<V, REP>(i); }
+  __device__ static bool writes() { return !REP || threadIdx.x < 32; }
+};
 
 /// Tensor-core fragment layout of an [M, N] tile (M % 16 == 0, or M < 16 padded to one
 /// strip whose rows past M are computed and never stored): the layout of mma.sync m16n8
@@ -170,7 +154,8 @@ template <int M, int WM> struct RowFrag {
   __device__ static bool writes() { return (lane() & 3) == 0 && (int)(threadIdx.x >> 5) < WM; }
 };
 
-/// stash / unstash for a layout type L (Frag, RowFrag).
+/// Writes this thread's slots of a tile of layout L (RoundRobin, Frag, RowFrag) into
+/// shared memory (flat row-major order); of elements several threads hold, one writes.
 template <int E, typename L, int N, typename D, typename S>
 __device__ __forceinline__ void stash(D* s, const S (&x)[N]) {
 #pragma unroll
@@ -179,6 +164,13 @@ __device__ __forceinline__ void stash(D* s, const S (&x)[N]) {
     if (f < E && L::writes()) s[f] = cvt<D>(x[i]);
   }
 }
+/// The same for round-robin vectors of V (replicated with REP).
+template <int E, int V, bool REP = false, int N, typename D, typename S>
+__device__ __forceinline__ void stash(D* s, const S (&x)[N]) {
+  stash<E, RoundRobin<V, REP>>(s, x);
+}
+
+/// Reads this thread's slots of a tile of layout L back from shared memory.
 template <int E, typename L, int N, typename D, typename S>
 __device__ __forceinline__ void unstash(D (&x)[N], const S* s) {
 #pragma unroll
@@ -186,6 +178,10 @@ __device__ __forceinline__ void unstash(D (&x)[N], const S* s) {
     int f = L::flat(i);
     if (f < E) x[i] = cvt<D>(s[f]);
   }
+}
+template <int E, int V, bool REP = false, int N, typename D, typename S>
+__device__ __forceinline__ void unstash(D (&x)[N], const S* s) {
+  unstash<E, RoundRobin<V, REP>>(x, s);
 }
 
 /// Element `src` (a lane) of a replicated tile, read by every lane of the warp.
@@ -746,18 +742,8 @@ __device__ __forceinline__ void frag_row_reduce(T (&out)[R], const T (&x)[S], T*
   }
 }
 
-/// Copies a row-major [R][COLS] tile from this thread's slots into shared memory at row
-/// stride LD (padding rows avoids bank conflicts in mma_tile).
-template <int R, int COLS, int LD, int V, bool REP = false, int N, typename T>
-__device__ __forceinline__ void stash_rows(T* s, const T (&x)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i) {
-    int f = flat<V, REP>(i);
-    if (f < R * COLS && (!REP || threadIdx.x < 32)) s[(f / COLS) * LD + f % COLS] = x[i];
-  }
-}
-
-/// stash_rows for a layout type L (Frag, RowFrag).
+/// Copies a row-major [R][COLS] tile of layout L from this thread's slots into shared
+/// memory at row stride LD (padding rows avoids bank conflicts in mma_tile).
 template <int R, int COLS, int LD, typename L, int N, typename T>
 __device__ __forceinline__ void stash_rows(T* s, const T (&x)[N]) {
 #pragma unroll
@@ -766,26 +752,13 @@ __device__ __forceinline__ void stash_rows(T* s, const T (&x)[N]) {
     if (f < R * COLS && L::writes()) s[(f / COLS) * LD + f % COLS] = x[i];
   }
 }
-
-/// Plain (CUDA-core) product for shapes or dtypes mma_tile does not take: each thread
-/// computes the output elements it holds.
-template <int M, int N, int K, int LDA, int LDB, bool TRANS_B, int V, bool REP = false, int NS, typename T>
-__device__ __forceinline__ void dot_simt(float (&out)[NS], const T* A, const T* B) {
-#pragma unroll
-  for (int i = 0; i < NS; ++i) {
-    int f = flat<V, REP>(i);
-    if (f >= M * N) continue;
-    int m = f / N, n = f % N;
-    float acc = 0.f;
-    for (int k = 0; k < K; ++k) {
-      float b = TRANS_B ? to_f32(B[n * LDB + k]) : to_f32(B[k * LDB + n]);
-      acc += to_f32(A[m * LDA + k]) * b;
-    }
-    out[i] = acc;
-  }
+template <int R, int COLS, int LD, int V, bool REP = false, int N, typename T>
+__device__ __forceinline__ void stash_rows(T* s, const T (&x)[N]) {
+  stash_rows<R, COLS, LD, RoundRobin<V, REP>>(s, x);
 }
 
-/// dot_simt for a layout type L (Frag, RowFrag) of the result.
+/// Plain (CUDA-core) product for shapes or dtypes mma_tile does not take: each thread
+/// computes the output elements it holds (result layout L: RoundRobin, Frag, RowFrag).
 template <int M, int N, int K, int LDA, int LDB, bool TRANS_B, typename L, int NS, typename T>
 __device__ __forceinline__ void dot_simt(float (&out)[NS], const T* A, const T* B) {
 #pragma unroll
@@ -800,6 +773,11 @@ __device__ __forceinline__ void dot_simt(float (&out)[NS], const T* A, const T* 
     }
     out[i] = acc;
   }
+}
+/// ... or round-robin vectors of V (replicated with REP).
+template <int M, int N, int K, int LDA, int LDB, bool TRANS_B, int V, bool REP = false, int NS, typename T>
+__device__ __forceinline__ void dot_simt(float (&out)[NS], const T* A, const T* B) {
+  dot_simt<M, N, K, LDA, LDB, TRANS_B, RoundRobin<V, REP>>(out, A, B);
 }
 
 }  // namespace tsr
