@@ -1,0 +1,457 @@
+//! Walks a verified kernel and writes its CUDA C++ body.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+mod memory;
+mod names;
+mod values;
+
+use names::{axis_letter, sanitize};
+pub(super) use names::{binary_expr, index_shape, operand_coords_of, param_name, unary_expr};
+
+use super::layout::{compute_type, coords, ctype, literal, Fragment, Layout};
+use super::staging::{self, tensor_core_dot, Staged, StagingPlan, DOT_ROW_PAD};
+use super::{fragments, fusion, remat};
+use crate::ir::{AtomicOp, DType, Index, Kernel, Op, ParamId, ParamKind, ReduceOp, Stmt, TileType, ValueId};
+
+/// Rounds a byte offset up to 16 (every shared-memory region starts 16-byte aligned).
+pub(super) fn align16(x: usize) -> usize {
+    x.div_ceil(16) * 16
+}
+
+pub(super) struct BodyWriter<'a> {
+    pub k: &'a Kernel,
+    pub threads: usize,
+    pub out: String,
+    depth: usize,
+    /// Largest shared-memory footprint of any single op, in bytes.
+    pub smem_bytes: usize,
+    /// Counter for unique temporaries.
+    tmp: usize,
+    /// Loads that go straight to their own shared-memory region, and pipelined loops
+    /// (see `staging`).
+    plan: StagingPlan,
+    /// Bytes of shared memory taken by staged tiles; the scratch arena follows them.
+    pub staged_bytes: usize,
+    /// For a pipelined load being emitted: the buffer selector expression (`0`, `1` or a
+    /// stage variable) its copies go to; `None` while emitting the loop body proper.
+    prefetch_buffer: Option<String>,
+    /// Stage variable (`0`/`1`) of the pipelined loop each pipelined load belongs to.
+    stage_of: HashMap<ValueId, String>,
+    /// Plain (not pipelined) staged loads whose copies nothing has waited for yet.
+    pending_copies: Vec<ValueId>,
+    /// `expand_dims` results that are never materialised: their source is stashed instead.
+    expand_alias: HashMap<ValueId, ValueId>,
+    /// Defining op of each immutable value (for recomputing broadcasts, see `remat`).
+    pub(super) defs: HashMap<ValueId, Op>,
+    /// Shapes held in tensor-core fragment layouts (see `fragments`).
+    frags: HashMap<Vec<usize>, Fragment>,
+    /// The shape of the staged load being emitted: its copy loop deals 16-byte vectors
+    /// round-robin whatever the register layout of that shape (the tile never lives in
+    /// registers). Values read while it is emitted keep their own layouts
+    /// ([`Self::value_layout`]).
+    force_round_robin: Option<Vec<usize>>,
+}
+
+impl<'a> BodyWriter<'a> {
+    pub fn new(k: &'a Kernel) -> Self {
+        let plan = staging::plan(k);
+        let staged_bytes = plan.bytes;
+        BodyWriter {
+            k,
+            threads: k.num_threads() as usize,
+            out: String::new(),
+            depth: 1,
+            smem_bytes: 0,
+            tmp: 0,
+            plan,
+            staged_bytes,
+            prefetch_buffer: None,
+            stage_of: HashMap::new(),
+            pending_copies: Vec::new(),
+            expand_alias: fusion::fusable_expand_dims(k),
+            defs: remat::definitions(k),
+            frags: fragments::plan(k, k.num_threads() as usize),
+            force_round_robin: None,
+        }
+    }
+
+    // ---- small helpers ------------------------------------------------------------------
+
+    fn line(&mut self, s: impl AsRef<str>) {
+        for _ in 0..self.depth {
+            self.out.push_str("  ");
+        }
+        self.out.push_str(s.as_ref());
+        self.out.push('\n');
+    }
+
+    fn open(&mut self, s: impl AsRef<str>) {
+        self.line(format!("{} {{", s.as_ref()));
+        self.depth += 1;
+    }
+
+    fn close(&mut self) {
+        self.depth -= 1;
+        self.line("}");
+    }
+
+    fn fresh(&mut self, stem: &str) -> String {
+        self.tmp += 1;
+        format!("{stem}{}", self.tmp)
+    }
+
+    fn use_smem(&mut self, bytes: usize) {
+        self.smem_bytes = self.smem_bytes.max(bytes);
+    }
+
+    fn sync(&mut self) {
+        self.line("__syncthreads();");
+    }
+
+    /// `reinterpret_cast<T*>(tsr_scratch + off)`: a typed pointer into the scratch arena.
+    fn smem_ptr(d: DType, off: usize) -> String {
+        if off == 0 {
+            format!("reinterpret_cast<{}*>(tsr_scratch)", ctype(d))
+        } else {
+            format!("reinterpret_cast<{}*>(tsr_scratch + {off})", ctype(d))
+        }
+    }
+
+    /// The C++ name of a value: its DSL name (if any) plus the id, or `v<id>`.
+    pub fn name(&self, v: ValueId) -> String {
+        match &self.k.value(v).name {
+            Some(n) => format!("{}_{}", sanitize(n), v.0),
+            None => format!("v{}", v.0),
+        }
+    }
+
+    fn ty(&self, v: ValueId) -> TileType {
+        self.k.ty(v).clone()
+    }
+
+    /// The layout of the tile being written or accessed now (see `force_round_robin`).
+    fn layout(&self, ty: &TileType) -> Layout {
+        if self.force_round_robin.as_ref() == Some(&ty.shape) {
+            return Layout::of(ty, self.threads);
+        }
+        self.value_layout(ty)
+    }
+
+    /// The register layout of a value of type `ty`.
+    fn value_layout(&self, ty: &TileType) -> Layout {
+        match self.frags.get(&ty.shape) {
+            Some(f) => Layout::fragment(*f, self.threads),
+            None => Layout::of(ty, self.threads),
+        }
+    }
+
+    /// The layout of a tile of `shape` (any dtype: layouts depend on the shape only).
+    fn shape_layout(&self, shape: &[usize]) -> Layout {
+        self.layout(&TileType::tile(DType::I32, shape))
+    }
+
+    /// Declares a tile (or scalar) variable without initialising it.
+    fn declare(&mut self, name: &str, ty: &TileType) {
+        if ty.is_scalar() {
+            self.line(format!("{} {name};", ctype(ty.dtype)));
+        } else {
+            let l = self.layout(ty);
+            self.line(format!("alignas(16) {} {name}[{}];", ctype(ty.dtype), l.slots));
+        }
+    }
+
+    fn describe(&self, v: ValueId) -> String {
+        let t = self.k.ty(v);
+        format!("{}{:?}", t.dtype, t.shape)
+    }
+
+    // ---- statements ---------------------------------------------------------------------
+
+    pub fn block(&mut self, body: &[Stmt]) {
+        for s in body {
+            self.stmt(s);
+        }
+    }
+
+    fn stmt(&mut self, s: &Stmt) {
+        match s {
+            Stmt::Let { results, op } => {
+                let names: Vec<String> =
+                    results.iter().map(|r| format!("{} {}", self.name(*r), self.describe(*r))).collect();
+                self.line(format!("// {} = {}", names.join(", "), self.op_summary(op)));
+                self.op(results, op);
+            }
+            Stmt::Assign { var, value } => {
+                let (dst, src) = (self.name(*var), self.name(*value));
+                let ty = self.ty(*var);
+                if ty.is_scalar() {
+                    self.line(format!("{dst} = {src};"));
+                } else {
+                    let n = self.layout(&ty).slots;
+                    self.line(format!(
+                        "#pragma unroll\n{}for (int i = 0; i < {n}; ++i) {dst}[i] = {src}[i];",
+                        "  ".repeat(self.depth)
+                    ));
+                }
+            }
+            Stmt::Store { tensor, index, value, mask } => {
+                self.line(format!("// store {} -> {}", self.name(*value), self.index_summary(*tensor, index)));
+                self.store(*tensor, index, *value, *mask, None);
+            }
+            Stmt::Atomic { op, tensor, index, value, mask } => {
+                self.line(format!("// atomic {op:?} {} -> {}", self.name(*value), self.index_summary(*tensor, index)));
+                self.store(*tensor, index, *value, *mask, Some(*op));
+            }
+            Stmt::For { var, start, end, step, body } => {
+                let (v, s, e) = (self.name(*var), self.name(*start), self.name(*end));
+                let cmp = if *step > 0 { "<" } else { ">" };
+                if let Some(p) = self.plan.pipelines.get(var).cloned() {
+                    self.pipelined_loop(body, &p, (&v, &s, &e, cmp, *step));
+                } else {
+                    self.open(format!("for (int {v} = (int){s}; {v} {cmp} (int){e}; {v} += {step})"));
+                    self.block(body);
+                    self.close();
+                }
+            }
+            Stmt::If { cond, then, otherwise } => {
+                self.open(format!("if ({})", self.name(*cond)));
+                self.block(then);
+                if !otherwise.is_empty() {
+                    self.depth -= 1;
+                    self.line("} else {");
+                    self.depth += 1;
+                    self.block(otherwise);
+                }
+                self.close();
+            }
+            Stmt::Return => self.line("return;"),
+        }
+    }
+
+    /// A loop whose staged loads are pipelined over `S = pipeline_stages` buffers: the
+    /// prologue starts the copies of the first `S − 1` iterations (one commit group
+    /// each), each iteration first starts the copies of iteration `+ S − 1` (re-evaluating
+    /// the loads' pure operands with the loop variable advanced, in a nested scope that
+    /// shadows it) into the buffer the previous iteration used, then waits until at most
+    /// `S − 1` groups are in flight (its own tiles have landed) and works on them.
+    fn pipelined_loop(
+        &mut self,
+        body: &[Stmt],
+        p: &staging::Pipeline,
+        (v, s, e, cmp, step): (&str, &str, &str, &str, i64),
+    ) {
+        let stages = self.k.pipeline_stages.clamp(2, 4) as i64;
+        let stage = format!("{v}_stage");
+        for &i in &p.loads {
+            if let Stmt::Let { results, .. } = &body[i] {
+                self.stage_of.insert(results[0], stage.clone());
+            }
+        }
+        if !self.pending_copies.is_empty() {
+            // Earlier copies complete here, so waits inside the loop need only skip the
+            // newest groups (the next iterations' prefetches).
+            self.line("tsr::cp_async_wait_all();");
+            self.sync();
+            self.pending_copies.clear();
+        }
+        let ahead = if stages == 2 {
+            "the first iteration's tiles are".to_string()
+        } else {
+            format!("the first {} iterations' tiles are", stages - 1)
+        };
+        self.line(format!("// Pipelined loop ({stages} buffers): {ahead} loaded ahead."));
+        for i in 0..stages - 1 {
+            self.open("");
+            let offset = if i == 0 { String::new() } else { format!(" + {}", i * step) };
+            self.line(format!("const int {v} = (int){s}{offset};"));
+            self.open(format!("if ({v} {cmp} (int){e})"));
+            self.prefetch(body, p, &i.to_string());
+            self.close();
+            self.close();
+            self.line("tsr::cp_async_commit();");
+        }
+        let advance = if stages == 2 {
+            format!("{stage} ^= 1")
+        } else {
+            format!("{stage} = {stage} == {} ? 0 : {stage} + 1", stages - 1)
+        };
+        self.open(format!("for (int {v} = (int){s}, {stage} = 0; {v} {cmp} (int){e}; {v} += {step}, {advance})"));
+        self.line(format!("// Start the copies of iteration +{} before working on this one.", stages - 1));
+        self.open("");
+        self.line(format!("const int {v}_next = {v} + {};", (stages - 1) * step));
+        self.open(format!("if ({v}_next {cmp} (int){e})"));
+        self.line(format!("const int {v} = {v}_next;"));
+        let buffer = if stages == 2 {
+            format!("({stage} ^ 1)")
+        } else {
+            format!("({stage} == 0 ? {} : {stage} - 1)", stages - 1)
+        };
+        self.prefetch(body, p, &buffer);
+        self.close();
+        self.close();
+        self.line("tsr::cp_async_commit();");
+        self.block(body);
+        self.close();
+    }
+
+    /// Emits the slice and the pipelined loads of a loop body into buffer `buffer`.
+    fn prefetch(&mut self, body: &[Stmt], p: &staging::Pipeline, buffer: &str) {
+        let mut idx: Vec<usize> = p.slice.iter().chain(&p.loads).copied().collect();
+        idx.sort_unstable();
+        self.prefetch_buffer = Some(buffer.to_string());
+        for i in idx {
+            self.stmt(&body[i]);
+        }
+        self.prefetch_buffer = None;
+    }
+
+    fn op_summary(&self, op: &Op) -> String {
+        let args: Vec<String> = op.operands().iter().map(|v| self.name(*v)).collect();
+        match op {
+            Op::Const { value, .. } => format!("const {value}"),
+            Op::Arg(p) => format!("arg {}", self.k.param(*p).name),
+            Op::ProgramId(a) => format!("program_id({a})"),
+            Op::NumPrograms(a) => format!("num_programs({a})"),
+            Op::Dim { tensor, axis } => format!("{}.size({axis})", self.k.param(*tensor).name),
+            Op::Arange { start, len } => format!("arange({start}, {})", start + *len as i64),
+            Op::Load { tensor, index, mask, .. } => {
+                let m = mask.map(|m| format!(" if {}", self.name(m))).unwrap_or_default();
+                format!("load {}{m}", self.index_summary(*tensor, index))
+            }
+            Op::Reduce { op, axis, .. } => format!("{}({}, axis {axis})", op.name(), args.join(", ")),
+            Op::Dot { trans_b, .. } => format!("dot({}{})", args.join(", "), if *trans_b { "^T" } else { "" }),
+            Op::TopK { k, .. } => format!("topk({}, k {k})", args.join(", ")),
+            Op::Cast { dtype, .. } => format!("cast({}, {dtype})", args.join(", ")),
+            other => format!("{}({})", other.name(), args.join(", ")),
+        }
+    }
+
+    fn index_summary(&self, tensor: ParamId, index: &[Index]) -> String {
+        let parts: Vec<String> = index
+            .iter()
+            .map(|i| match i {
+                Index::At(v) => self.name(*v),
+                Index::Range { start, len } => format!("{}+[0,{len})", self.name(*start)),
+                Index::Gather(v) => format!("[{}]", self.name(*v)),
+            })
+            .collect();
+        format!("{}[{}]", self.k.param(tensor).name, parts.join(", "))
+    }
+
+    // ---- ops ------------------------------------------------------------------------------
+
+    fn op(&mut self, results: &[ValueId], op: &Op) {
+        let r = results[0];
+        let name = self.name(r);
+        let ty = self.ty(r);
+        let cty = ctype(ty.dtype);
+        match op {
+            Op::Const { value, dtype } => self.line(format!("{cty} {name} = {};", literal(*value, *dtype))),
+            Op::Arg(p) => self.line(format!("{cty} {name} = {};", param_name(&self.k.param(*p).name))),
+            Op::ProgramId(a) => self.line(format!("int {name} = (int)blockIdx.{};", axis_letter(*a))),
+            Op::NumPrograms(a) => self.line(format!("int {name} = (int)gridDim.{};", axis_letter(*a))),
+            Op::Dim { tensor, axis } => {
+                self.line(format!("long long {name} = {}_size{axis};", param_name(&self.k.param(*tensor).name)))
+            }
+            Op::Arange { start, .. } => {
+                let l = self.layout(&ty);
+                self.declare(&name, &ty);
+                self.slots(l.slots, &format!("{name}[i] = {start} + {};", l.flat("i")));
+            }
+            Op::Splat { value, .. } => {
+                let l = self.layout(&ty);
+                let v = self.name(*value);
+                self.declare(&name, &ty);
+                self.slots(l.slots, &format!("{name}[i] = {v};"));
+            }
+            Op::Copy(v) => {
+                let src = self.name(*v);
+                if ty.is_scalar() {
+                    self.line(format!("{cty} {name} = {src};"));
+                } else {
+                    let l = self.layout(&ty);
+                    self.declare(&name, &ty);
+                    self.slots(l.slots, &format!("{name}[i] = {src}[i];"));
+                }
+            }
+            Op::Broadcast { value, .. } => {
+                let src = self.operand(*value, &ty);
+                self.declare(&name, &ty);
+                let l = self.layout(&ty);
+                let e = src("i");
+                self.slots(l.slots, &format!("{name}[i] = {e};"));
+            }
+            Op::ExpandDims { value, .. } => {
+                if self.expand_alias.contains_key(&r) {
+                    self.line(format!("// (not materialised: uses stash {} in its place)", self.name(*value)));
+                } else {
+                    self.relayout(&name, *value, &ty)
+                }
+            }
+            Op::Unary { op, value } => {
+                let a = self.operand(*value, &ty);
+                let d = self.k.ty(*value).dtype;
+                self.elementwise(&name, &ty, |i| unary_expr(*op, d, &a(i)));
+            }
+            Op::Binary { op, lhs, rhs } => {
+                let a = self.operand(*lhs, &ty);
+                let b = self.operand(*rhs, &ty);
+                let d = self.k.ty(*lhs).dtype;
+                self.elementwise(&name, &ty, |i| binary_expr(*op, d, &a(i), &b(i)));
+            }
+            Op::Select { cond, on_true, on_false } => {
+                let c = self.operand(*cond, &ty);
+                let a = self.operand(*on_true, &ty);
+                let b = self.operand(*on_false, &ty);
+                self.elementwise(&name, &ty, |i| format!("{} ? {} : {}", c(i), a(i), b(i)));
+            }
+            Op::Cast { value, dtype } => {
+                let a = self.operand(*value, &ty);
+                let t = ctype(*dtype);
+                self.elementwise(&name, &ty, |i| format!("tsr::cvt<{t}>({})", a(i)));
+            }
+            Op::Reduce { op, value, axis } => self.reduce(&name, &ty, *op, *value, *axis),
+            Op::Dot { a, b, trans_b } => self.dot(&name, &ty, *a, *b, *trans_b),
+            Op::TopK { value, k } => {
+                let idx = self.name(results[1]);
+                self.topk(&name, &idx, &ty, *value, *k)
+            }
+            Op::Load { tensor, index, mask, other } => self.load(r, &ty, *tensor, index, *mask, *other),
+        }
+    }
+}
+
+impl BodyWriter<'_> {
+    /// Writes the parameter list of the kernel per the ABI in `emit/mod.rs`.
+    pub fn signature(&self) -> String {
+        let mut ps = Vec::new();
+        for p in &self.k.params {
+            let n = param_name(&p.name);
+            match &p.kind {
+                ParamKind::Tensor { dtype, rank, writable } => {
+                    let t = ctype(*dtype);
+                    if *writable {
+                        ps.push(format!("{t}* {n}"));
+                    } else {
+                        ps.push(format!("const {t}* __restrict__ {n}"));
+                    }
+                    let sizes: Vec<String> = (0..*rank).map(|d| format!("long long {n}_size{d}")).collect();
+                    let strides: Vec<String> = (0..*rank).map(|d| format!("long long {n}_stride{d}")).collect();
+                    ps.push(sizes.join(", "));
+                    ps.push(strides.join(", "));
+                }
+                ParamKind::Scalar { dtype } => {
+                    let t = if *dtype == DType::Bool { "int" } else { ctype(*dtype) };
+                    ps.push(format!("{t} {n}"));
+                }
+            }
+        }
+        let mut s = String::new();
+        for (i, p) in ps.iter().enumerate() {
+            let _ = write!(s, "\n    {p}{}", if i + 1 < ps.len() { "," } else { "" });
+        }
+        s
+    }
+}
