@@ -25,7 +25,7 @@ use tessera_runtime::DeviceTensor;
 use crate::combine::LseCombine;
 use crate::dense::{split_combine_cpu, split_combine_gpu, split_combine_gpu_with};
 use crate::error::{expect, host_ints, invalid, unravel, KernelError, TensorMeta};
-use crate::online_softmax::online_softmax_masked;
+use crate::online_softmax::{online_softmax, online_softmax_masked};
 use crate::scratch::Scratch;
 
 /// Tree verification split: T draft-tree tokens attend to the prefix and their ancestors in one launch.
@@ -70,7 +70,18 @@ pub fn tree_verify_split<
     let mut row_max = full([ROWS], f32::NEG_INFINITY);
     let mut row_sum = zeros([ROWS]);
     let mut acc = zeros([ROWS, HEAD_DIM]);
-    for kv_start in (v0..v1).step_by(BLOCK_N) {
+    // Whole tiles of the prefix need no mask (every node sees every prefix key): only the
+    // last partial tile and the tiles of tree keys pay for the ancestor test.
+    let plain_end = max(v0, v0 + (min(v1, prefix_len) - v0) / BLOCK_N as i32 * BLOCK_N as i32);
+    for kv_start in (v0..plain_end).step_by(BLOCK_N) {
+        let k_tile = k.load([at(batch), at(kv_head), range(kv_start, BLOCK_N), range(0, HEAD_DIM)]);
+        let v_tile = v.load([at(batch), at(kv_head), range(kv_start, BLOCK_N), range(0, HEAD_DIM)]);
+        let (m_new, alpha, probs) = online_softmax(dot_t(q_tile, k_tile) * scale_log2, row_max);
+        row_sum = row_sum * alpha + probs.sum(1);
+        acc = acc * alpha.expand_dims(1) + dot(probs.cast::<bf16>(), v_tile);
+        row_max = m_new;
+    }
+    for kv_start in (plain_end..v1).step_by(BLOCK_N) {
         let key = arange(0, BLOCK_N) + kv_start;
         let col_ok = key < v1;
         let rows = col_ok.expand_dims(1);

@@ -59,7 +59,8 @@ pub fn tensor_core_dot(d: DType, k: usize, n: usize) -> bool {
 /// Picks the staged and pipelined loads of a kernel and lays out their buffers.
 pub fn plan(k: &Kernel) -> StagingPlan {
     let mut uses: HashMap<ValueId, usize> = HashMap::new();
-    let mut dot_operands: HashMap<ValueId, ()> = HashMap::new();
+    // Uses of each value as a tensor-core `dot` operand.
+    let mut dot_operands: HashMap<ValueId, usize> = HashMap::new();
     // Loads with the top-level statement that holds them (`None`: a top-level load).
     let mut loads = Vec::new();
     for (i, st) in k.body.iter().enumerate() {
@@ -68,8 +69,10 @@ pub fn plan(k: &Kernel) -> StagingPlan {
         let top_level = matches!(st, Stmt::Let { .. });
         loads.extend(found.into_iter().map(|l| (l, (!top_level).then_some(i))));
     }
+    // Staged: loads used only as dot operands (the query tile of a kernel with two key
+    // loops feeds two products).
     let candidates: Vec<_> =
-        loads.into_iter().filter(|((v, ..), _)| uses.get(v) == Some(&1) && dot_operands.contains_key(v)).collect();
+        loads.into_iter().filter(|((v, ..), _)| dot_operands.get(v).is_some_and(|n| uses.get(v) == Some(n))).collect();
     let staged_ids: Vec<ValueId> = candidates.iter().map(|c| c.0 .0).collect();
     let mut pipelines = HashMap::new();
     find_pipelines(k, &k.body, &staged_ids, &mut pipelines);
@@ -216,7 +219,7 @@ fn walk(
     k: &Kernel,
     body: &[Stmt],
     uses: &mut HashMap<ValueId, usize>,
-    dot_operands: &mut HashMap<ValueId, ()>,
+    dot_operands: &mut HashMap<ValueId, usize>,
     loads: &mut Vec<(ValueId, usize, usize, DType)>,
 ) {
     let count = |v: ValueId, uses: &mut HashMap<ValueId, usize>| *uses.entry(v).or_default() += 1;
@@ -230,8 +233,8 @@ fn walk(
                     let (ta, tb) = (k.ty(*a), k.ty(*b));
                     let n = if *trans_b { tb.shape[0] } else { tb.shape[1] };
                     if tensor_core_dot(ta.dtype, ta.shape[1], n) {
-                        dot_operands.insert(*a, ());
-                        dot_operands.insert(*b, ());
+                        *dot_operands.entry(*a).or_default() += 1;
+                        *dot_operands.entry(*b).or_default() += 1;
                     }
                 }
                 if let Op::Load { tensor, index, other, .. } = op {
