@@ -15,6 +15,7 @@ fn emitted() -> String {
     let k = b.tensor("k", DType::BF16, 2);
     let c = b.tensor("c", DType::F32, 1);
     let out = b.tensor_mut("out", DType::F32, 2);
+    let c_out = b.tensor_mut("col_sums", DType::F32, 1);
     let zero = b.const_i32(0);
     let qt = b.load(q, vec![Index::Range { start: zero, len: 64 }, Index::Range { start: zero, len: 128 }], None, 0.0);
     let kt = b.load(k, vec![Index::Range { start: zero, len: 64 }, Index::Range { start: zero, len: 128 }], None, 0.0);
@@ -25,6 +26,9 @@ fn emitted() -> String {
     let centred = b.sub(s, m2);
     let shifted = b.sub(centred, colv);
     b.store(out, vec![Index::Range { start: zero, len: 64 }, Index::Range { start: zero, len: 64 }], shifted, None);
+    // Column sums (SnapKV's votes) reduce over the rows of the fragments.
+    let votes = b.reduce(ReduceOp::Sum, shifted, 0);
+    b.store(c_out, vec![Index::Range { start: zero, len: 64 }], votes, None);
     emit_cuda(&b.finish().unwrap()).source
 }
 
@@ -38,4 +42,5 @@ fn row_vectors_broadcast_from_registers_and_columns_do_not() {
     // shared memory, read by column (`f % 64`).
     assert_eq!(body.matches("::row_slot(i)]").count(), 1, "{body}");
     assert!(body.contains("[(f % 64)]"), "column broadcast through shared memory:\n{body}");
+    assert!(body.contains("tsr::frag_col_reduce<tsr::SumOp, 64, 64, 4, tsr::RowFrag<64, 4>>"), "{body}");
 }

@@ -208,7 +208,17 @@ pub fn snapkv_row_stats<
     let j1 = min(j0 + split_len, seq_len);
     let mut m = full([rows], f32::NEG_INFINITY);
     let mut l = zeros([rows]);
-    for kv_start in (j0..j1).step_by(BLOCK_N) {
+    // Whole tiles of the prefix are visible to every row: no mask, and the running
+    // maximum is finite after the first of them.
+    let plain_end = max(j0, j0 + (min(j1, seq_len - WINDOW as i32) - j0) / BLOCK_N as i32 * BLOCK_N as i32);
+    for kv_start in (j0..plain_end).step_by(BLOCK_N) {
+        let keys = k.load([at(batch), at(kv_head), range(kv_start, BLOCK_N), range(0, HEAD_DIM)]);
+        let s = dot_t(q, keys) * scale_log2;
+        let m_new = max(m, s.max(1));
+        l = l * exp2(m - m_new) + exp2(s - m_new.expand_dims(1)).sum(1);
+        m = m_new;
+    }
+    for kv_start in (plain_end..j1).step_by(BLOCK_N) {
         let pos = arange(0, BLOCK_N) + kv_start;
         let inb = pos < j1;
         let keys = k.load_masked(

@@ -51,9 +51,11 @@ fn configs() -> Vec<Kernel> {
         }
     }
     for warps in [4, 8] {
-        let snap = cfg(&[("GROUP", 4), ("WINDOW", 32), ("HEAD_DIM", 128), ("BLOCK_N", 64), ("WARPS", warps)]);
-        out.push(SnapkvRowStats::build(&snap).unwrap());
-        out.push(SnapkvVotes::build(&snap).unwrap());
+        for block_n in [32, 64, 128] {
+            let snap = cfg(&[("GROUP", 4), ("WINDOW", 32), ("HEAD_DIM", 128), ("BLOCK_N", block_n), ("WARPS", warps)]);
+            out.push(SnapkvRowStats::build(&snap).unwrap());
+            out.push(SnapkvVotes::build(&snap).unwrap());
+        }
         let km = cfg(&[("HEAD_DIM", 128), ("NORMALIZE", 0), ("KEY_TILE", 64), ("C_TILE", 64), ("WARPS", warps)]);
         out.push(KmeansAssign::build(&km).unwrap());
     }

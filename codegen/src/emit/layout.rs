@@ -132,6 +132,15 @@ impl Layout {
         }
     }
 
+    /// The header's type for this layout (`RoundRobin`, `Frag`, `RowFrag`).
+    pub fn type_name(&self) -> String {
+        match self.fragment {
+            Some(f) => f.type_name(),
+            None if self.replicated => "tsr::RoundRobin<1, true>".into(),
+            None => format!("tsr::RoundRobin<{}>", self.vec),
+        }
+    }
+
     /// Template arguments `E, V[, true]` of the header's stash/unstash helpers.
     pub fn targs(&self) -> String {
         if let Some(f) = self.fragment {

@@ -742,6 +742,47 @@ __device__ __forceinline__ void frag_row_reduce(T (&out)[R], const T (&x)[S], T*
   }
 }
 
+/// Column reduction of a Frag<M, N, WM> tile into an [N] tile of layout LO: the thread's
+/// rows (padding rows of a padded strip left out), then the 8 row groups of the warp
+/// (shuffles), then the WM row warps through `red` (WM * N elements of shared memory, two
+/// barriers).
+template <typename Op, int M, int N, int WM, typename LO, int R, int S, typename T>
+__device__ __forceinline__ void frag_col_reduce(T (&out)[R], const T (&x)[S], T* red) {
+  using L = Frag<M, N, WM>;
+  static_assert(S == L::SLOTS, "fragment slots");
+  const int w = (int)(threadIdx.x >> 5), wm = w % WM, wn = w / WM, q = lane() & 3;
+#pragma unroll
+  for (int t = 0; t < L::NT; ++t) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      T acc = Op::template identity<T>();
+#pragma unroll
+      for (int s = 0; s < L::MS; ++s) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int i = (s * L::NT + t) * 4 + h * 2 + e;
+          if (L::row(i) < M) acc = Op::combine(acc, x[i]);
+        }
+      }
+      acc = Op::combine(acc, shfl_xor(acc, 4));
+      acc = Op::combine(acc, shfl_xor(acc, 8));
+      acc = Op::combine(acc, shfl_xor(acc, 16));
+      if (lane() < 4) red[wm * N + (wn * L::NT + t) * 8 + q * 2 + e] = acc;
+    }
+  }
+  __syncthreads();
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int f = LO::flat(r);
+    if (f >= N) continue;
+    T acc = Op::template identity<T>();
+#pragma unroll
+    for (int j = 0; j < WM; ++j) acc = Op::combine(acc, red[j * N + f]);
+    out[r] = acc;
+  }
+  __syncthreads();
+}
+
 /// Copies a row-major [R][COLS] tile of layout L from this thread's slots into shared
 /// memory at row stride LD (padding rows avoids bank conflicts in mma_tile).
 template <int R, int COLS, int LD, typename L, int N, typename T>

@@ -143,23 +143,34 @@ impl BodyWriter<'_> {
     pub(super) fn reduce(&mut self, name: &str, ty: &TileType, op: ReduceOp, v: ValueId, axis: usize) {
         let src_ty = self.ty(v);
         let sl = self.layout(&src_ty);
-        if let (Some(f @ Fragment::Tile { m, n, wm }), 1, ReduceOp::Sum | ReduceOp::Max | ReduceOp::Min) =
-            (sl.fragment, axis, op)
-        {
-            if compute_type(src_ty.dtype) == src_ty.dtype && self.layout(ty).fragment == Some(Fragment::Rows { m, wm })
-            {
+        let simple = matches!(op, ReduceOp::Sum | ReduceOp::Max | ReduceOp::Min);
+        if let (Some(f @ Fragment::Tile { m, n, wm }), true) = (sl.fragment, simple) {
+            let o = match op {
+                ReduceOp::Sum => "SumOp",
+                ReduceOp::Max => "MaxOp",
+                _ => "MinOp",
+            };
+            let (d, red) = (src_ty.dtype, Self::smem_ptr(src_ty.dtype, 0));
+            let rows_out = self.layout(ty).fragment == Some(Fragment::Rows { m, wm });
+            if compute_type(d) == d && axis == 1 && rows_out {
                 // Rows of a fragment: per thread, then the quad, then (WN > 1) the warps.
-                let o = match op {
-                    ReduceOp::Sum => "SumOp",
-                    ReduceOp::Max => "MaxOp",
-                    _ => "MinOp",
-                };
-                let red = Self::smem_ptr(src_ty.dtype, 0);
                 if f.wn(self.threads) > 1 {
-                    self.use_smem(m * f.wn(self.threads) * src_ty.dtype.size_bytes());
+                    self.use_smem(m * f.wn(self.threads) * d.size_bytes());
                 }
                 self.declare(name, ty);
                 self.line(format!("tsr::frag_row_reduce<tsr::{o}, {m}, {n}, {wm}>({name}, {}, {red});", self.name(v)));
+                return;
+            }
+            if compute_type(d) == d && axis == 0 {
+                // Columns of a fragment (SnapKV's votes): per thread, the warp's row
+                // groups by shuffles, then the row warps through shared memory.
+                self.use_smem(wm * n * d.size_bytes());
+                let lo = self.layout(ty).type_name();
+                self.declare(name, ty);
+                self.line(format!(
+                    "tsr::frag_col_reduce<tsr::{o}, {m}, {n}, {wm}, {lo}>({name}, {}, {red});",
+                    self.name(v)
+                ));
                 return;
             }
         }
