@@ -32,7 +32,7 @@ mod layout;
 mod remat;
 mod staging;
 
-pub use layout::Layout;
+pub use layout::{Fragment, Layout};
 
 use crate::ir::Kernel;
 
