@@ -28,6 +28,9 @@ cargo fmt --all -- --check
 step "lints (cargo clippy, warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "rustdoc (broken or ambiguous intra-doc links are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+
 # A throwaway PostgreSQL cluster for the tuning-db suite (tuning-db/tests/db.rs runs every
 # case on SQLite and on PostgreSQL; with CI set the PostgreSQL half is required). initdb
 # into a temp dir as user postgres, trust auth, fsync off, port 55432 (or the next free

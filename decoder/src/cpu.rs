@@ -1,6 +1,6 @@
 //! A plain f32 CPU forward pass for Llama-family models: embedding, RMSNorm, Q/K/V
 //! projections, RoPE (the GGUF pairing), grouped-query attention over a KV cache laid out
-//! [layer][kv_head][seq][dim], SwiGLU MLP, final norm and (tied) output projection.
+//! `[layer][kv_head][seq][dim]`, SwiGLU MLP, final norm and (tied) output projection.
 //!
 //! Linear layers are row-major matrix products parallelised over output rows with rayon;
 //! a prefill processes all prompt tokens in one pass so every weight row is read once.

@@ -21,7 +21,7 @@
 //!
 //! This crate holds what user code and generated code name: [`KernelConfig`],
 //! [`TuneSpace`], the errors, the marker types of the kernel signature ([`Tensor`],
-//! [`bf16`], [`f16`]) and the hidden [`rt`] module the generated code records IR through.
+//! [`bf16`], [`f16`](struct@f16)) and the hidden [`rt`] module the generated code records IR through.
 //! See `docs/dsl.md` for the language reference.
 
 mod config;

@@ -5,7 +5,7 @@
 //! Untyped literals and compile-time parameters are *weak*: they take the dtype of the
 //! tile they meet (`x * 2.0` keeps `x`'s dtype); everything else follows the IR's rule of
 //! no implicit dtype promotion. Errors are recorded at the first offending operation and
-//! returned by [`finish`].
+//! returned by `finish`.
 
 use tessera_codegen::emit::emit_cuda;
 use tessera_codegen::host::{HostTensor, ScalarValue};

@@ -4,29 +4,29 @@
 //! `[0, T_f)` from given initial centroids (deterministic seeds: [`init_centroids`]),
 //! `I` iterations of
 //!
-//! 1. [`kmeans_assign`] — label = `argmax_c (x · c − |c|² / 2)` = the nearest centroid in
+//! 1. [`kmeans_assign`](KmeansAssign) — label = `argmax_c (x · c − |c|² / 2)` = the nearest centroid in
 //!    L2 (ties: the lower centroid), `x` the key, L2-normalized when `normalize` (the
 //!    paper clusters normalized keys);
-//! 2. [`kmeans_accumulate`] — per-cluster sums of `x` and counts by atomics;
-//! 3. [`kmeans_finalize`] — centroid = sum / count (an empty cluster keeps its centroid);
+//! 2. [`kmeans_accumulate`](KmeansAccumulate) — per-cluster sums of `x` and counts by atomics;
+//! 3. [`kmeans_finalize`](KmeansFinalize) — centroid = sum / count (an empty cluster keeps its centroid);
 //!
 //! then one more accumulate + finalize over the **unnormalized** keys, so the stored
 //! centroids are the mean raw keys of each cluster (as the paper stores them). On the host
 //! the labels are counting-sorted (stable) into `perm` and cluster `starts` (a scan: no
-//! prefix sum in the DSL), and [`centroid_permute`] writes the cache with the fixed keys
+//! prefix sum in the DSL), and [`centroid_permute`](CentroidPermute) writes the cache with the fixed keys
 //! and values permuted by cluster — cluster `c` is rows `[starts[c], starts[c + 1])` —
 //! and the recent rows `[T_f, seq_len)` unchanged.
 //!
 //! **Decode** ([`CentroidDecode`]):
 //!
-//! 1. [`centroid_tile_lse`] then [`centroid_scores`] — per cluster the log2 of the paper's
+//! 1. [`centroid_tile_lse`](CentroidTileLse) then [`centroid_scores`](CentroidScores) — per cluster the log2 of the paper's
 //!    estimated per-key probability `P̂_c = exp(q·c/√d) / Σ_k n_k exp(q·c_k/√d)`, maximum
 //!    over the GQA group: every tile of 64 centroids of every head in parallel, first the
 //!    tiles' partial log-sum-exps of the denominator, then (merging them) the scores;
-//! 2. [`centroid_select`] — the top-`KEEP` clusters, of those the ones with
+//! 2. [`centroid_select`](CentroidSelect) — the top-`KEEP` clusters, of those the ones with
 //!    `log2 P̂ > threshold` (threshold variant; `-inf` = pure top-k), as contiguous row
 //!    ranges (ascending cluster id);
-//! 3. [`centroid_range_attn`] — split attention over the kept ranges (`PER_SPLIT`
+//! 3. [`centroid_range_attn`](CentroidRangeAttn) — split attention over the kept ranges (`PER_SPLIT`
 //!    clusters per split) and over the recent rows `[T_f, seq_len)` (further splits),
 //!    merged by [`crate::LseCombine`].
 //!
@@ -192,7 +192,7 @@ pub fn score_clusters(qs: &[f64], centroids: &[f64], counts: &[usize], d: usize,
     best
 }
 
-/// The clusters [`centroid_select`] keeps: the top-`keep` scores (ties: lower id) above
+/// The clusters [`centroid_select`](CentroidSelect) keeps: the top-`keep` scores (ties: lower id) above
 /// `threshold` (and finite), ascending ids.
 pub fn select_clusters(scores: &[f64], keep: usize, threshold: f64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
@@ -351,7 +351,7 @@ pub fn centroid_permute<const HEAD_DIM: usize, const ROWS: usize, const WARPS: u
 /// Per tile of `C_TILE` clusters, the partial log2-sum-exp of `s_gc + log2 n_c`
 /// (`s = scale_log2 · q_g · c`) for each query head `g` of the group: `part_m` (the tile's
 /// maximum, -inf when every cluster of the tile is empty) and `part_l` (`Σ 2^{x − m}`),
-/// and the scores `s` themselves (`s_raw`, so [`centroid_scores`] reads `G` floats per
+/// and the scores `s` themselves (`s_raw`, so [`centroid_scores`](CentroidScores) reads `G` floats per
 /// cluster instead of its `D`-float centroid a second time). Grid `[tiles, Hkv, B]`:
 /// every tile of every head at once, so the centroids stream through all SMs.
 #[kernel(tune(C_TILE = [64, 128, 32], WARPS = [4, 8]), example(GROUP = 4, HEAD_DIM = 128))]
@@ -387,7 +387,7 @@ pub fn centroid_tile_lse<const GROUP: usize, const HEAD_DIM: usize, const C_TILE
 
 /// `scores[c] = max_g (s_gc − log2 Σ_k n_k 2^{s_gk})`, `s = scale_log2 · q_g · c` (empty
 /// clusters -inf): the paper's estimated per-key probability in log2, the normalizer merged
-/// from the `≤ MAX_TILES` partials of [`centroid_tile_lse`], `s` as it stored it. Grid
+/// from the `≤ MAX_TILES` partials of [`centroid_tile_lse`](CentroidTileLse), `s` as it stored it. Grid
 /// `[tiles, Hkv, B]`.
 #[kernel(tune(C_TILE = [64, 128, 32], WARPS = [4, 8]), example(GROUP = 4, MAX_TILES = 128))]
 pub fn centroid_scores<const GROUP: usize, const C_TILE: usize, const MAX_TILES: usize, const WARPS: usize>(
@@ -831,7 +831,7 @@ pub struct CentroidPlan {
 }
 
 /// The attention step of the centroid lookups (one- and two-level): split attention over
-/// the kept row ranges and the recent rows ([`centroid_range_attn`]), merged by
+/// the kept row ranges and the recent rows ([`centroid_range_attn`](CentroidRangeAttn)), merged by
 /// [`LseCombine`]. The kept ranges are `[keep_start, keep_len, keep_count]`.
 pub(crate) struct KeptRangeAttention {
     attn: CentroidRangeAttnKernel,
@@ -839,7 +839,7 @@ pub(crate) struct KeptRangeAttention {
 }
 
 impl KeptRangeAttention {
-    /// `attn`: the [`centroid_range_attn`] config; `splits`: the combine's bound
+    /// `attn`: the [`centroid_range_attn`](CentroidRangeAttn) config; `splits`: the combine's bound
     /// ([`CentroidDecode::combine_splits`]).
     pub(crate) fn new(
         rt: Option<&Runtime>,

@@ -12,17 +12,17 @@
 //!
 //! **Decode** ([`CentroidTwoLevelDecode`]):
 //!
-//! 1. [`crate::centroid::centroid_tile_lse`] + [`crate::centroid::centroid_scores`] over
-//!    the coarse centroids, and [`centroid_lse`]: the coarse scores and the per-query
+//! 1. [`centroid_tile_lse`](crate::centroid::CentroidTileLse) + [`centroid_scores`](crate::centroid::CentroidScores) over
+//!    the coarse centroids, and [`centroid_lse`](CentroidLse): the coarse scores and the per-query
 //!    normalizer `lse_g = log2 Σ_C n_C 2^{s_gC}`;
-//! 2. [`crate::centroid::centroid_select`] with the coarse clusters' fine-id ranges as
+//! 2. [`centroid_select`](crate::centroid::CentroidSelect) with the coarse clusters' fine-id ranges as
 //!    `starts`: the top-`keep_coarse` coarse clusters as ranges of fine ids;
-//! 3. [`centroid_fine_scores`]: `max_g (s_gf − lse_g)` for the fine clusters of those
+//! 3. [`centroid_fine_scores`](CentroidFineScores): `max_g (s_gf − lse_g)` for the fine clusters of those
 //!    ranges only (the coarse normalizer estimates the one-level one, so a threshold keeps
 //!    its meaning: log2 of the estimated per-key probability);
-//! 4. [`centroid_select_ids`]: the top-`keep` fine clusters above `threshold`, ascending,
+//! 4. [`centroid_select_ids`](CentroidSelectIds): the top-`keep` fine clusters above `threshold`, ascending,
 //!    as row ranges;
-//! 5. [`crate::centroid::centroid_range_attn`] + [`crate::LseCombine`], as the one-level
+//! 5. [`centroid_range_attn`](crate::centroid::CentroidRangeAttn) + [`crate::LseCombine`], as the one-level
 //!    [`crate::CentroidDecode`].
 
 use tessera_codegen::host::HostTensor;
@@ -253,7 +253,7 @@ pub fn select_two_level(
 // ---- decode kernels -----------------------------------------------------------------------
 
 /// The per-query normalizer `lse_g = log2 Σ_c n_c 2^{s_gc}` merged from the `≤ MAX_TILES`
-/// partials of [`crate::centroid::centroid_tile_lse`]. Grid `[Hkv, B]`.
+/// partials of [`centroid_tile_lse`](crate::centroid::CentroidTileLse). Grid `[Hkv, B]`.
 #[kernel(example(GROUP = 4, MAX_TILES = 16))]
 pub fn centroid_lse<const GROUP: usize, const MAX_TILES: usize, const WARPS: usize>(
     part_m: Tensor<f32, 4>,   // [B, Hkv, T, GROUP]

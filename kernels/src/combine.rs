@@ -38,7 +38,7 @@ pub fn attn_combine<OUT, const HEAD_DIM: usize, const MAX_SPLITS: usize, const W
     }
 }
 
-/// Host op of [`attn_combine`]: `out[b, r] = Σ_s w_s o_part[b, r, s] / Σ_s w_s`,
+/// Host op of [`attn_combine`](AttnCombine): `out[b, r] = Σ_s w_s o_part[b, r, s] / Σ_s w_s`,
 /// `w_s = exp2(lse_part[b, r, s] - max_s lse_part[b, r, s])`.
 pub struct LseCombine {
     pub head_dim: usize,

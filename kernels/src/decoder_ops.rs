@@ -182,7 +182,7 @@ pub fn argmax_rows_f32<const BLOCK: usize, const WARPS: usize>(
     out.store([at(row)], where_(best == m, best_id, i32::MAX).min(0));
 }
 
-/// [`argmax_rows_f32`] for bf16 logits (compared in f32).
+/// [`argmax_rows_f32`](ArgmaxRowsF32) for bf16 logits (compared in f32).
 #[kernel(tune(BLOCK = [1024, 2048, 512], WARPS = [4, 8]))]
 pub fn argmax_rows_bf16<const BLOCK: usize, const WARPS: usize>(
     logits: Tensor<bf16, 2>,  // [R, V]

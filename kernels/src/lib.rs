@@ -8,7 +8,7 @@
 //!   `TreeVerify`, `KvAppend`, `Landmarks`) whose `check_args` refuses wrong dtypes,
 //!   inconsistent shapes and out-of-range indices with a [`KernelError`] before anything
 //!   runs, and whose `run_cpu` / `launch` run the kernel(s) on the interpreter / the GPU,
-//! - an f64 reference in [`reference`],
+//! - an f64 reference in [`reference`](mod@reference),
 //! - GPU-checkable cases in [`cases`] (`gpu_cases(seed)`).
 //!
 //! Log-sum-exp values (`lse_part`, the combine's optional `lse`) are in **log2 units of the

@@ -388,7 +388,7 @@ pub fn snapkv_compress<const WINDOW: usize, const HEAD_DIM: usize, const ROWS: u
 }
 
 /// Keys per tile of the two passes over the keys: the row statistics (`block_n`, a
-/// [`snapkv_row_stats`] loop tile) and the votes (`votes_block_n`, one [`snapkv_votes`]
+/// [`snapkv_row_stats`](SnapkvRowStats) loop tile) and the votes (`votes_block_n`, one [`snapkv_votes`](SnapkvVotes)
 /// program). The default is what `new` / `cpu` build; the autotuner tries others.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SnapTiles {

@@ -93,7 +93,7 @@ pub static TARGETS: [&dyn Tunable; 10] = [
 ];
 
 /// Targets that exist for tests only: tuned when named in `--kernels`, never by default.
-/// `fault_probe` faults on purpose ([`fault_probe`]; `tests/gpu_fault.rs`).
+/// `fault_probe` faults on purpose (`autotune/fault_probe.rs`; `tests/gpu_fault.rs`).
 pub static TEST_TARGETS: [&dyn Tunable; 1] = [&fault_probe::FaultProbeTarget];
 
 /// The tunable kernel named `name` (a shipped one or a test target).

@@ -1,9 +1,9 @@
 //! The two kernels the GPU path needs besides tessera-kernels' ops:
 //!
-//! - [`fill_uniform_bf16`]: a counter-based hash fill (no cuRAND, no host data), so the
+//! - [`fill_uniform_bf16`](FillUniformBf16): a counter-based hash fill (no cuRAND, no host data), so the
 //!   random-weight speed models (16 GB at Llama-3-8B shapes) and random KV caches are made
 //!   on the device;
-//! - [`copy4_bf16`]: a strided rank-4 copy; with a permuted source view it is the
+//! - [`copy4_bf16`](Copy4Bf16): a strided rank-4 copy; with a permuted source view it is the
 //!   transpose between the token-major Q / attention output of the linear layers
 //!   (`[T, H, D]`) and the head-major layout of `TreeVerify` (`[H, T, D]`).
 
@@ -60,7 +60,7 @@ fn invalid(kernel: &'static str, message: impl Into<String>) -> KernelError {
     KernelError::Invalid { kernel, message: message.into() }
 }
 
-/// Host op of [`fill_uniform_bf16`] for whole contiguous tensors of any size.
+/// Host op of [`fill_uniform_bf16`](FillUniformBf16) for whole contiguous tensors of any size.
 pub struct FillUniform {
     kernel: FillUniformBf16Kernel,
 }
@@ -125,7 +125,7 @@ impl FillUniform {
     }
 }
 
-/// Host op of [`copy4_bf16`].
+/// Host op of [`copy4_bf16`](Copy4Bf16).
 pub struct Copy4 {
     block: usize,
     kernel: Copy4Bf16Kernel,

@@ -12,7 +12,7 @@
 //!   chain masks, split counts;
 //! - [`forward`]: the forward pass, [`GpuModel`];
 //! - [`generate`]: [`crate::Decoder`] for the GPU model (greedy on the device, top-p on the host);
-//! - [`bench`] / [`validate`]: speed runs and the golden checks of `tessera decoder-check`.
+//! - [`bench`](mod@bench) / [`validate`]: speed runs and the golden checks of `tessera decoder-check`.
 //!
 //! Nothing here needs CUDA to build: the driver, NVRTC and cuBLAS load at run time and
 //! their absence is a [`GpuError`].
