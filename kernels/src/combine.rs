@@ -21,11 +21,13 @@ pub fn attn_combine<OUT, const HEAD_DIM: usize, const MAX_SPLITS: usize, const W
 ) {
     let row = program_id(0);
     let batch = program_id(1);
+    // Both loads first: the partial outputs are in flight while the weights reduce
+    // (the emitted code keeps program order, so a later load would wait for the max).
+    let parts = o_part.load([at(batch), at(row), range(0, MAX_SPLITS), range(0, HEAD_DIM)]);
     let l = lse_part.load_or([at(batch), at(row), range(0, MAX_SPLITS)], f32::NEG_INFINITY);
     let m = l.max(0);
     let m_use = where_(m == f32::NEG_INFINITY, 0.0, m);
     let w = exp2(l - m_use);
-    let parts = o_part.load([at(batch), at(row), range(0, MAX_SPLITS), range(0, HEAD_DIM)]);
     let total = w.sum(0);
     let nonempty = total > 0.0;
     let o = (parts * w.expand_dims(1)).sum(0) / where_(nonempty, total, 1.0);

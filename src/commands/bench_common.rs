@@ -59,6 +59,24 @@ pub struct BenchArgs {
     /// Skips the comparison with the f64 reference (finiteness is still checked).
     #[arg(long)]
     pub no_reference: bool,
+    /// Replaces the split decoders' (BLOCK_N, WARPS, STAGES) sweep, e.g. `32/4/4,64/4/2`
+    /// (each × the workload's split counts): for trying a pipeline depth or tile the
+    /// default sweep leaves out without rebuilding.
+    #[arg(long, value_delimiter = ',', value_parser = parse_decode_tile)]
+    pub decode_tiles: Option<Vec<(usize, usize, usize)>>,
+}
+
+/// `BLOCK_N/WARPS/STAGES`, e.g. `64/4/2`.
+fn parse_decode_tile(s: &str) -> std::result::Result<(usize, usize, usize), String> {
+    let v: Vec<usize> = s
+        .split('/')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| format!("{s:?}: {e}"))?;
+    match v[..] {
+        [bn, w, st] if bn > 0 && w > 0 && st >= 2 => Ok((bn, w, st)),
+        _ => Err(format!("{s:?}: expected BLOCK_N/WARPS/STAGES with STAGES >= 2, e.g. 64/4/2")),
+    }
 }
 
 /// One measured configuration.
@@ -413,11 +431,14 @@ pub fn scale_log2() -> f32 {
 /// Split-decoder knobs: (BLOCK_N, WARPS, max_splits, STAGES).
 pub type DecodeKnobs = (usize, usize, usize, usize);
 
-/// The split-decoder sweep: (BLOCK_N, WARPS, STAGES) pairs most likely to win first (the
-/// time budget may cut the rest; the defaults 64/4/2 come early), each × `splits`.
-pub fn decode_configs(splits: &[usize]) -> Vec<DecodeKnobs> {
+/// The split-decoder sweep: (BLOCK_N, WARPS, STAGES) triples most likely to win first (the
+/// time budget may cut the rest; the defaults 64/4/2 come early), or `--decode-tiles`,
+/// each × `splits`.
+pub fn decode_configs(args: &BenchArgs, splits: &[usize]) -> Vec<DecodeKnobs> {
+    const DEFAULT: [(usize, usize, usize); 7] =
+        [(64, 4, 2), (64, 8, 3), (32, 4, 3), (64, 8, 2), (32, 4, 2), (64, 4, 3), (128, 8, 2)];
     let mut v = Vec::new();
-    for &(bn, w, st) in &[(64, 4, 2), (64, 8, 3), (32, 4, 3), (64, 8, 2), (32, 4, 2), (64, 4, 3), (128, 8, 2)] {
+    for &(bn, w, st) in args.decode_tiles.as_deref().unwrap_or(&DEFAULT) {
         for &s in splits {
             v.push((bn, w, s, st));
         }
@@ -471,7 +492,7 @@ pub fn dense(cx: &Ctx, x: &Inputs, workload: &'static str, target: f64) -> Resul
     let refs = decode_refs(x, !cx.args.no_reference, |_, _| (0..N).collect());
     let out = DeviceTensor::poisoned(cx.rt.stream(), DType::BF16, &[b, HQ, D])?;
     let splits: &[usize] = if b == 1 { &[32, 64, 16, 128] } else { &[16, 8, 32] };
-    cx.sweep(&mut row, &decode_configs(splits), decode_label, |c| {
+    cx.sweep(&mut row, &decode_configs(cx.args, splits), decode_label, |c| {
         let op = DenseDecode::new(cx.rt, decode_params(c))?;
         let (grid, split_len) = op.check_args(&x.q, &x.k, &x.v, N, &out, None)?;
         let scratch = Scratch::new();

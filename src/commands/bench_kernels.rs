@@ -54,7 +54,7 @@ fn sink_window(cx: &Ctx, x: &Inputs) -> Result<Row> {
     let pos = sink_window_positions(N, SINK, WINDOW);
     let refs = decode_refs(x, !cx.args.no_reference, |_, _| pos.clone());
     let out = DeviceTensor::poisoned(cx.rt.stream(), DType::BF16, &[b, HQ, D])?;
-    cx.sweep(&mut row, &decode_configs(&[4, 2, 8, 16]), decode_label, |c| {
+    cx.sweep(&mut row, &decode_configs(cx.args, &[4, 2, 8, 16]), decode_label, |c| {
         let op = SinkWindowDecode::new(cx.rt, decode_params(c))?;
         let (grid, split_len) = op.check_args(&x.q, &x.k, &x.v, N, SINK, WINDOW, &out, None)?;
         let scratch = Scratch::new();
@@ -98,7 +98,7 @@ fn block_sparse(cx: &Ctx, x: &Inputs) -> Result<(Row, Option<BlockSparseBest>)> 
     };
     let out = DeviceTensor::poisoned(cx.rt.stream(), DType::BF16, &[b, HQ, D])?;
     let (di, dc) = (DeviceTensor::upload(cx.rt.stream(), &idx)?, DeviceTensor::upload(cx.rt.stream(), &cnt)?);
-    let best = cx.sweep(&mut row, &decode_configs(&[8, 4, 16, 32]), decode_label, |c| {
+    let best = cx.sweep(&mut row, &decode_configs(cx.args, &[8, 4, 16, 32]), decode_label, |c| {
         let op = BlockSparseDecode::new(cx.rt, decode_params(c), BS)?;
         // Index ranges are checked on the host copies.
         op.check_args(&x.hq, &x.hk, &x.hv, &idx, &cnt, N, 0, 0, &out, None)?;

@@ -795,7 +795,17 @@ __device__ __forceinline__ void stash_rows(T* s, const T (&x)[N]) {
 }
 template <int R, int COLS, int LD, int V, bool REP = false, int N, typename T>
 __device__ __forceinline__ void stash_rows(T* s, const T (&x)[N]) {
-  stash_rows<R, COLS, LD, RoundRobin<V, REP>>(s, x);
+  if constexpr (!REP && sizeof(T) == 4 && V % 4 == 0 && COLS % 4 == 0 && LD % 4 == 0) {
+    // Whole 16-byte vectors (a vector never straddles a row: COLS % 4 == 0).
+#pragma unroll
+    for (int i = 0; i < N; i += 4) {
+      const int f = RoundRobin<V, REP>::flat(i);
+      if (f < R * COLS && RoundRobin<V, REP>::writes())
+        *reinterpret_cast<float4*>(s + (f / COLS) * LD + f % COLS) = *reinterpret_cast<const float4*>(&x[i]);
+    }
+  } else {
+    stash_rows<R, COLS, LD, RoundRobin<V, REP>>(s, x);
+  }
 }
 
 /// Plain (CUDA-core) product for shapes or dtypes mma_tile does not take: each thread
@@ -819,6 +829,63 @@ __device__ __forceinline__ void dot_simt(float (&out)[NS], const T* A, const T* 
 template <int M, int N, int K, int LDA, int LDB, bool TRANS_B, int V, bool REP = false, int NS, typename T>
 __device__ __forceinline__ void dot_simt(float (&out)[NS], const T* A, const T* B) {
   dot_simt<M, N, K, LDA, LDB, TRANS_B, RoundRobin<V, REP>>(out, A, B);
+}
+
+/// K-slices of [`dot_simt_rows`]: the most (a power of two) that keep N · KS ≤ the block's
+/// threads and K a multiple of 4 · KS.
+template <int N, int K> __host__ __device__ constexpr int simt_k_slices() {
+  int ks = 1;
+  while (N * ks * 2 <= TSR_THREADS && K % (4 * ks * 2) == 0) ks <<= 1;
+  return ks;
+}
+
+/// f32 product of few rows (M ≤ 8, a decode step's query heads) against B^T rows, both in
+/// shared memory: `dot_simt` reads two scalars per multiply-add, this reads 16-byte
+/// vectors and shares each B vector among the M rows. Thread t takes column n = t % N of
+/// K-slice t / N: the A rows are warp-wide broadcasts, and B rows LDB ≡ 4 (mod 8) words
+/// apart put the 8 lanes of each vector phase in 32 distinct banks. The slices' partial
+/// sums meet in `red` (KS · M · N floats) and land in the result's layout L.
+template <int M, int N, int K, int LDA, int LDB, typename L, int NS>
+__device__ __forceinline__ void dot_simt_rows(float (&out)[NS], const float* A, const float* B, float* red) {
+  constexpr int KS = simt_k_slices<N, K>(), KC = K / KS;
+  static_assert(M <= 8 && K % (4 * KS) == 0 && LDA % 4 == 0 && LDB % 4 == 0, "vector operand rows");
+  for (int w = threadIdx.x; w < N * KS; w += TSR_THREADS) {
+    const int n = w % N, ks = w / N;
+    const float* a = A + ks * KC;
+    const float* b = B + n * LDB + ks * KC;
+    float acc[M];
+#pragma unroll
+    for (int m = 0; m < M; ++m) acc[m] = 0.f;
+#pragma unroll 4
+    for (int k = 0; k < KC; k += 4) {
+      const float4 bv = *reinterpret_cast<const float4*>(b + k);
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        const float4 av = *reinterpret_cast<const float4*>(a + m * LDA + k);
+        acc[m] = fmaf(av.x, bv.x, acc[m]);
+        acc[m] = fmaf(av.y, bv.y, acc[m]);
+        acc[m] = fmaf(av.z, bv.z, acc[m]);
+        acc[m] = fmaf(av.w, bv.w, acc[m]);
+      }
+    }
+#pragma unroll
+    for (int m = 0; m < M; ++m) red[(ks * M + m) * N + n] = acc[m];
+  }
+  __syncthreads();
+#pragma unroll
+  for (int i = 0; i < NS; ++i) {
+    const int f = L::flat(i);
+    if (f >= M * N) continue;
+    const int m = f / N, n = f % N;
+    float s = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) s += red[(ks * M + m) * N + n];
+    out[i] = s;
+  }
+}
+template <int M, int N, int K, int LDA, int LDB, int V, bool REP = false, int NS>
+__device__ __forceinline__ void dot_simt_rows(float (&out)[NS], const float* A, const float* B, float* red) {
+  dot_simt_rows<M, N, K, LDA, LDB, RoundRobin<V, REP>>(out, A, B, red);
 }
 
 }  // namespace tsr

@@ -219,8 +219,17 @@ impl BodyWriter<'_> {
         let n = ty.shape[1];
         let d = ta.dtype;
         let tensor_cores = tensor_core_dot(d, kk, n);
-        let row_stride =
-            |cols: usize| if tensor_cores { cols + DOT_ROW_PAD } else { simt_row_stride(cols, d.size_bytes()) };
+        // Few f32 rows against B^T rows: the vector CUDA-core product (`dot_simt_rows`).
+        let simt_rows = !tensor_cores && trans_b && d == DType::F32 && tb.dtype == DType::F32 && m <= 8 && kk % 4 == 0;
+        let row_stride = |cols: usize| {
+            if tensor_cores {
+                cols + DOT_ROW_PAD
+            } else if simt_rows {
+                vector_row_stride(cols)
+            } else {
+                simt_row_stride(cols, d.size_bytes())
+            }
+        };
         let (b_rows, b_cols) = (tb.shape[0], tb.shape[1]);
         let frag = if tensor_cores { self.layout(ty).fragment } else { None };
         // A fragment-layout A operand with whole rows per warp feeds the tensor cores from
@@ -292,6 +301,18 @@ impl BodyWriter<'_> {
             ));
             self.sync();
             self.read_back(name, ty, &sc);
+        } else if simt_rows {
+            let slices = simt_k_slices(n, kk, self.threads);
+            let red = align16(off);
+            self.use_smem(red + slices * m * n * 4);
+            let l = self.layout(ty);
+            self.declare(name, ty);
+            let sr = Self::smem_ptr(DType::F32, red);
+            self.line(format!(
+                "tsr::dot_simt_rows<{m}, {n}, {kk}, {lda}, {ldb}, {}>({name}, {sa}, {sb}, {sr});",
+                l.vargs()
+            ));
+            self.sync();
         } else {
             self.use_smem(off);
             let l = self.layout(ty);
@@ -346,9 +367,48 @@ fn simt_row_stride(cols: usize, elem_bytes: usize) -> usize {
     odd * per_word
 }
 
+/// Row stride (elements) of a `dot_simt_rows` f32 operand: a whole number of 16-byte
+/// vectors, ≡ 4 words (mod 8), so the 8 lanes of a vector phase reading 8 consecutive rows
+/// cover the 32 banks once.
+fn vector_row_stride(cols: usize) -> usize {
+    let ld = cols.div_ceil(4) * 4;
+    if ld % 8 == 0 {
+        ld + 4
+    } else {
+        ld
+    }
+}
+
+/// `tsr::simt_k_slices<N, K>()`: the K-slices `dot_simt_rows` splits a column over (the
+/// size of its partial-sum buffer).
+fn simt_k_slices(n: usize, k: usize, threads: usize) -> usize {
+    let mut ks = 1;
+    while n * ks * 2 <= threads && k.is_multiple_of(4 * ks * 2) {
+        ks <<= 1;
+    }
+    ks
+}
+
 #[cfg(test)]
 mod stride_tests {
-    use super::simt_row_stride;
+    use super::{simt_k_slices, simt_row_stride, vector_row_stride};
+
+    #[test]
+    fn vector_operand_rows_cover_the_banks_in_each_phase() {
+        for cols in [4, 32, 64, 100, 128, 132] {
+            let ld = vector_row_stride(cols);
+            assert!(ld >= cols && ld % 4 == 0, "{cols}: {ld}");
+            // 8 consecutive rows: distinct 4-word bank groups.
+            let mut groups: Vec<usize> = (0..8).map(|r| (r * ld % 32) / 4).collect();
+            groups.sort();
+            groups.dedup();
+            assert_eq!(groups.len(), 8, "{cols}: stride {ld} conflicts");
+        }
+        assert_eq!(simt_k_slices(64, 128, 128), 2);
+        assert_eq!(simt_k_slices(32, 128, 128), 4);
+        assert_eq!(simt_k_slices(256, 128, 128), 1);
+        assert_eq!(simt_k_slices(16, 12, 256), 1, "12 is not a multiple of 8");
+    }
 
     #[test]
     pub(super) fn simt_operand_rows_start_in_staggered_banks() {
