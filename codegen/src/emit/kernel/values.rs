@@ -220,7 +220,8 @@ impl BodyWriter<'_> {
         let d = ta.dtype;
         let tensor_cores = tensor_core_dot(d, kk, n);
         // Few f32 rows against B^T rows: the vector CUDA-core product (`dot_simt_rows`).
-        let simt_rows = !tensor_cores && trans_b && d == DType::F32 && tb.dtype == DType::F32 && m <= 8 && kk % 4 == 0;
+        let simt_rows =
+            !tensor_cores && trans_b && d == DType::F32 && tb.dtype == DType::F32 && m <= 8 && kk.is_multiple_of(4);
         let row_stride = |cols: usize| {
             if tensor_cores {
                 cols + DOT_ROW_PAD
@@ -372,7 +373,7 @@ fn simt_row_stride(cols: usize, elem_bytes: usize) -> usize {
 /// cover the 32 banks once.
 fn vector_row_stride(cols: usize) -> usize {
     let ld = cols.div_ceil(4) * 4;
-    if ld % 8 == 0 {
+    if ld.is_multiple_of(8) {
         ld + 4
     } else {
         ld
@@ -397,7 +398,7 @@ mod stride_tests {
     fn vector_operand_rows_cover_the_banks_in_each_phase() {
         for cols in [4, 32, 64, 100, 128, 132] {
             let ld = vector_row_stride(cols);
-            assert!(ld >= cols && ld % 4 == 0, "{cols}: {ld}");
+            assert!(ld >= cols && ld.is_multiple_of(4), "{cols}: {ld}");
             // 8 consecutive rows: distinct 4-word bank groups.
             let mut groups: Vec<usize> = (0..8).map(|r| (r * ld % 32) / 4).collect();
             groups.sort();
