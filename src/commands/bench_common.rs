@@ -627,3 +627,17 @@ fn time_cold(
     let samples = events.iter().map(|(s, e)| Ok(s.elapsed_ms(e)? as f64 * 1e3)).collect::<Result<Vec<f64>>>()?;
     Ok(TimingStats::from_samples(samples).expect("iters > 0"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_decode_tile;
+
+    #[test]
+    fn decode_tiles_parse_and_refuse_bad_triples() {
+        assert_eq!(parse_decode_tile("64/4/2"), Ok((64, 4, 2)));
+        assert_eq!(parse_decode_tile(" 32 / 8 / 4 "), Ok((32, 8, 4)));
+        for bad in ["64/4", "64/4/1", "0/4/2", "64/x/2", "64/4/2/1", ""] {
+            assert!(parse_decode_tile(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+}
