@@ -831,23 +831,16 @@ __device__ __forceinline__ void dot_simt(float (&out)[NS], const T* A, const T* 
   dot_simt<M, N, K, LDA, LDB, TRANS_B, RoundRobin<V, REP>>(out, A, B);
 }
 
-/// K-slices of [`dot_simt_rows`]: the most (a power of two) that keep N · KS ≤ the block's
-/// threads and K a multiple of 4 · KS.
-template <int N, int K> __host__ __device__ constexpr int simt_k_slices() {
-  int ks = 1;
-  while (N * ks * 2 <= TSR_THREADS && K % (4 * ks * 2) == 0) ks <<= 1;
-  return ks;
-}
-
 /// f32 product of few rows (M ≤ 8, a decode step's query heads) against B^T rows, both in
 /// shared memory: `dot_simt` reads two scalars per multiply-add, this reads 16-byte
 /// vectors and shares each B vector among the M rows. Thread t takes column n = t % N of
 /// K-slice t / N: the A rows are warp-wide broadcasts, and B rows LDB ≡ 4 (mod 8) words
 /// apart put the 8 lanes of each vector phase in 32 distinct banks. The slices' partial
-/// sums meet in `red` (KS · M · N floats) and land in the result's layout L.
-template <int M, int N, int K, int LDA, int LDB, typename L, int NS>
+/// sums meet in `red` (KS · M · N floats) and land in the result's layout L. The emitter
+/// picks KS (N · KS ≤ the block's threads).
+template <int M, int N, int K, int LDA, int LDB, int KS, typename L, int NS>
 __device__ __forceinline__ void dot_simt_rows(float (&out)[NS], const float* A, const float* B, float* red) {
-  constexpr int KS = simt_k_slices<N, K>(), KC = K / KS;
+  constexpr int KC = K / KS;
   static_assert(M <= 8 && K % (4 * KS) == 0 && LDA % 4 == 0 && LDB % 4 == 0, "vector operand rows");
   for (int w = threadIdx.x; w < N * KS; w += TSR_THREADS) {
     const int n = w % N, ks = w / N;
@@ -883,9 +876,9 @@ __device__ __forceinline__ void dot_simt_rows(float (&out)[NS], const float* A, 
     out[i] = s;
   }
 }
-template <int M, int N, int K, int LDA, int LDB, int V, bool REP = false, int NS>
+template <int M, int N, int K, int LDA, int LDB, int KS, int V, bool REP = false, int NS>
 __device__ __forceinline__ void dot_simt_rows(float (&out)[NS], const float* A, const float* B, float* red) {
-  dot_simt_rows<M, N, K, LDA, LDB, RoundRobin<V, REP>>(out, A, B, red);
+  dot_simt_rows<M, N, K, LDA, LDB, KS, RoundRobin<V, REP>>(out, A, B, red);
 }
 
 }  // namespace tsr

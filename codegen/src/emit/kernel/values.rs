@@ -310,7 +310,7 @@ impl BodyWriter<'_> {
             self.declare(name, ty);
             let sr = Self::smem_ptr(DType::F32, red);
             self.line(format!(
-                "tsr::dot_simt_rows<{m}, {n}, {kk}, {lda}, {ldb}, {}>({name}, {sa}, {sb}, {sr});",
+                "tsr::dot_simt_rows<{m}, {n}, {kk}, {lda}, {ldb}, {slices}, {}>({name}, {sa}, {sb}, {sr});",
                 l.vargs()
             ));
             self.sync();
@@ -380,8 +380,9 @@ fn vector_row_stride(cols: usize) -> usize {
     }
 }
 
-/// `tsr::simt_k_slices<N, K>()`: the K-slices `dot_simt_rows` splits a column over (the
-/// size of its partial-sum buffer).
+/// The K-slices `dot_simt_rows` splits a column over (its `KS`; the size of its
+/// partial-sum buffer): the most, a power of two, that keep `n · KS` within the block's
+/// threads and `k` a multiple of `4 · KS`.
 fn simt_k_slices(n: usize, k: usize, threads: usize) -> usize {
     let mut ks = 1;
     while n * ks * 2 <= threads && k.is_multiple_of(4 * ks * 2) {
