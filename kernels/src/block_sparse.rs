@@ -17,7 +17,8 @@
 //! An empty selection with no sink/window gives a zero output and LSE = -inf.
 //!
 //! Work layout: the virtual sequence `sink ++ window ++ blocks[0..count] tokens` is split
-//! over `grid = [num_splits, selection rows, batch]` programs; sink and window tiles use
+//! over `grid = [num_splits, selection rows, batch]` programs (`split_len` tokens each, or,
+//! with `split_len <= 0`, the actual total shared evenly by the grid on the device); sink and window tiles use
 //! contiguous loads, block tiles gather K/V rows by the position tile
 //! `block_idx[t / BLOCK_SIZE] · BLOCK_SIZE + t % BLOCK_SIZE` (so any block size works
 //! with any tile size).
@@ -71,8 +72,14 @@ pub fn block_sparse_decode_split<
     let max_blocks = block_idx.dim(2).cast::<i32>();
     let count = min(max(block_count.load([at(batch), at(sel)]), 0), max_blocks);
     let total = dense_len + count * BLOCK_SIZE as i32;
-    let v0 = split * split_len;
-    let v1 = min(v0 + split_len, total);
+    // `split_len <= 0`: the grid shares the actual work evenly (whole tiles each), for
+    // selections a kernel produced whose length the host does not know (the centroid
+    // lookup's packed rows): a host split sized for the bound would leave most programs idle.
+    let per_program = (total + num_programs(0) - 1) / num_programs(0);
+    let balanced = (per_program + BLOCK_N as i32 - 1) / BLOCK_N as i32 * BLOCK_N as i32;
+    let span = where_(split_len > 0, split_len, balanced);
+    let v0 = split * span;
+    let v1 = min(v0 + span, total);
     let q_head0 = sel * GROUP as i32;
     if v0 >= v1 {
         o_part.store([at(batch), range(q_head0, GROUP), at(split), range(0, HEAD_DIM)], zeros([GROUP, HEAD_DIM]));
@@ -363,5 +370,54 @@ impl BlockSparseDecode {
             let st = rt.stream();
             Ok(self.split.launch(st, grid, q, k, v, block_idx, block_count, o, l, sc, n, s, w, split_len as i32)?)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// `split_len = 0` (the grid shares the actual rows, as the centroid lookup launches
+    /// it) gives the host-planned result for any split count, counts varying per head
+    /// (an empty one included), blocks gathered (bs 1) and tile-aligned (bs 32).
+    #[test]
+    fn balanced_splits_match_the_host_plan() {
+        let (b, hkv, g, d, n) = (2, 2, 3, 64, 301);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let q = HostTensor::random(DType::BF16, &[b, hkv * g, d], -1.0, 1.0, &mut rng);
+        let k = HostTensor::random(DType::BF16, &[b, hkv, n, d], -1.0, 1.0, &mut rng);
+        let v = HostTensor::random(DType::BF16, &[b, hkv, n, d], -1.0, 1.0, &mut rng);
+        for (bs, window, splits) in [(1, 37, 3), (1, 0, 5), (32, 10, 4)] {
+            let mb = (n - window) / bs;
+            let (mut idx, mut cnt) = (vec![-1.0; b * hkv * mb], vec![0.0; b * hkv]);
+            for row in 0..b * hkv {
+                let c = if row == 1 { 0 } else { rng.random_range(1..=mb) };
+                for (j, x) in idx[row * mb..row * mb + c].iter_mut().enumerate() {
+                    *x = (j * (mb / c.max(1))) as f64;
+                }
+                cnt[row] = c as f64;
+            }
+            let idx = HostTensor::from_f64(DType::I32, &[b, hkv, mb], &idx);
+            let cnt = HostTensor::from_f64(DType::I32, &[b, hkv], &cnt);
+            let p = DecodeParams { block_n: 16, max_splits: 8, ..DecodeParams::new(g, d) };
+            let op = BlockSparseDecode::cpu(p.clone(), bs).unwrap();
+            let mut want = HostTensor::full(DType::BF16, &[b, hkv * g, d], f64::NAN);
+            op.run_cpu(&q, &k, &v, &idx, &cnt, n, 0, window, &mut want, None).unwrap();
+            let mut got = HostTensor::full(DType::BF16, &[b, hkv * g, d], f64::NAN);
+            let grid = [splits as u32, hkv as u32, b as u32];
+            let (sc, nn, w) = (p.scale_log2, n as i32, window as i32);
+            split_combine_cpu(&op.combine, [b, hkv * g, splits], &mut got, None, |o, l| {
+                Ok(op.split.run_cpu(grid, &q, &k, &v, &idx, &cnt, o, l, sc, nn, 0, w, 0)?)
+            })
+            .unwrap();
+            let (want, got) = (want.to_f64(), got.to_f64());
+            let worst = want.iter().zip(&got).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+            assert!(worst <= 2e-2, "bs {bs} window {window} splits {splits}: max abs diff {worst}");
+            // The empty head without a window is all zeros, not NaN.
+            if window == 0 {
+                assert!(got[g * d..2 * g * d].iter().all(|&x| x == 0.0));
+            }
+        }
     }
 }

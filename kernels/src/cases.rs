@@ -1457,7 +1457,7 @@ pub struct CentroidCase {
     pub iters: usize,
     pub normalize: bool,
     pub keep: usize,
-    pub per_split: usize,
+    pub pack_slots: usize,
     pub threshold: f32,
     pub params: DecodeParams,
     pub q: HostTensor,
@@ -1485,7 +1485,7 @@ impl CentroidCase {
         clusters: usize,
         iters: usize,
         keep: usize,
-        per_split: usize,
+        pack_slots: usize,
         threshold: f32,
         seed: u64,
     ) -> Self {
@@ -1507,7 +1507,7 @@ impl CentroidCase {
             iters,
             normalize: true,
             keep,
-            per_split,
+            pack_slots,
             threshold,
             params: lse_params(g, d),
             q: rand_bf16(&mut rng, &[b, h * g, d], 2.0),
@@ -1695,7 +1695,7 @@ impl KernelCase for CentroidCase {
             &mut self.k_perm,
             &mut self.v_perm,
         )?;
-        let op = CentroidDecode::cpu(self.params.clone(), self.keep, self.num_clusters(), self.per_split)?;
+        let op = CentroidDecode::cpu(self.params.clone(), self.keep, self.num_clusters(), self.pack_slots)?;
         op.run_cpu(
             &self.q,
             &self.k_perm,
@@ -1726,7 +1726,7 @@ impl KernelCase for CentroidCase {
         let kp = DeviceTensor::poisoned(st, DType::BF16, &self.k_perm.shape)?;
         let vp = DeviceTensor::poisoned(st, DType::BF16, &self.v_perm.shape)?;
         let dc = km.launch(rt, &k, &v, self.fixed_len, self.seq_len, &init, self.iters, &kp, &vp)?;
-        let op = CentroidDecode::new(rt, self.params.clone(), self.keep, self.num_clusters(), self.per_split)?;
+        let op = CentroidDecode::new(rt, self.params.clone(), self.keep, self.num_clusters(), self.pack_slots)?;
         let q = up(rt, &self.q)?;
         let ks = DeviceTensor::poisoned(st, DType::I32, &self.keep_start.shape)?;
         let kl = DeviceTensor::poisoned(st, DType::I32, &self.keep_len.shape)?;

@@ -26,9 +26,11 @@
 //! 2. [`centroid_select`](CentroidSelect) — the top-`KEEP` clusters, of those the ones with
 //!    `log2 P̂ > threshold` (threshold variant; `-inf` = pure top-k), as contiguous row
 //!    ranges (ascending cluster id);
-//! 3. [`centroid_range_attn`](CentroidRangeAttn) — split attention over the kept ranges (`PER_SPLIT`
-//!    clusters per split) and over the recent rows `[T_f, seq_len)` (further splits),
-//!    merged by [`crate::LseCombine`].
+//! 3. [`centroid_pack_rows`](CentroidPackRows) — the kept ranges expanded into one packed
+//!    row list per head (offsets = prefix sums of the kept lengths);
+//! 4. [`crate::block_sparse`]'s split kernel with one-row blocks — attention over the
+//!    packed rows plus the recent rows `[T_f, seq_len)` as its window, the grid sharing
+//!    the actual rows evenly (`split_len = 0`), merged by [`crate::LseCombine`].
 //!
 //! [`kmeans_reference`], [`cluster_layout`], [`score_clusters`], [`select_clusters`] are
 //! the host algorithm (f64 reference and `tessera recall`).
@@ -38,10 +40,10 @@ use tessera_codegen::ir::DType;
 use tessera_dsl_support::prelude::*;
 use tessera_runtime::DeviceTensor;
 
+use crate::block_sparse::{BlockSparseDecode, BlockSparseDecodeSplit, BlockSparseDecodeSplitKernel};
 use crate::combine::LseCombine;
 use crate::dense::{split_combine_cpu, DecodeParams};
 use crate::error::{expect, invalid, KernelError, TensorMeta};
-use crate::online_softmax::online_softmax_masked;
 
 // ---- host algorithm ---------------------------------------------------------------------
 
@@ -442,73 +444,38 @@ pub fn centroid_select<const KEEP: usize, const CAND: usize, const WARPS: usize>
     keep_count.store([at(batch), at(kv_head)], live.cast::<i32>().sum(0));
 }
 
-/// Split `s < cluster_splits`: attention over kept clusters `[s·PER_SPLIT, (s+1)·PER_SPLIT)`
-/// (contiguous rows each); split `s >= cluster_splits`: recent rows
-/// `[T_f + (s − cluster_splits)·recent_split_len, ..)` below `seq_len`. Partial results in
-/// log2 units for [`crate::LseCombine`]. Grid `[S, Hkv, B]`.
-#[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8]), example(GROUP = 4, HEAD_DIM = 128, PER_SPLIT = 8))]
-pub fn centroid_range_attn<
-    const GROUP: usize,
-    const HEAD_DIM: usize,
-    const PER_SPLIT: usize,
-    const BLOCK_N: usize,
-    const WARPS: usize,
->(
-    q: Tensor<bf16, 3>,            // [B, Hq, D]
-    k: Tensor<bf16, 4>,            // [B, Hkv, N, D] (fixed part permuted by cluster)
-    v: Tensor<bf16, 4>,            // [B, Hkv, N, D]
-    keep_start: Tensor<i32, 3>,    // [B, Hkv, KEEP]
-    keep_len: Tensor<i32, 3>,      // [B, Hkv, KEEP]
-    keep_count: Tensor<i32, 2>,    // [B, Hkv]
-    o_part: &mut Tensor<f32, 4>,   // [B, Hq, S, D]
-    lse_part: &mut Tensor<f32, 3>, // [B, Hq, S]
-    scale_log2: f32,
-    fixed_len: i32,
-    seq_len: i32,
-    cluster_splits: i32,
-    recent_split_len: i32,
+/// Expands the kept row ranges into one packed row list per (batch, KV head): slot `j`'s
+/// rows `[keep_start[j], keep_start[j] + keep_len[j])` land at `rows[off_j ..]`, `off_j =
+/// Σ_{i<j} keep_len[i]`, and `n_rows = Σ keep_len`. The attention then reads whole tiles of
+/// kept rows ([`crate::block_sparse`] with one-row blocks) instead of one partly masked
+/// tile per short cluster (kept clusters average ~20 rows). Each program expands `SLOTS`
+/// slots; unused slots have length 0. Grid `[ceil(KEEP / SLOTS), Hkv, B]`.
+#[kernel(tune(ROWS = [32, 64], WARPS = [4]), example(KEEP = 64, SLOTS = 8))]
+pub fn centroid_pack_rows<const KEEP: usize, const SLOTS: usize, const ROWS: usize, const WARPS: usize>(
+    keep_start: Tensor<i32, 3>,  // [B, Hkv, KEEP]
+    keep_len: Tensor<i32, 3>,    // [B, Hkv, KEEP]
+    rows: &mut Tensor<i32, 3>,   // [B, Hkv, T_f]
+    n_rows: &mut Tensor<i32, 2>, // [B, Hkv]
 ) {
-    let split = program_id(0);
+    let chunk = program_id(0);
     let kv_head = program_id(1);
     let batch = program_id(2);
-    let q_head0 = kv_head * GROUP as i32;
-    let slots = keep_start.dim(2).cast::<i32>();
-    let count = keep_count.load([at(batch), at(kv_head)]);
-    let recent = split >= cluster_splits;
-    let r0 = fixed_len + (split - cluster_splits) * recent_split_len;
-    let r1 = min(r0 + recent_split_len, seq_len);
-    let q_tile = q.load([at(batch), range(q_head0, GROUP), range(0, HEAD_DIM)]);
-    let mut row_max = full([GROUP], f32::NEG_INFINITY);
-    let mut row_sum = zeros([GROUP]);
-    let mut acc = zeros([GROUP, HEAD_DIM]);
-    for i in 0..PER_SPLIT as i32 {
-        let slot = split * PER_SPLIT as i32 + i;
-        let live = !recent && slot < count;
-        let sc = max(min(slot, slots - 1), 0);
+    let lens = max(keep_len.load([at(batch), at(kv_head), range(0, KEEP)]), 0);
+    let slot_ids = arange(0, KEEP);
+    if chunk == 0 {
+        n_rows.store([at(batch), at(kv_head)], lens.sum(0));
+    }
+    for i in 0..SLOTS as i32 {
+        let slot = chunk * SLOTS as i32 + i;
+        let off = where_(slot_ids < slot, lens, 0).sum(0);
+        let sc = min(slot, KEEP as i32 - 1);
         let st = keep_start.load([at(batch), at(kv_head), at(sc)]);
-        let ln = keep_len.load([at(batch), at(kv_head), at(sc)]);
-        let first = i == 0;
-        let lo = where_(recent, r0, st);
-        let hi = where_(recent, where_(first, max(r1, r0), r0), where_(live, st + ln, st));
-        for t0 in (lo..hi).step_by(BLOCK_N) {
-            let valid = arange(0, BLOCK_N) + t0 < hi;
-            let rows = valid.expand_dims(1);
-            let k_tile = k.load_masked([at(batch), at(kv_head), range(t0, BLOCK_N), range(0, HEAD_DIM)], rows, 0.0);
-            let v_tile = v.load_masked([at(batch), at(kv_head), range(t0, BLOCK_N), range(0, HEAD_DIM)], rows, 0.0);
-            let scores = where_(valid, dot_t(q_tile, k_tile) * scale_log2, f32::NEG_INFINITY);
-            let (m_new, alpha, probs) = online_softmax_masked(scores, row_max);
-            row_sum = row_sum * alpha + probs.sum(1);
-            acc = acc * alpha.expand_dims(1) + dot(probs.cast::<bf16>(), v_tile);
-            row_max = m_new;
+        let ln = where_(slot < KEEP as i32, max(keep_len.load([at(batch), at(kv_head), at(sc)]), 0), 0);
+        for r0 in (0..ln).step_by(ROWS) {
+            let r = arange(0, ROWS) + r0;
+            rows.store_masked([at(batch), at(kv_head), range(off + r0, ROWS)], r + st, r < ln);
         }
     }
-    let nonempty = row_sum > 0.0;
-    let denom = where_(nonempty, row_sum, 1.0);
-    o_part.store([at(batch), range(q_head0, GROUP), at(split), range(0, HEAD_DIM)], acc / denom.expand_dims(1));
-    lse_part.store(
-        [at(batch), range(q_head0, GROUP), at(split)],
-        where_(nonempty, row_max + log2(denom), f32::NEG_INFINITY),
-    );
 }
 
 // ---- host ops -----------------------------------------------------------------------------
@@ -825,38 +792,63 @@ pub struct CentroidPlan {
     pub batch: usize,
     pub kv_heads: usize,
     pub clusters: usize,
-    pub cluster_splits: usize,
-    pub recent_split_len: usize,
+    /// Attention splits per (batch, KV head): `params.max_splits`, sharing the kept and
+    /// recent rows evenly on the device.
     pub splits: usize,
 }
 
-/// The attention step of the centroid lookups (one- and two-level): split attention over
-/// the kept row ranges and the recent rows ([`centroid_range_attn`](CentroidRangeAttn)), merged by
-/// [`LseCombine`]. The kept ranges are `[keep_start, keep_len, keep_count]`.
+impl CentroidPlan {
+    pub(crate) fn new(batch: usize, kv_heads: usize, clusters: usize, p: &DecodeParams) -> Self {
+        CentroidPlan { batch, kv_heads, clusters, splits: p.max_splits.max(1) }
+    }
+}
+
+/// The attention step of the centroid lookups (one- and two-level): the kept row ranges
+/// `[keep_start, keep_len]` are packed into one row list per (batch, KV head)
+/// ([`centroid_pack_rows`](CentroidPackRows)), then attended with the recent rows `[T_f,
+/// seq_len)` as the window of a block-sparse decode with one-row blocks
+/// ([`crate::block_sparse`], the grid sharing the actual rows evenly), merged by
+/// [`LseCombine`].
 pub(crate) struct KeptRangeAttention {
-    attn: CentroidRangeAttnKernel,
+    pack: CentroidPackRowsKernel,
+    slots: usize,
+    attn: BlockSparseDecodeSplitKernel,
     combine: LseCombine,
 }
 
+/// Scratch slots of the packed rows and their counts (above those the ops use).
+const ROWS_SLOT: usize = 30;
+
 impl KeptRangeAttention {
-    /// `attn`: the [`centroid_range_attn`](CentroidRangeAttn) config; `splits`: the combine's bound
-    /// ([`CentroidDecode::combine_splits`]).
+    /// `pack` / `attn`: the configs of [`CentroidDecode::configs`]; `splits`: the combine's
+    /// bound ([`CentroidDecode::combine_splits`]).
     pub(crate) fn new(
         rt: Option<&Runtime>,
+        pack: &KernelConfig,
         attn: &KernelConfig,
         p: &DecodeParams,
         splits: usize,
     ) -> Result<Self, KernelError> {
+        let slots = pack.get("SLOTS").unwrap_or(1).max(1) as usize;
         Ok(match rt {
             None => KeptRangeAttention {
-                attn: CentroidRangeAttn::cpu(attn)?,
-                combine: LseCombine::cpu(p.head_dim, splits, p.write_lse)?,
+                pack: CentroidPackRows::cpu(pack)?,
+                slots,
+                attn: BlockSparseDecodeSplit::cpu(attn)?,
+                combine: p.combine(None, splits)?,
             },
             Some(rt) => KeptRangeAttention {
-                attn: CentroidRangeAttn::new(rt, attn)?,
-                combine: LseCombine::new(rt, p.head_dim, splits, p.write_lse)?,
+                pack: CentroidPackRows::new(rt, pack)?,
+                slots,
+                attn: BlockSparseDecodeSplit::new(rt, attn)?,
+                combine: p.combine(Some(rt), splits)?,
             },
         })
+    }
+
+    fn grids(&self, p: &CentroidPlan, keep: usize) -> ([u32; 3], [u32; 3]) {
+        let (h, b) = (p.kv_heads as u32, p.batch as u32);
+        ([keep.div_ceil(self.slots) as u32, h, b], [p.splits as u32, h, b])
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -873,11 +865,14 @@ impl KeptRangeAttention {
         out: &mut HostTensor,
         lse: Option<&mut HostTensor>,
     ) -> Result<(), KernelError> {
-        let grid = [p.splits as u32, p.kv_heads as u32, p.batch as u32];
-        let [ks, kl, kc] = kept;
-        let (f, n, cs, rl) = (fixed_len as i32, seq_len as i32, p.cluster_splits as i32, p.recent_split_len as i32);
+        let [ks, kl, _] = kept;
+        let (pack_grid, grid) = self.grids(p, ks.shape[2]);
+        let mut rows = HostTensor::full(DType::I32, &[p.batch, p.kv_heads, fixed_len.max(1)], -7.0);
+        let mut n_rows = HostTensor::full(DType::I32, &[p.batch, p.kv_heads], -7.0);
+        self.pack.run_cpu(pack_grid, ks, kl, &mut rows, &mut n_rows)?;
+        let (n, w) = (seq_len as i32, (seq_len - fixed_len) as i32);
         split_combine_cpu(&self.combine, [q.shape[0], q.shape[1], p.splits], out, lse, |o, l| {
-            Ok(self.attn.run_cpu(grid, q, k, v, ks, kl, kc, o, l, scale_log2, f, n, cs, rl)?)
+            Ok(self.attn.run_cpu(grid, q, k, v, &rows, &n_rows, o, l, scale_log2, n, 0, w, 0)?)
         })
     }
 
@@ -897,25 +892,30 @@ impl KeptRangeAttention {
         out: &DeviceTensor,
         lse: Option<&DeviceTensor>,
     ) -> Result<(), KernelError> {
-        let grid = [p.splits as u32, p.kv_heads as u32, p.batch as u32];
-        let [ks, kl, kc] = kept;
+        let [ks, kl, _] = kept;
+        let (pack_grid, grid) = self.grids(p, ks.shape()[2]);
+        let rows = scratch.get(rt, ROWS_SLOT, DType::I32, &[p.batch, p.kv_heads, fixed_len.max(1)])?;
+        let n_rows = scratch.get(rt, ROWS_SLOT + 1, DType::I32, &[p.batch, p.kv_heads])?;
+        let st = rt.stream();
+        self.pack.launch(st, pack_grid, ks, kl, &rows, &n_rows)?;
         let shape = [q.shape()[0], q.shape()[1], p.splits];
-        let (f, n, cs, rl) = (fixed_len as i32, seq_len as i32, p.cluster_splits as i32, p.recent_split_len as i32);
+        let (n, w) = (seq_len as i32, (seq_len - fixed_len) as i32);
         crate::dense::split_combine_gpu_with(rt, scratch, &self.combine, shape, out, lse, |o, l| {
-            Ok(self.attn.launch(rt.stream(), grid, q, k, v, ks, kl, kc, o, l, scale_log2, f, n, cs, rl)?)
+            Ok(self.attn.launch(st, grid, q, k, v, &rows, &n_rows, o, l, scale_log2, n, 0, w, 0)?)
         })
     }
 }
 
-/// Host op: centroid lookup decode (scores, select, range attention + recent rows,
-/// combine). `keep` = most clusters kept (top-k), `per_split` clusters per attention
-/// split; `params.max_splits` bounds the splits of the recent rows.
+/// Host op: centroid lookup decode (scores, select, packed kept rows, attention over them
+/// and the recent rows, combine). `keep` = most clusters kept (top-k), `pack_slots` kept
+/// clusters expanded per program of [`centroid_pack_rows`](CentroidPackRows);
+/// `params.max_splits` attention splits per (batch, KV head).
 pub struct CentroidDecode {
     pub params: DecodeParams,
     pub keep: usize,
     /// Power of two `>=` the number of clusters (the select kernel's `topk` width).
     pub cand: usize,
-    pub per_split: usize,
+    pub pack_slots: usize,
     tile_lse: CentroidTileLseKernel,
     scores: CentroidScoresKernel,
     select: CentroidSelectKernel,
@@ -925,10 +925,14 @@ pub struct CentroidDecode {
 impl CentroidDecode {
     const NAME: &'static str = "centroid_decode";
 
-    /// The combine's split bound: the kept-cluster splits plus the recent-row splits,
-    /// rounded up to a power of two.
-    pub fn combine_splits(keep: usize, per_split: usize, p: &DecodeParams) -> usize {
-        (keep.div_ceil(per_split) + p.max_splits).next_power_of_two()
+    /// The combine's split bound: `max_splits` rounded up to a power of two.
+    pub fn combine_splits(p: &DecodeParams) -> usize {
+        p.max_splits.max(1).next_power_of_two()
+    }
+
+    /// The [`centroid_pack_rows`](CentroidPackRows) config for `keep` kept slots.
+    pub fn pack_config(keep: usize, pack_slots: usize) -> KernelConfig {
+        KernelConfig::from_pairs(&[("KEEP", keep as i64), ("SLOTS", pack_slots as i64), ("ROWS", 32), ("WARPS", 4)])
     }
 
     /// Clusters per scoring tile (of `centroid_tile_lse` / `centroid_scores`).
@@ -939,11 +943,11 @@ impl CentroidDecode {
         clusters.div_ceil(Self::C_TILE).max(1)
     }
 
-    /// The configs of the op's four kernels (tile LSE, scores, select, range attention)
-    /// for `cand` candidate clusters (the power of two ≥ the cluster count); the split
-    /// bound of its combine is [`Self::combine_splits`]. Public so that tuning keys hash
-    /// exactly what the op builds.
-    pub fn configs(p: &DecodeParams, keep: usize, cand: usize, per_split: usize) -> [KernelConfig; 4] {
+    /// The configs of the op's five kernels (tile LSE, scores, select, row packing, and
+    /// the attention: a block-sparse decode split with one-row blocks) for `cand` candidate
+    /// clusters (the power of two ≥ the cluster count); the split bound of its combine is
+    /// [`Self::combine_splits`]. Public so that tuning keys hash exactly what the op builds.
+    pub fn configs(p: &DecodeParams, keep: usize, cand: usize, pack_slots: usize) -> [KernelConfig; 5] {
         let (g, d) = (p.group as i64, p.head_dim as i64);
         let tile = Self::C_TILE as i64;
         let max_tiles = Self::tiles(cand).next_power_of_two() as i64;
@@ -951,13 +955,8 @@ impl CentroidDecode {
             KernelConfig::from_pairs(&[("GROUP", g), ("HEAD_DIM", d), ("C_TILE", tile), ("WARPS", 4)]),
             KernelConfig::from_pairs(&[("GROUP", g), ("C_TILE", tile), ("MAX_TILES", max_tiles), ("WARPS", 4)]),
             KernelConfig::from_pairs(&[("KEEP", keep as i64), ("CAND", cand as i64), ("WARPS", 4)]),
-            KernelConfig::from_pairs(&[
-                ("GROUP", g),
-                ("HEAD_DIM", d),
-                ("PER_SPLIT", per_split as i64),
-                ("BLOCK_N", p.block_n as i64),
-                ("WARPS", p.warps as i64),
-            ]),
+            Self::pack_config(keep, pack_slots),
+            BlockSparseDecode::config(p, 1, false),
         ]
     }
 
@@ -965,45 +964,45 @@ impl CentroidDecode {
         params: DecodeParams,
         keep: usize,
         clusters: usize,
-        per_split: usize,
+        pack_slots: usize,
         rt: Option<&Runtime>,
     ) -> Result<Self, KernelError> {
         let cand = clusters.next_power_of_two();
-        if keep == 0 || per_split == 0 || keep > cand {
+        if keep == 0 || pack_slots == 0 || keep > cand {
             return Err(invalid(
                 Self::NAME,
-                format!("need 0 < keep {keep} <= clusters (rounded up to {cand}), per_split {per_split} > 0"),
+                format!("need 0 < keep {keep} <= clusters (rounded up to {cand}), pack_slots {pack_slots} > 0"),
             ));
         }
-        let [t, a, b, c] = Self::configs(&params, keep, cand, per_split);
-        let ms = Self::combine_splits(keep, per_split, &params);
+        let [t, a, b, pack, attn] = Self::configs(&params, keep, cand, pack_slots);
+        let ms = Self::combine_splits(&params);
         Ok(match rt {
             None => CentroidDecode {
                 tile_lse: CentroidTileLse::cpu(&t)?,
                 scores: CentroidScores::cpu(&a)?,
                 select: CentroidSelect::cpu(&b)?,
-                attention: KeptRangeAttention::new(None, &c, &params, ms)?,
+                attention: KeptRangeAttention::new(None, &pack, &attn, &params, ms)?,
                 params,
                 keep,
                 cand,
-                per_split,
+                pack_slots,
             },
             Some(rt) => CentroidDecode {
                 tile_lse: CentroidTileLse::new(rt, &t)?,
                 scores: CentroidScores::new(rt, &a)?,
                 select: CentroidSelect::new(rt, &b)?,
-                attention: KeptRangeAttention::new(Some(rt), &c, &params, ms)?,
+                attention: KeptRangeAttention::new(Some(rt), &pack, &attn, &params, ms)?,
                 params,
                 keep,
                 cand,
-                per_split,
+                pack_slots,
             },
         })
     }
 
     /// Interpreter op for up to `clusters` clusters per KV head.
-    pub fn cpu(params: DecodeParams, keep: usize, clusters: usize, per_split: usize) -> Result<Self, KernelError> {
-        Self::make(params, keep, clusters, per_split, None)
+    pub fn cpu(params: DecodeParams, keep: usize, clusters: usize, pack_slots: usize) -> Result<Self, KernelError> {
+        Self::make(params, keep, clusters, pack_slots, None)
     }
 
     /// GPU op.
@@ -1012,9 +1011,9 @@ impl CentroidDecode {
         params: DecodeParams,
         keep: usize,
         clusters: usize,
-        per_split: usize,
+        pack_slots: usize,
     ) -> Result<Self, KernelError> {
-        Self::make(params, keep, clusters, per_split, Some(rt))
+        Self::make(params, keep, clusters, pack_slots, Some(rt))
     }
 
     /// Checks `q [B, Hkv·G, D]`, `k`/`v [B, Hkv, cap, D]` (fixed rows permuted by
@@ -1063,17 +1062,7 @@ impl CentroidDecode {
                 }
             }
         }
-        let cluster_splits = self.keep.div_ceil(self.per_split);
-        let (recent_split_len, recent_splits) =
-            if seq_len > fixed_len { crate::split_plan(seq_len - fixed_len, p.block_n, p.max_splits) } else { (1, 0) };
-        Ok(CentroidPlan {
-            batch: b,
-            kv_heads: h,
-            clusters: c,
-            cluster_splits,
-            recent_split_len,
-            splits: cluster_splits + recent_splits,
-        })
+        Ok(CentroidPlan::new(b, h, c, p))
     }
 
     /// Scores, select (`threshold` in log2 of the estimated per-key probability; `-inf`:

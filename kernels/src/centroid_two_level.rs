@@ -22,7 +22,7 @@
 //!    its meaning: log2 of the estimated per-key probability);
 //! 4. [`centroid_select_ids`](CentroidSelectIds): the top-`keep` fine clusters above `threshold`, ascending,
 //!    as row ranges;
-//! 5. [`centroid_range_attn`](crate::centroid::CentroidRangeAttn) + [`crate::LseCombine`], as the one-level
+//! 5. the packed-row attention + [`crate::LseCombine`] of the one-level
 //!    [`crate::CentroidDecode`].
 
 use tessera_codegen::host::HostTensor;
@@ -395,7 +395,7 @@ pub struct CentroidTwoLevelDecode {
     pub keep_coarse: usize,
     pub keep: usize,
     pub max_fine: usize,
-    pub per_split: usize,
+    pub pack_slots: usize,
     coarse_cand: usize,
     kernels: TwoLevelKernels,
 }
@@ -408,18 +408,20 @@ impl CentroidTwoLevelDecode {
         (keep_coarse * max_fine).next_power_of_two()
     }
 
-    /// Configs: `[tile LSE, scores, coarse select, attention]` (those of
-    /// [`CentroidDecode::configs`] at the coarse level), then `[normalizer, fine scores,
-    /// fine select]`.
+    /// Configs: `[tile LSE, scores, coarse select, row packing, attention]` (those of
+    /// [`CentroidDecode::configs`] at the coarse level, the packing sized for the fine
+    /// `keep`), then `[normalizer, fine scores, fine select]`.
     pub fn configs(
         p: &DecodeParams,
         keep_coarse: usize,
         coarse_cand: usize,
         keep: usize,
         max_fine: usize,
-        per_split: usize,
-    ) -> ([KernelConfig; 4], [KernelConfig; 3]) {
-        let one = CentroidDecode::configs(p, keep_coarse, coarse_cand, per_split);
+        pack_slots: usize,
+    ) -> ([KernelConfig; 5], [KernelConfig; 3]) {
+        let mut one = CentroidDecode::configs(p, keep_coarse, coarse_cand, pack_slots);
+        // The packing expands the fine selection's `keep` slots.
+        one[3] = CentroidDecode::pack_config(keep, pack_slots);
         let g = p.group as i64;
         let max_tiles = one[1].get("MAX_TILES").unwrap_or(1);
         (
@@ -448,7 +450,7 @@ impl CentroidTwoLevelDecode {
         coarse_clusters: usize,
         keep: usize,
         max_fine: usize,
-        per_split: usize,
+        pack_slots: usize,
         rt: Option<&Runtime>,
     ) -> Result<Self, KernelError> {
         let coarse_cand = coarse_clusters.next_power_of_two();
@@ -458,18 +460,19 @@ impl CentroidTwoLevelDecode {
             || max_fine == 0
             || keep == 0
             || keep > fine_cand
-            || per_split == 0
+            || pack_slots == 0
         {
             return Err(invalid(
                 Self::NAME,
                 format!(
                     "need 0 < keep_coarse {keep_coarse} <= coarse clusters (rounded up to {coarse_cand}), max_fine > \
-                     0, 0 < keep {keep} <= keep_coarse · max_fine (rounded up to {fine_cand}), per_split > 0"
+                     0, 0 < keep {keep} <= keep_coarse · max_fine (rounded up to {fine_cand}), pack_slots > 0"
                 ),
             ));
         }
-        let ([t, s, cs, a], [l, f, sel]) = Self::configs(&params, keep_coarse, coarse_cand, keep, max_fine, per_split);
-        let splits = CentroidDecode::combine_splits(keep, per_split, &params);
+        let ([t, s, cs, pack, a], [l, f, sel]) =
+            Self::configs(&params, keep_coarse, coarse_cand, keep, max_fine, pack_slots);
+        let splits = CentroidDecode::combine_splits(&params);
         let kernels = match rt {
             None => TwoLevelKernels {
                 tile_lse: CentroidTileLse::cpu(&t)?,
@@ -478,7 +481,7 @@ impl CentroidTwoLevelDecode {
                 coarse_select: CentroidSelect::cpu(&cs)?,
                 fine_scores: CentroidFineScores::cpu(&f)?,
                 select: CentroidSelectIds::cpu(&sel)?,
-                attention: KeptRangeAttention::new(None, &a, &params, splits)?,
+                attention: KeptRangeAttention::new(None, &pack, &a, &params, splits)?,
             },
             Some(rt) => TwoLevelKernels {
                 tile_lse: CentroidTileLse::new(rt, &t)?,
@@ -487,10 +490,10 @@ impl CentroidTwoLevelDecode {
                 coarse_select: CentroidSelect::new(rt, &cs)?,
                 fine_scores: CentroidFineScores::new(rt, &f)?,
                 select: CentroidSelectIds::new(rt, &sel)?,
-                attention: KeptRangeAttention::new(Some(rt), &a, &params, splits)?,
+                attention: KeptRangeAttention::new(Some(rt), &pack, &a, &params, splits)?,
             },
         };
-        Ok(CentroidTwoLevelDecode { params, keep_coarse, keep, max_fine, per_split, coarse_cand, kernels })
+        Ok(CentroidTwoLevelDecode { params, keep_coarse, keep, max_fine, pack_slots, coarse_cand, kernels })
     }
 
     /// Interpreter op.
@@ -500,9 +503,9 @@ impl CentroidTwoLevelDecode {
         coarse_clusters: usize,
         keep: usize,
         max_fine: usize,
-        per_split: usize,
+        pack_slots: usize,
     ) -> Result<Self, KernelError> {
-        Self::make(params, keep_coarse, coarse_clusters, keep, max_fine, per_split, None)
+        Self::make(params, keep_coarse, coarse_clusters, keep, max_fine, pack_slots, None)
     }
 
     /// GPU op.
@@ -514,9 +517,9 @@ impl CentroidTwoLevelDecode {
         coarse_clusters: usize,
         keep: usize,
         max_fine: usize,
-        per_split: usize,
+        pack_slots: usize,
     ) -> Result<Self, KernelError> {
-        Self::make(params, keep_coarse, coarse_clusters, keep, max_fine, per_split, Some(rt))
+        Self::make(params, keep_coarse, coarse_clusters, keep, max_fine, pack_slots, Some(rt))
     }
 
     /// Checks `q`/`k`/`v`/`out`/`lse` as [`CentroidDecode::check_args`], the layout tensors
@@ -578,17 +581,7 @@ impl CentroidTwoLevelDecode {
                 ),
             ));
         }
-        let cluster_splits = self.keep.div_ceil(self.per_split);
-        let (recent_split_len, recent_splits) =
-            if seq_len > fixed_len { crate::split_plan(seq_len - fixed_len, p.block_n, p.max_splits) } else { (1, 0) };
-        Ok(CentroidPlan {
-            batch: b,
-            kv_heads: h,
-            clusters: c,
-            cluster_splits,
-            recent_split_len,
-            splits: cluster_splits + recent_splits,
-        })
+        Ok(CentroidPlan::new(b, h, c, p))
     }
 
     /// Grids: `[tiles, Hkv, B]` of the coarse scoring, `[Hkv, B, 1]` per head, `[keep_coarse,

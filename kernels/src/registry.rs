@@ -15,7 +15,7 @@ pub fn registry() -> Vec<KernelEntry> {
         crate::centroid::CentroidTileLse::ENTRY,
         crate::centroid::CentroidScores::ENTRY,
         crate::centroid::CentroidSelect::ENTRY,
-        crate::centroid::CentroidRangeAttn::ENTRY,
+        crate::centroid::CentroidPackRows::ENTRY,
         crate::centroid_two_level::CentroidLse::ENTRY,
         crate::centroid_two_level::CentroidFineScores::ENTRY,
         crate::centroid_two_level::CentroidSelectIds::ENTRY,

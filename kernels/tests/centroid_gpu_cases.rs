@@ -111,8 +111,7 @@ fn gpu_case_configs_compile_to_ptx() {
         ptx("centroid_scores", emit_cuda(&CentroidScores::build(&sc).unwrap()));
         let k = c(&[("KEEP", case.keep as i64), ("CAND", cand), ("WARPS", 4)]);
         ptx("centroid_select", emit_cuda(&CentroidSelect::build(&k).unwrap()));
-        let r =
-            c(&[("GROUP", g), ("HEAD_DIM", hd), ("PER_SPLIT", case.per_split as i64), ("BLOCK_N", 64), ("WARPS", 4)]);
-        ptx("centroid_range_attn", emit_cuda(&CentroidRangeAttn::build(&r).unwrap()));
+        let r = CentroidDecode::pack_config(case.keep, case.pack_slots);
+        ptx("centroid_pack_rows", emit_cuda(&CentroidPackRows::build(&r).unwrap()));
     }
 }

@@ -22,7 +22,7 @@ fn run(mut c: CentroidTwoLevelCase) {
 #[test]
 fn two_level_lookup_matches_reference() {
     let inf = f32::NEG_INFINITY;
-    // (dims, fixed, seq, fine, coarse, keep_coarse, keep, per_split, threshold, seed)
+    // (dims, fixed, seq, fine, coarse, keep_coarse, keep, pack_slots, threshold, seed)
     run(CentroidTwoLevelCase::new(dims(1, 2, 4, 700, 64), 600, 650, 30, 5, 2, 5, 2, inf, 1));
     run(CentroidTwoLevelCase::new(dims(2, 1, 3, 400, 32), 333, 399, 24, 4, 3, 24, 4, inf, 2)); // keep > explored
     run(CentroidTwoLevelCase::new(dims(1, 2, 2, 500, 64), 450, 499, 25, 5, 3, 15, 3, -8.5, 3)); // threshold: keeps some, not all
@@ -68,19 +68,21 @@ fn two_level_refuses_bad_configs() {
 #[test]
 fn two_level_kernels_compile_for_sm90a() {
     use tessera_codegen::emit::emit_cuda;
-    use tessera_kernels::centroid::{CentroidRangeAttn, CentroidScores, CentroidSelect, CentroidTileLse};
+    use tessera_kernels::block_sparse::BlockSparseDecodeSplit;
+    use tessera_kernels::centroid::{CentroidPackRows, CentroidScores, CentroidSelect, CentroidTileLse};
     use tessera_kernels::centroid_two_level::{CentroidFineScores, CentroidLse, CentroidSelectIds};
     for (g, d, coarse, keep_coarse, keep, max_fine) in
         [(4, 128, 34, 9, 56, 40), (3, 64, 14, 4, 30, 32), (4, 128, 406, 102, 650, 64)]
     {
         let p = DecodeParams::new(g, d);
-        let ([t, s, cs, a], [l, f, sel]) =
+        let ([t, s, cs, pack, a], [l, f, sel]) =
             CentroidTwoLevelDecode::configs(&p, keep_coarse, (coarse as usize).next_power_of_two(), keep, max_fine, 8);
         let kernels = [
             CentroidTileLse::build(&t).unwrap(),
             CentroidScores::build(&s).unwrap(),
             CentroidSelect::build(&cs).unwrap(),
-            CentroidRangeAttn::build(&a).unwrap(),
+            CentroidPackRows::build(&pack).unwrap(),
+            BlockSparseDecodeSplit::build(&a).unwrap(),
             CentroidLse::build(&l).unwrap(),
             CentroidFineScores::build(&f).unwrap(),
             CentroidSelectIds::build(&sel).unwrap(),

@@ -96,11 +96,10 @@ pub(super) fn centroid2(cx: &Ctx, x: &Inputs, cl: &Clustered, dense_us: Option<f
     let kc = DeviceTensor::poisoned(st, DType::I32, &[b, HKV])?;
     let out = DeviceTensor::poisoned(st, DType::BF16, &[b, HQ, D])?;
     let kept_ranges = KeptRanges { keep_start: &ks, keep_len: &kl, keep_count: &kc };
-    // (PER_SPLIT, BLOCK_N, WARPS, recent max_splits): the one-level lookup's best first.
-    let configs: Vec<(usize, usize, usize, usize)> = vec![(16, 32, 4, 4), (8, 32, 4, 4), (32, 32, 4, 4)];
-    let label = |p: &(usize, usize, usize, usize)| {
-        format!("PER_SPLIT={} BLOCK_N={} WARPS={} recent max_splits={}", p.0, p.1, p.2, p.3)
-    };
+    // (SLOTS, BLOCK_N, WARPS, attention splits per head): the one-level lookup's best first.
+    let configs: Vec<(usize, usize, usize, usize)> = vec![(16, 64, 4, 8), (16, 64, 4, 16), (16, 32, 4, 8)];
+    let label =
+        |p: &(usize, usize, usize, usize)| format!("SLOTS={} BLOCK_N={} WARPS={} splits={}", p.0, p.1, p.2, p.3);
     let us = |v: &[f64]| v.iter().map(|&x| x as usize).collect::<Vec<usize>>();
     let mut kept_rows = None;
     cx.sweep(&mut row, &configs, label, |p| {

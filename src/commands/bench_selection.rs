@@ -442,12 +442,11 @@ fn centroid(cx: &Ctx, x: &Inputs, cl: &Clustered, dense_us: Option<f64>) -> Resu
     let kc = DeviceTensor::poisoned(st, DType::I32, &[b, HKV])?;
     let out = DeviceTensor::poisoned(st, DType::BF16, &[b, HQ, D])?;
     let host_shape = |s: &[usize], dt| HostTensor::full(dt, s, 0.0);
-    // (PER_SPLIT, BLOCK_N, WARPS, recent max_splits)
+    // (SLOTS, BLOCK_N, WARPS, attention splits per head)
     let configs: Vec<(usize, usize, usize, usize)> =
-        vec![(16, 32, 4, 4), (8, 32, 4, 4), (32, 32, 4, 4), (16, 64, 4, 4), (16, 32, 8, 4), (8, 32, 4, 8)];
-    let label = |p: &(usize, usize, usize, usize)| {
-        format!("PER_SPLIT={} BLOCK_N={} WARPS={} recent max_splits={}", p.0, p.1, p.2, p.3)
-    };
+        vec![(16, 64, 4, 8), (16, 64, 4, 4), (16, 64, 4, 16), (16, 32, 4, 8), (16, 64, 8, 8), (16, 128, 4, 8)];
+    let label =
+        |p: &(usize, usize, usize, usize)| format!("SLOTS={} BLOCK_N={} WARPS={} splits={}", p.0, p.1, p.2, p.3);
     let mut kept_rows = None;
     cx.sweep(&mut row, &configs, label, |p| {
         let params = DecodeParams { block_n: p.1, warps: p.2, max_splits: p.3, ..DecodeParams::new(G, D) };
@@ -992,7 +991,7 @@ mod tests {
     use tessera_codegen::emit::{emit_cuda, EmittedKernel};
     use tessera_dsl_support::KernelConfig;
     use tessera_kernels::centroid::{
-        CentroidPermute, CentroidRangeAttn, CentroidScores, CentroidSelect, CentroidTileLse, KmeansAccumulate,
+        CentroidPackRows, CentroidPermute, CentroidScores, CentroidSelect, CentroidTileLse, KmeansAccumulate,
         KmeansAssign, KmeansFinalize,
     };
     use tessera_kernels::hip::{HipFinalize, HipInitNodes, HipScoreChildren, HipSelectChildren};
@@ -1116,7 +1115,7 @@ mod tests {
         let pool = ptx("snapkv_pool_topk", emit_cuda(&SnapkvPoolTopk::build(&p).unwrap()));
         let merge = ptx("snapkv_merge", emit_cuda(&SnapkvMerge::build(&m).unwrap()));
         assert!(pool <= SMEM && merge <= SMEM, "C2048: pool_topk {pool} B, merge {merge} B shared");
-        // Centroid decode: 6502 clusters (CAND 8192), KEEP 650, PER_SPLIT 16, BLOCK_N 32.
+        // Centroid decode: 6502 clusters (CAND 8192), KEEP 650, SLOTS 16, BLOCK_N 32.
         let (cl, keep) = centroid_sizes(N - CENTROID_RECENT, CENTROID_KEEP_FRACTION);
         let p = DecodeParams { block_n: 32, warps: 4, max_splits: 4, ..DecodeParams::new(G, D) };
         CentroidDecode::cpu(p, keep, cl, 16).unwrap();
@@ -1127,11 +1126,8 @@ mod tests {
         smem.push(("centroid_scores", ptx("centroid_scores", emit_cuda(&CentroidScores::build(&s).unwrap()))));
         let sel = c(&[("KEEP", keep as i64), ("CAND", cl.next_power_of_two() as i64), ("WARPS", 4)]);
         smem.push(("centroid_select", ptx("centroid_select", emit_cuda(&CentroidSelect::build(&sel).unwrap()))));
-        let r = c(&[("GROUP", g), ("HEAD_DIM", d), ("PER_SPLIT", 16), ("BLOCK_N", 32), ("WARPS", 4)]);
-        smem.push((
-            "centroid_range_attn",
-            ptx("centroid_range_attn", emit_cuda(&CentroidRangeAttn::build(&r).unwrap())),
-        ));
+        let r = CentroidDecode::pack_config(keep, 16);
+        smem.push(("centroid_pack_rows", ptx("centroid_pack_rows", emit_cuda(&CentroidPackRows::build(&r).unwrap()))));
         // k-means: KEY_TILE 64, C_TILE 64, normalized keys, + the raw-key accumulate.
         KMeansCluster::cpu(D, true, 64, 64).unwrap();
         for n in [1, 0] {

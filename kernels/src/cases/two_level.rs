@@ -29,7 +29,7 @@ pub struct CentroidTwoLevelCase {
     pub coarse: usize,
     pub keep_coarse: usize,
     pub keep: usize,
-    pub per_split: usize,
+    pub pack_slots: usize,
     pub threshold: f32,
     pub params: DecodeParams,
     pub seed: u64,
@@ -59,7 +59,7 @@ impl CentroidTwoLevelCase {
         coarse: usize,
         keep_coarse: usize,
         keep: usize,
-        per_split: usize,
+        pack_slots: usize,
         threshold: f32,
         seed: u64,
     ) -> Self {
@@ -80,7 +80,7 @@ impl CentroidTwoLevelCase {
             coarse,
             keep_coarse,
             keep,
-            per_split,
+            pack_slots,
             threshold,
             params: lse_params(g, d),
             seed,
@@ -226,7 +226,7 @@ impl KernelCase for CentroidTwoLevelCase {
             self.coarse,
             self.keep,
             layout.max_fine,
-            self.per_split,
+            self.pack_slots,
         )?;
         let x = TwoLevelInputs {
             fine_centroids: &layout.fine_centroids,
@@ -293,7 +293,7 @@ impl KernelCase for CentroidTwoLevelCase {
             self.coarse,
             self.keep,
             layout.max_fine,
-            self.per_split,
+            self.pack_slots,
         )?;
         let xs = [
             &layout.fine_centroids,

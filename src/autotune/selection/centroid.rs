@@ -8,8 +8,9 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use tessera_codegen::host::HostTensor;
 use tessera_codegen::ir::{DType, Kernel};
+use tessera_kernels::block_sparse::BlockSparseDecodeSplit;
 use tessera_kernels::centroid::{
-    init_indices, layout_tensors, score_clusters, select_clusters, CentroidRangeAttn, CentroidScores, CentroidSelect,
+    init_indices, layout_tensors, score_clusters, select_clusters, CentroidPackRows, CentroidScores, CentroidSelect,
     CentroidTileLse,
 };
 use tessera_kernels::{CentroidDecode, DecodeParams, KMeansCluster, Scratch};
@@ -50,11 +51,12 @@ impl fmt::Display for CentroidShape {
     }
 }
 
-/// Knobs of centroid decode: kept clusters per attention split, the range-attention
-/// kernel's BLOCK_N and WARPS, and the most splits of the recent rows.
+/// Knobs of centroid decode: kept clusters expanded per packing program, the attention
+/// kernel's (a block-sparse split with one-row blocks) BLOCK_N and WARPS, and its splits
+/// per (batch, KV head) (they share the kept + recent rows evenly).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CentroidConfig {
-    pub per_split: usize,
+    pub pack_slots: usize,
     pub block_n: usize,
     pub warps: usize,
     pub max_splits: usize,
@@ -62,11 +64,7 @@ pub struct CentroidConfig {
 
 impl fmt::Display for CentroidConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "PER_SPLIT={} BLOCK_N={} WARPS={} recent max_splits={}",
-            self.per_split, self.block_n, self.warps, self.max_splits
-        )
+        write!(f, "SLOTS={} BLOCK_N={} WARPS={} splits={}", self.pack_slots, self.block_n, self.warps, self.max_splits)
     }
 }
 
@@ -150,36 +148,40 @@ impl TuneTarget for CentroidDecodeTarget {
             .build()
     }
 
-    /// The range-attention kernel's tune space (BLOCK_N × WARPS) × PER_SPLIT {8, 16, 32}
-    /// × recent max_splits {4, 8}.
+    /// The attention kernel's tile space (BLOCK_N × WARPS) × splits {4, 8, 16, 32}, SLOTS
+    /// 16 (the packing is a few µs whatever its slots).
     fn candidates(&self, _s: &CentroidShape) -> Vec<CentroidConfig> {
         let mut out = Vec::new();
-        for (block_n, warps, _) in tile_knobs(CentroidRangeAttn::tune_space()) {
-            for per_split in [8, 16, 32] {
-                for max_splits in [4, 8] {
-                    out.push(CentroidConfig { per_split, block_n, warps, max_splits });
+        for (block_n, warps, _) in tile_knobs(BlockSparseDecodeSplit::tune_space()) {
+            for max_splits in [4, 8, 16, 32] {
+                let c = CentroidConfig { pack_slots: 16, block_n, warps, max_splits };
+                if !out.contains(&c) {
+                    out.push(c);
                 }
             }
         }
         out
     }
 
-    /// PER_SPLIT 16, BLOCK_N 32, 4 warps, 4 recent splits: what bench-selection runs first
-    /// (kept clusters average ~20 rows: small tiles).
-    fn heuristic(&self, _s: &CentroidShape, _sm_count: usize) -> CentroidConfig {
-        CentroidConfig { per_split: 16, block_n: 32, warps: 4, max_splits: 4 }
+    /// SLOTS 16, BLOCK_N 64, 4 warps, and enough splits for about two programs per SM
+    /// (4 to 32): the packed rows are whole tiles, so the split count only spreads them.
+    fn heuristic(&self, s: &CentroidShape, sm_count: usize) -> CentroidConfig {
+        let heads = (s.batch * s.kv_heads).max(1);
+        let max_splits = (2 * sm_count).div_ceil(heads).next_power_of_two().clamp(4, 32);
+        CentroidConfig { pack_slots: 16, block_n: 64, warps: 4, max_splits }
     }
 
-    /// The range attention (the tuned knobs) and the combine its split count sizes, then
-    /// the scoring and select kernels, configured as the op configures them.
+    /// The attention (the tuned knobs) and the combine its split count sizes, the row
+    /// packing, then the scoring and select kernels, configured as the op configures them.
     fn kernels(&self, s: &CentroidShape, c: &CentroidConfig) -> Result<Vec<Kernel>> {
         let cand = s.clusters.next_power_of_two();
         let p = c.params(s);
-        let [tile, scores, select, attn] = CentroidDecode::configs(&p, s.keep, cand, c.per_split);
-        let max_splits = CentroidDecode::combine_splits(s.keep, c.per_split, &p);
+        let [tile, scores, select, pack, attn] = CentroidDecode::configs(&p, s.keep, cand, c.pack_slots);
+        let max_splits = CentroidDecode::combine_splits(&p);
         Ok(vec![
-            CentroidRangeAttn::build(&attn)?,
+            BlockSparseDecodeSplit::build(&attn)?,
             combine_kernel(s.head_dim, max_splits)?,
+            CentroidPackRows::build(&pack)?,
             CentroidTileLse::build(&tile)?,
             CentroidScores::build(&scores)?,
             CentroidSelect::build(&select)?,
@@ -230,7 +232,7 @@ impl TuneTarget for CentroidDecodeTarget {
         iters: usize,
     ) -> Result<TimingStats, Failure> {
         let s = b.shape;
-        let op = CentroidDecode::new(rt, c.params(&s), s.keep, s.clusters, c.per_split).map_err(kerr)?;
+        let op = CentroidDecode::new(rt, c.params(&s), s.keep, s.clusters, c.pack_slots).map_err(kerr)?;
         let scratch = Scratch::new();
         let b = &*b;
         let launch = || {
@@ -383,8 +385,8 @@ mod tests {
     #[test]
     fn centroid_decode_keeps_the_contract() {
         let counts = contract(&CentroidDecodeTarget, |s| CentroidShape { seq_len: s.seq_len - 1000, ..*s });
-        // BLOCK_N {64, 32, 128} × WARPS {4, 8} × PER_SPLIT {8, 16, 32} × max_splits {4, 8}.
-        assert_eq!(counts, vec![36, 36]);
+        // BLOCK_N {64, 32, 128} × WARPS {4, 8} × splits {4, 8, 16, 32}.
+        assert_eq!(counts, vec![24, 24]);
         let s = CentroidDecodeTarget.shapes("decode").unwrap();
         // bench-selection's sizes at 32K: 5% of 31744 fixed keys, 10% of those clusters.
         assert_eq!((s[0].batch, s[1].batch, s[0].seq_len), (1, 8, 32768));
@@ -417,7 +419,7 @@ mod tests {
         let (mut kp, mut vp) = (HostTensor::full(DType::BF16, &kv, 0.0), HostTensor::full(DType::BF16, &kv, 0.0));
         let co = km.run_cpu(&k, &v, s.fixed(), s.seq_len, &init_centroids(&k, &s, 9), 1, &mut kp, &mut vp).unwrap();
         let c = CentroidDecodeTarget.heuristic(&s, 132);
-        let op = CentroidDecode::cpu(c.params(&s), s.keep, s.clusters, c.per_split).unwrap();
+        let op = CentroidDecode::cpu(c.params(&s), s.keep, s.clusters, c.pack_slots).unwrap();
         let keep = [1, 2, s.keep];
         let mut ks = HostTensor::full(DType::I32, &keep, -1.0);
         let (mut kl, mut kc) = (ks.clone(), HostTensor::full(DType::I32, &[1, 2], -1.0));

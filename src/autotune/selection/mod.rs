@@ -5,7 +5,7 @@
 //!   blocks of 2, window 256), over CHILD_TILE;
 //! * `centroid_decode`: [`CentroidDecode`](tessera_kernels::CentroidDecode) (Squeezed-Attention centroid lookup over a
 //!   cache clustered by one Lloyd iteration of [`KMeansCluster`](tessera_kernels::KMeansCluster): 5% clusters, the top
-//!   10% of them kept, the last 1024 tokens recent), over PER_SPLIT × BLOCK_N × WARPS ×
+//!   10% of them kept, the last 1024 tokens recent), over SLOTS × BLOCK_N × WARPS ×
 //!   the recent rows' max_splits;
 //! * `snapkv`: [`SnapKvCompress`](tessera_kernels::snapkv::SnapKvCompress) (SnapKV prompt compression: window 32, capacity 2048,
 //!   max pooling 7), over POOL_TILE.
