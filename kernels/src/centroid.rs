@@ -938,6 +938,11 @@ impl CentroidDecode {
     /// Clusters per scoring tile (of `centroid_tile_lse` / `centroid_scores`).
     pub const C_TILE: usize = 64;
 
+    /// Warps of the select kernels: one program per (batch, KV head) is fewer programs
+    /// than SMs even at B8 (64), so each takes a wide block; its radix passes and sort
+    /// split over the threads (16 warps: 40 registers, no spills at CAND 8192).
+    pub const SELECT_WARPS: i64 = 16;
+
     /// Scoring tiles for `clusters` clusters (the partial-LSE rows).
     fn tiles(clusters: usize) -> usize {
         clusters.div_ceil(Self::C_TILE).max(1)
@@ -954,7 +959,7 @@ impl CentroidDecode {
         [
             KernelConfig::from_pairs(&[("GROUP", g), ("HEAD_DIM", d), ("C_TILE", tile), ("WARPS", 4)]),
             KernelConfig::from_pairs(&[("GROUP", g), ("C_TILE", tile), ("MAX_TILES", max_tiles), ("WARPS", 4)]),
-            KernelConfig::from_pairs(&[("KEEP", keep as i64), ("CAND", cand as i64), ("WARPS", 4)]),
+            KernelConfig::from_pairs(&[("KEEP", keep as i64), ("CAND", cand as i64), ("WARPS", Self::SELECT_WARPS)]),
             Self::pack_config(keep, pack_slots),
             BlockSparseDecode::config(p, 1, false),
         ]

@@ -437,7 +437,7 @@ impl CentroidTwoLevelDecode {
                 KernelConfig::from_pairs(&[
                     ("KEEP", keep as i64),
                     ("CAND", Self::fine_cand(keep_coarse, max_fine) as i64),
-                    ("WARPS", 4),
+                    ("WARPS", CentroidDecode::SELECT_WARPS),
                 ]),
             ],
         )
