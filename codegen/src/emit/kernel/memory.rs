@@ -241,7 +241,7 @@ impl BodyWriter<'_> {
         // thread can read any element; `@E` in the mask expression is the element's
         // offset inside its vector.
         let mut off = 0;
-        let mut staged = false;
+        let mut stashes = Vec::new();
         let mask_uniform_inner = mask.is_some_and(|m| {
             let ms = &self.k.ty(m).shape;
             ms.len() < ty.rank() && ty.rank() > 0 && ms.is_empty() || ms.last() == Some(&1) && ms.len() == ty.rank()
@@ -263,27 +263,48 @@ impl BodyWriter<'_> {
                 e
             } else {
                 let s = Self::smem_ptr(DType::Bool, 0);
-                self.stash_value(m, &s);
+                stashes.push((self.expand_alias.get(&m).copied().unwrap_or(m), s.clone()));
                 off = align16(mt.numel());
-                staged = true;
                 format!("{s}[{}]", broadcast_index("(f + @E)", &mt.shape, &ty.shape))
             }
         });
+        // Gather positions: recomputed per element when the index tile is arange
+        // arithmetic (`t / BLOCK_SIZE`), else staged in scratch (slots past the end of the
+        // tile have coordinates past the index tile: clamped so they never read outside
+        // its copy; a recomputed index is bounds-checked by the access like any position).
         let mut gathers = Vec::new();
+        let mut gather_axis = 0;
         for i in index {
-            if let Index::Gather(g) = i {
-                let gt = self.ty(*g);
-                let gl = self.value_layout(&gt);
-                let s = Self::smem_ptr(gt.dtype, off);
-                self.line(format!("tsr::stash<{}>({s}, {});", gl.targs(), self.name(*g)));
-                gathers.push(s);
-                off = align16(off + gl.numel * gt.dtype.size_bytes());
+            match i {
+                Index::At(_) => {}
+                Index::Range { .. } => gather_axis += 1,
+                Index::Gather(g) => {
+                    if let Some(e) = self.remat(*g, &[format!("@C{gather_axis}@")]) {
+                        gathers.push(e);
+                    } else {
+                        let gt = self.ty(*g);
+                        let gl = self.value_layout(&gt);
+                        let s = Self::smem_ptr(gt.dtype, off);
+                        stashes.push((*g, s.clone()));
+                        gathers.push(format!("{s}[tsr::clamp_index(@C{gather_axis}@, {})]", gt.shape[0]));
+                        off = align16(off + gl.numel * gt.dtype.size_bytes());
+                    }
+                    gather_axis += 1;
+                }
             }
         }
         self.use_smem(off);
-        let staged = staged || !gathers.is_empty();
+        let staged = !stashes.is_empty();
         if staged {
-            self.sync();
+            // The previous access may have left exactly these values in scratch (the K and
+            // V tiles of one gathered row set): read them again, no stash, no barriers.
+            if self.held_stash.as_ref() != Some(&stashes) {
+                self.flush_held_stash();
+                for (v, dst) in &stashes {
+                    self.stash_value(*v, dst);
+                }
+                self.sync();
+            }
         }
         // Position expressions per tensor dim, with `c<axis>` the tile coordinates.
         let mut positions = Vec::new();
@@ -298,11 +319,8 @@ impl BodyWriter<'_> {
                     vector_dim = Some((d, false));
                     axis += 1;
                 }
-                Index::Gather(g) => {
-                    // Slots past the end of the tile have coordinates past the index tile:
-                    // clamp so they never read outside its shared-memory copy.
-                    let len = self.k.ty(*g).shape[0];
-                    positions.push(format!("(long long){}[tsr::clamp_index(@C{axis}@, {len})]", gathers[gi]));
+                Index::Gather(_) => {
+                    positions.push(format!("(long long){}", gathers[gi]));
                     gi += 1;
                     vector_dim = Some((d, true));
                     axis += 1;
@@ -323,6 +341,7 @@ impl BodyWriter<'_> {
             }
         }
         Access {
+            stashes,
             tile_axis,
             has_gather: index.iter().any(|i| matches!(i, Index::Gather(_))),
             writer: None,
@@ -525,6 +544,8 @@ struct Access {
     mask: Option<String>,
     /// Whether gather indices or a mask were staged in shared memory.
     staged: bool,
+    /// The values staged and where (see [`BodyWriter::held_stash`]).
+    stashes: Vec<(ValueId, String)>,
     /// For each tensor dim, the tile axis it runs along (`None` for a fixed position).
     tile_axis: Vec<Option<usize>>,
     /// Whether any dim is addressed by a gather.
@@ -576,10 +597,12 @@ impl Access {
         w.line(format!("const long long off = {};", if off.is_empty() { "0".into() } else { off.join(" + ") }));
     }
 
-    /// Staged indices and masks live in shared memory until every thread is done.
+    /// Staged indices and masks live in shared memory until every thread is done: the
+    /// barrier is deferred to the next statement that may write scratch (see
+    /// [`BodyWriter::held_stash`]), so an access staging the same values reuses them.
     fn finish(&self, w: &mut BodyWriter) {
         if self.staged {
-            w.sync();
+            w.held_stash = Some(self.stashes.clone());
         }
     }
 }

@@ -52,6 +52,12 @@ pub(super) struct BodyWriter<'a> {
     /// registers). Values read while it is emitted keep their own layouts
     /// ([`Self::value_layout`]).
     force_round_robin: Option<Vec<usize>>,
+    /// Values a finished memory access staged in scratch (value, location), still being
+    /// read by other threads: the barrier that frees scratch is owed. It is paid before
+    /// the next statement that may write scratch ([`Self::flush_held_stash`]), unless that
+    /// statement is an access staging exactly these values, which reads them in place
+    /// (a gathered V tile after its K tile: one stash and two barriers per tile saved).
+    held_stash: Option<Vec<(ValueId, String)>>,
 }
 
 impl<'a> BodyWriter<'a> {
@@ -74,6 +80,7 @@ impl<'a> BodyWriter<'a> {
             defs: remat::definitions(k),
             frags: fragments::plan(k, k.num_threads() as usize),
             force_round_robin: None,
+            held_stash: None,
         }
     }
 
@@ -173,9 +180,40 @@ impl<'a> BodyWriter<'a> {
         for s in body {
             self.stmt(s);
         }
+        self.flush_held_stash();
+    }
+
+    /// Pays the barrier a finished access owes (see [`Self::held_stash`]).
+    fn flush_held_stash(&mut self) {
+        if self.held_stash.take().is_some() {
+            self.line("__syncthreads();  // staged indices/mask no longer read: scratch free");
+        }
+    }
+
+    /// Whether emitting `s` may write the scratch arena before any memory access of its
+    /// own decides (loads decide in `prepare_access`). Conservative: only constants,
+    /// arguments, ids, sizes, aranges and scalar arithmetic are known not to.
+    fn may_write_scratch(&self, s: &Stmt) -> bool {
+        let Stmt::Let { results, op } = s else { return true };
+        match op {
+            Op::Load { .. }
+            | Op::Const { .. }
+            | Op::Arg(_)
+            | Op::ProgramId(_)
+            | Op::NumPrograms(_)
+            | Op::Dim { .. }
+            | Op::Arange { .. } => false,
+            Op::Unary { .. } | Op::Binary { .. } | Op::Select { .. } | Op::Cast { .. } => {
+                !(results.iter().chain(&op.operands()).all(|v| self.k.ty(*v).is_scalar()))
+            }
+            _ => true,
+        }
     }
 
     fn stmt(&mut self, s: &Stmt) {
+        if self.held_stash.is_some() && self.may_write_scratch(s) {
+            self.flush_held_stash();
+        }
         match s {
             Stmt::Let { results, op } => {
                 let names: Vec<String> =
@@ -304,6 +342,7 @@ impl<'a> BodyWriter<'a> {
         for i in idx {
             self.stmt(&body[i]);
         }
+        self.flush_held_stash();
         self.prefetch_buffer = None;
     }
 
