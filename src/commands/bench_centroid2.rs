@@ -97,7 +97,7 @@ pub(super) fn centroid2(cx: &Ctx, x: &Inputs, cl: &Clustered, dense_us: Option<f
     let out = DeviceTensor::poisoned(st, DType::BF16, &[b, HQ, D])?;
     let kept_ranges = KeptRanges { keep_start: &ks, keep_len: &kl, keep_count: &kc };
     // (SLOTS, BLOCK_N, WARPS, attention splits per head): the one-level lookup's best first.
-    let configs: Vec<(usize, usize, usize, usize)> = vec![(16, 64, 4, 8), (16, 64, 4, 16), (16, 32, 4, 8)];
+    let configs: Vec<(usize, usize, usize, usize)> = vec![(16, 32, 4, 8), (16, 32, 4, 16), (16, 64, 4, 16)];
     let label =
         |p: &(usize, usize, usize, usize)| format!("SLOTS={} BLOCK_N={} WARPS={} splits={}", p.0, p.1, p.2, p.3);
     let us = |v: &[f64]| v.iter().map(|&x| x as usize).collect::<Vec<usize>>();

@@ -444,7 +444,7 @@ fn centroid(cx: &Ctx, x: &Inputs, cl: &Clustered, dense_us: Option<f64>) -> Resu
     let host_shape = |s: &[usize], dt| HostTensor::full(dt, s, 0.0);
     // (SLOTS, BLOCK_N, WARPS, attention splits per head)
     let configs: Vec<(usize, usize, usize, usize)> =
-        vec![(16, 64, 4, 8), (16, 64, 4, 4), (16, 64, 4, 16), (16, 32, 4, 8), (16, 64, 8, 8), (16, 128, 4, 8)];
+        vec![(16, 32, 4, 8), (16, 32, 4, 16), (16, 32, 4, 4), (16, 32, 8, 8), (16, 64, 4, 16), (16, 64, 4, 8)];
     let label =
         |p: &(usize, usize, usize, usize)| format!("SLOTS={} BLOCK_N={} WARPS={} splits={}", p.0, p.1, p.2, p.3);
     let mut kept_rows = None;
