@@ -96,14 +96,17 @@ pub(super) fn centroid2(cx: &Ctx, x: &Inputs, cl: &Clustered, dense_us: Option<f
     let kc = DeviceTensor::poisoned(st, DType::I32, &[b, HKV])?;
     let out = DeviceTensor::poisoned(st, DType::BF16, &[b, HQ, D])?;
     let kept_ranges = KeptRanges { keep_start: &ks, keep_len: &kl, keep_count: &kc };
-    // (SLOTS, BLOCK_N, WARPS, attention splits per head): the one-level lookup's best first.
-    let configs: Vec<(usize, usize, usize, usize)> = vec![(16, 32, 4, 8), (16, 32, 4, 16), (16, 64, 4, 16)];
-    let label =
-        |p: &(usize, usize, usize, usize)| format!("SLOTS={} BLOCK_N={} WARPS={} splits={}", p.0, p.1, p.2, p.3);
+    // (SLOTS, BLOCK_N, WARPS, attention splits per head, STAGES): the one-level lookup's
+    // best first.
+    let configs: Vec<(usize, usize, usize, usize, usize)> =
+        vec![(16, 32, 4, 8, 2), (16, 32, 4, 8, 3), (16, 32, 4, 16, 2)];
+    let label = |p: &(usize, usize, usize, usize, usize)| {
+        format!("SLOTS={} BLOCK_N={} WARPS={} splits={} STAGES={}", p.0, p.1, p.2, p.3, p.4)
+    };
     let us = |v: &[f64]| v.iter().map(|&x| x as usize).collect::<Vec<usize>>();
     let mut kept_rows = None;
     cx.sweep(&mut row, &configs, label, |p| {
-        let params = DecodeParams { block_n: p.1, warps: p.2, max_splits: p.3, ..DecodeParams::new(G, D) };
+        let params = DecodeParams { block_n: p.1, warps: p.2, max_splits: p.3, stages: p.4, ..DecodeParams::new(G, D) };
         let op = CentroidTwoLevelDecode::new(cx.rt, params, keep_coarse, coarse, keep, layout.max_fine, p.0)?;
         let scratch = Scratch::new();
         for t in [&ks, &kl, &kc, &out] {

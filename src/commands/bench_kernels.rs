@@ -114,6 +114,52 @@ fn block_sparse(cx: &Ctx, x: &Inputs) -> Result<(Row, Option<BlockSparseBest>)> 
     Ok((row, best.map(|config| BlockSparseBest { config })))
 }
 
+/// Block-sparse decode with one list of `NBLK` blocks per **query head** (PEERS.md's
+/// FlexAttention row: 418 µs): each program serves one query head and reads its KV
+/// head's rows (`BlockSparseDecode::per_query_head`). Bytes: every query head's selected
+/// rows (the lists of a group are drawn independently, so they overlap little).
+fn block_sparse_per_query_head(cx: &Ctx, x: &Inputs) -> Result<Row> {
+    let b = x.batch;
+    let mut row = Row::new(
+        "block_sparse_qh_B8",
+        format!("block-sparse {NBLK} blocks x {BS} tokens per (batch, query head), random distinct, B{b} N={N}"),
+        kv_bytes(b * HQ, NBLK * BS),
+        Some(260.0),
+    );
+    let mut rng = StdRng::seed_from_u64(12);
+    let (idx, cnt) = random_selection(&mut rng, b, HQ, N / BS, NBLK, false, true);
+    let mut refs = Vec::new();
+    if !cx.args.no_reference {
+        let iv = idx.to_f64();
+        for (bb, h) in check_pairs(b) {
+            let slab = x.slab(bb, h);
+            let jobs = (0..G)
+                .map(|g| {
+                    let qr = bb * HQ + h * G + g;
+                    let blocks: Vec<i64> = iv[qr * NBLK..(qr + 1) * NBLK].iter().map(|&v| v as i64).collect();
+                    (qr, qr, block_sparse_positions(N, 0, 0, &blocks, BS))
+                })
+                .collect();
+            refs.extend(attend_rows(&x.hq, &slab, jobs, scale_log2() as f64));
+        }
+    }
+    let out = DeviceTensor::poisoned(cx.rt.stream(), DType::BF16, &[b, HQ, D])?;
+    let (di, dc) = (DeviceTensor::upload(cx.rt.stream(), &idx)?, DeviceTensor::upload(cx.rt.stream(), &cnt)?);
+    cx.sweep(&mut row, &decode_configs(cx.args, &[4, 2, 8]), decode_label, |c| {
+        let op = BlockSparseDecode::per_query_head(Some(cx.rt), decode_params(c), BS)?;
+        op.check_args(&x.hq, &x.hk, &x.hv, &idx, &cnt, N, 0, 0, &out, None)?;
+        let (grid, split_len) = op.check_args(&x.q, &x.k, &x.v, &di, &dc, N, 0, 0, &out, None)?;
+        let scratch = Scratch::new();
+        out.poison()?;
+        op.launch_with(cx.rt, &scratch, &x.q, &x.k, &x.v, &di, &dc, N, 0, 0, &out, None)?;
+        cx.rt.synchronize()?;
+        let check = check_out(&out, &refs);
+        let stats = cx.time(|_| op.launch_with(cx.rt, &scratch, &x.q, &x.k, &x.v, &di, &dc, N, 0, 0, &out, None))?;
+        Ok(Trial { config: format!("{} (splits={}, split_len={split_len})", decode_label(c), grid[0]), stats, check })
+    });
+    Ok(row)
+}
+
 /// Landmark sets rotated through while timing (together > 2x the L2), so each launch
 /// reads its landmarks from HBM as a decode step would.
 fn landmark_sets(rt: &Runtime, b: usize, nb: usize) -> Result<(Vec<DeviceTensor>, HostTensor)> {
@@ -342,7 +388,14 @@ pub fn run(a: Args) -> Result<()> {
     );
     let cx = Ctx::new(&rt, &a);
     let mut rows = Rows { rows: Vec::new(), json: a.json.clone() };
-    let b8_workloads = ["sink_window_B8", "block_sparse_B8", "topk_select_B8_bs128", "topk_select_B8_bs64", "dense_B8"];
+    let b8_workloads = [
+        "sink_window_B8",
+        "block_sparse_B8",
+        "block_sparse_qh_B8",
+        "topk_select_B8_bs128",
+        "topk_select_B8_bs64",
+        "dense_B8",
+    ];
     if b8_workloads.iter().any(|w| cx.wanted(w)) || cx.wanted("topk_then_block_sparse_B8") {
         let x = Inputs::new(&rt, 8, HQ, N, 1)?;
         if cx.wanted("sink_window_B8") {
@@ -357,6 +410,13 @@ pub fn run(a: Args) -> Result<()> {
                 }
                 Err(e) => rows.push(guarded("block_sparse_B8", "block-sparse", Err(e))),
             }
+        }
+        if cx.wanted("block_sparse_qh_B8") {
+            rows.push(guarded(
+                "block_sparse_qh_B8",
+                "block-sparse per query head",
+                block_sparse_per_query_head(&cx, &x),
+            ));
         }
         let mut tk_best = None;
         if cx.wanted("topk_select_B8_bs128") || cx.wanted("topk_then_block_sparse_B8") {

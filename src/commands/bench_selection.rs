@@ -442,14 +442,21 @@ fn centroid(cx: &Ctx, x: &Inputs, cl: &Clustered, dense_us: Option<f64>) -> Resu
     let kc = DeviceTensor::poisoned(st, DType::I32, &[b, HKV])?;
     let out = DeviceTensor::poisoned(st, DType::BF16, &[b, HQ, D])?;
     let host_shape = |s: &[usize], dt| HostTensor::full(dt, s, 0.0);
-    // (SLOTS, BLOCK_N, WARPS, attention splits per head)
-    let configs: Vec<(usize, usize, usize, usize)> =
-        vec![(16, 32, 4, 8), (16, 32, 4, 16), (16, 32, 4, 4), (16, 32, 8, 8), (16, 64, 4, 16), (16, 64, 4, 8)];
-    let label =
-        |p: &(usize, usize, usize, usize)| format!("SLOTS={} BLOCK_N={} WARPS={} splits={}", p.0, p.1, p.2, p.3);
+    // (SLOTS, BLOCK_N, WARPS, attention splits per head, STAGES)
+    let configs: Vec<(usize, usize, usize, usize, usize)> = vec![
+        (16, 32, 4, 8, 2),
+        (16, 32, 4, 8, 3),
+        (16, 32, 4, 16, 2),
+        (16, 32, 4, 4, 2),
+        (16, 32, 8, 8, 2),
+        (16, 64, 4, 16, 2),
+    ];
+    let label = |p: &(usize, usize, usize, usize, usize)| {
+        format!("SLOTS={} BLOCK_N={} WARPS={} splits={} STAGES={}", p.0, p.1, p.2, p.3, p.4)
+    };
     let mut kept_rows = None;
     cx.sweep(&mut row, &configs, label, |p| {
-        let params = DecodeParams { block_n: p.1, warps: p.2, max_splits: p.3, ..DecodeParams::new(G, D) };
+        let params = DecodeParams { block_n: p.1, warps: p.2, max_splits: p.3, stages: p.4, ..DecodeParams::new(G, D) };
         let op = CentroidDecode::new(cx.rt, params, keep, c, p.0)?;
         op.check_args(
             &x.hq,
