@@ -6,6 +6,7 @@ Shapes (../shared/PEERS.md): bf16, 32 query heads, 8 KV heads, head dim 128, KV 
   sink_window_B8        SDPA on pre-sliced KV (sink 64 ++ window 4096 concatenated before
                         timing: the attention only is timed), FlexAttention (compiled) with
                         a sink+window BlockMask over the full cache.
+  block_sparse_qh_B8    the same with one selection per (batch, query head): FlexAttention.
   block_sparse_B8       64 random distinct blocks x 128 tokens per (batch, KV head):
                         SDPA on gathered KV (gather + attention, and attention alone on
                         pre-gathered KV), FlexAttention (compiled) with a BlockMask (the KV
@@ -178,6 +179,27 @@ def main():
             except Exception as e:  # noqa: BLE001
                 error(w, "flex", e)
         del kg, vg, tok_idx
+
+    w = "block_sparse_qh_B8"
+    if wanted(w) and flex is not None:
+        # One independent list of NBLK blocks per query head (PEERS.md's FlexAttention row).
+        nbytes = kv_bytes(b * HQ, NBLK * BS)
+        nb = N // BS
+        gi = torch.Generator(device="cuda").manual_seed(3)
+        blocks = torch.argsort(torch.rand(b, HQ, nb, device="cuda", generator=gi), dim=-1)[..., :NBLK]
+        try:
+            torch._dynamo.reset()
+            sel_qh = torch.zeros(b, HQ, nb, dtype=torch.bool, device="cuda")
+            sel_qh.scatter_(2, blocks, True)
+
+            def qh_mask(b_, h, qi, kv):
+                return sel_qh[b_, h, kv // BS]
+
+            mask = create_block_mask(qh_mask, B=b, H=HQ, Q_LEN=1, KV_LEN=N, BLOCK_SIZE=BS)
+            measure(w, "flex", lambda i: flex(q, k, v, block_mask=mask, enable_gqa=True), nbytes,
+                    "compiled, BlockMask with its own selection per query head")
+        except Exception as e:  # noqa: BLE001
+            error(w, "flex", e)
 
     for bs in (128, 64):
         w = f"topk_select_B8_bs{bs}"
