@@ -100,16 +100,7 @@ fn block_sparse(cx: &Ctx, x: &Inputs) -> Result<(Row, Option<BlockSparseBest>)> 
     let (di, dc) = (DeviceTensor::upload(cx.rt.stream(), &idx)?, DeviceTensor::upload(cx.rt.stream(), &cnt)?);
     let best = cx.sweep(&mut row, &decode_configs(cx.args, &[8, 4, 16, 32]), decode_label, |c| {
         let op = BlockSparseDecode::new(cx.rt, decode_params(c), BS)?;
-        // Index ranges are checked on the host copies.
-        op.check_args(&x.hq, &x.hk, &x.hv, &idx, &cnt, N, 0, 0, &out, None)?;
-        let (grid, split_len) = op.check_args(&x.q, &x.k, &x.v, &di, &dc, N, 0, 0, &out, None)?;
-        let scratch = Scratch::new();
-        out.poison()?;
-        op.launch_with(cx.rt, &scratch, &x.q, &x.k, &x.v, &di, &dc, N, 0, 0, &out, None)?;
-        cx.rt.synchronize()?;
-        let check = check_out(&out, &refs);
-        let stats = cx.time(|_| op.launch_with(cx.rt, &scratch, &x.q, &x.k, &x.v, &di, &dc, N, 0, 0, &out, None))?;
-        Ok(Trial { config: format!("{} (splits={}, split_len={split_len})", decode_label(c), grid[0]), stats, check })
+        block_sparse_trial(cx, x, &op, [&idx, &cnt], [&di, &dc], &out, &refs, decode_label(c))
     });
     Ok((row, best.map(|config| BlockSparseBest { config })))
 }
@@ -147,17 +138,33 @@ fn block_sparse_per_query_head(cx: &Ctx, x: &Inputs) -> Result<Row> {
     let (di, dc) = (DeviceTensor::upload(cx.rt.stream(), &idx)?, DeviceTensor::upload(cx.rt.stream(), &cnt)?);
     cx.sweep(&mut row, &decode_configs(cx.args, &[4, 2, 8]), decode_label, |c| {
         let op = BlockSparseDecode::per_query_head(Some(cx.rt), decode_params(c), BS)?;
-        op.check_args(&x.hq, &x.hk, &x.hv, &idx, &cnt, N, 0, 0, &out, None)?;
-        let (grid, split_len) = op.check_args(&x.q, &x.k, &x.v, &di, &dc, N, 0, 0, &out, None)?;
-        let scratch = Scratch::new();
-        out.poison()?;
-        op.launch_with(cx.rt, &scratch, &x.q, &x.k, &x.v, &di, &dc, N, 0, 0, &out, None)?;
-        cx.rt.synchronize()?;
-        let check = check_out(&out, &refs);
-        let stats = cx.time(|_| op.launch_with(cx.rt, &scratch, &x.q, &x.k, &x.v, &di, &dc, N, 0, 0, &out, None))?;
-        Ok(Trial { config: format!("{} (splits={}, split_len={split_len})", decode_label(c), grid[0]), stats, check })
+        block_sparse_trial(cx, x, &op, [&idx, &cnt], [&di, &dc], &out, &refs, decode_label(c))
     });
     Ok(row)
+}
+
+/// One block-sparse configuration: index ranges checked on the host copies (`host`), one
+/// run on poisoned outputs checked against `refs`, then the timed launches.
+#[allow(clippy::too_many_arguments)]
+fn block_sparse_trial(
+    cx: &Ctx,
+    x: &Inputs,
+    op: &BlockSparseDecode,
+    [idx, cnt]: [&HostTensor; 2],
+    [di, dc]: [&DeviceTensor; 2],
+    out: &DeviceTensor,
+    refs: &RefRows,
+    label: String,
+) -> Result<Trial> {
+    op.check_args(&x.hq, &x.hk, &x.hv, idx, cnt, N, 0, 0, out, None)?;
+    let (grid, split_len) = op.check_args(&x.q, &x.k, &x.v, di, dc, N, 0, 0, out, None)?;
+    let scratch = Scratch::new();
+    out.poison()?;
+    op.launch_with(cx.rt, &scratch, &x.q, &x.k, &x.v, di, dc, N, 0, 0, out, None)?;
+    cx.rt.synchronize()?;
+    let check = check_out(out, refs);
+    let stats = cx.time(|_| op.launch_with(cx.rt, &scratch, &x.q, &x.k, &x.v, di, dc, N, 0, 0, out, None))?;
+    Ok(Trial { config: format!("{label} (splits={}, split_len={split_len})", grid[0]), stats, check })
 }
 
 /// Landmark sets rotated through while timing (together > 2x the L2), so each launch
