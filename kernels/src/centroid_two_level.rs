@@ -626,7 +626,8 @@ impl CentroidTwoLevelDecode {
         let (mut pm, mut pl, mut cs, mut nl) = (f32t(&part), f32t(&part), f32t(&[b, h, cc]), f32t(&[b, h, g]));
         let mut raw = f32t(&[b, h, g, cc]);
         kn.tile_lse.run_cpu(tg, q, x.coarse_centroids, x.coarse_counts, &mut pm, &mut pl, &mut raw, sc)?;
-        kn.scores.run_cpu(tg, &raw, x.coarse_counts, &pm, &pl, &mut cs)?;
+        let sg = CentroidDecode::score_grid(cc, tg[1], tg[2]);
+        kn.scores.run_cpu(sg, &raw, x.coarse_counts, &pm, &pl, &mut cs)?;
         kn.lse.run_cpu(hg, &pm, &pl, &mut nl)?;
         let kc_shape = [b, h, self.keep_coarse];
         let (mut cks, mut ckl, mut ckc) = (i32t(&kc_shape), i32t(&kc_shape), i32t(&[b, h]));
@@ -697,7 +698,8 @@ impl CentroidTwoLevelDecode {
         let (cand_s, cand_i) = (scratch.get(rt, 10, DType::F32, &slots)?, scratch.get(rt, 11, DType::I32, &slots)?);
         let raw = scratch.get(rt, 12, DType::F32, &[b, h, g, cc])?;
         kn.tile_lse.launch(st, tg, q, x.coarse_centroids, x.coarse_counts, &pm, &pl, &raw, sc)?;
-        kn.scores.launch(st, tg, &raw, x.coarse_counts, &pm, &pl, &cs)?;
+        let sg = CentroidDecode::score_grid(cc, tg[1], tg[2]);
+        kn.scores.launch(st, sg, &raw, x.coarse_counts, &pm, &pl, &cs)?;
         kn.lse.launch(st, hg, &pm, &pl, &nl)?;
         kn.coarse_select.launch(st, hg, &cs, x.coarse_starts, &cks, &ckl, &ckc, f32::NEG_INFINITY)?;
         kn.fine_scores.launch(

@@ -135,7 +135,7 @@ fn centroid_kernels_emit_cuda() {
         KmeansFinalize::build(&c(&[("HEAD_DIM", 128), ("C_TILE", 32), ("WARPS", 4)])).unwrap(),
         CentroidPermute::build(&c(&[("HEAD_DIM", 128), ("ROWS", 64), ("WARPS", 4)])).unwrap(),
         CentroidTileLse::build(&c(&[("GROUP", 4), ("HEAD_DIM", 128), ("C_TILE", 64), ("WARPS", 4)])).unwrap(),
-        CentroidScores::build(&c(&[("GROUP", 4), ("C_TILE", 64), ("MAX_TILES", 128), ("WARPS", 4)])).unwrap(),
+        CentroidScores::build(&c(&[("GROUP", 4), ("C_TILE", 512), ("MAX_TILES", 128), ("WARPS", 4)])).unwrap(),
         CentroidSelect::build(&c(&[("KEEP", 656), ("CAND", 8192), ("WARPS", 4)])).unwrap(),
         CentroidPackRows::build(&c(&[("KEEP", 656), ("SLOTS", 16), ("ROWS", 32), ("WARPS", 4)])).unwrap(),
     ] {

@@ -1129,9 +1129,14 @@ mod tests {
         let s = c(&[("GROUP", g), ("HEAD_DIM", d), ("C_TILE", 64), ("WARPS", 4)]);
         smem.push(("centroid_tile_lse", ptx("centroid_tile_lse", emit_cuda(&CentroidTileLse::build(&s).unwrap()))));
         let max_tiles = cl.next_power_of_two().div_ceil(64).next_power_of_two() as i64;
-        let s = c(&[("GROUP", g), ("C_TILE", 64), ("MAX_TILES", max_tiles), ("WARPS", 4)]);
+        let s =
+            c(&[("GROUP", g), ("C_TILE", CentroidDecode::SCORE_TILE as i64), ("MAX_TILES", max_tiles), ("WARPS", 4)]);
         smem.push(("centroid_scores", ptx("centroid_scores", emit_cuda(&CentroidScores::build(&s).unwrap()))));
-        let sel = c(&[("KEEP", keep as i64), ("CAND", cl.next_power_of_two() as i64), ("WARPS", 4)]);
+        let sel = c(&[
+            ("KEEP", keep as i64),
+            ("CAND", cl.next_power_of_two() as i64),
+            ("WARPS", CentroidDecode::SELECT_WARPS),
+        ]);
         smem.push(("centroid_select", ptx("centroid_select", emit_cuda(&CentroidSelect::build(&sel).unwrap()))));
         let r = CentroidDecode::pack_config(keep, 16);
         smem.push(("centroid_pack_rows", ptx("centroid_pack_rows", emit_cuda(&CentroidPackRows::build(&r).unwrap()))));
