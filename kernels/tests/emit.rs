@@ -42,3 +42,45 @@ fn all_kernels_emit_cuda() {
         assert!(!format!("{e:?}").is_empty(), "{}", k.name);
     }
 }
+
+/// Gathered K/V tiles (block-sparse with one-row blocks, the centroid lookup's packed rows):
+/// the block index is read without staging its arange index tile, the V copy reads the
+/// mask and row positions the K copy staged (no second stash, no barrier between them), and
+/// the barrier that frees scratch comes after the V copy, before anything stashes again.
+#[test]
+fn gathered_k_and_v_tiles_share_one_stash() {
+    let c = cfg(&[
+        ("GROUP", 4),
+        ("HEAD_DIM", 128),
+        ("BLOCK_SIZE", 1),
+        ("KV_SHARE", 1),
+        ("BLOCK_N", 32),
+        ("WARPS", 4),
+        ("STAGES", 2),
+    ]);
+    let src = emit_cuda(&BlockSparseDecodeSplit::build(&c).unwrap()).source;
+    let lines: Vec<&str> = src.lines().map(str::trim).collect();
+    let is_load = |l: &str, t: &str| l.starts_with("//") && l.contains(&format!("= load {t}["));
+    let mut copies = 0;
+    for (i, l) in lines.iter().enumerate() {
+        if is_load(l, "block_idx") && lines[i..].iter().any(|x| x.contains("gather")) {
+            // The index tile is arange arithmetic: recomputed, never stashed.
+            assert!(!lines[i + 1].starts_with("tsr::stash"), "block index staged: {}", lines[i + 1]);
+        }
+        // Gathered K loads only (`k[b, h, [pos], ..]`); the sink/window tiles are affine.
+        if !is_load(l, "k") || !l.contains(", [pos") || lines[i + 1].contains("prefetched") {
+            continue;
+        }
+        // A K copy (prologue or prefetch): stash, one barrier, K copies, then the V load.
+        let v = i + lines[i..].iter().position(|x| is_load(x, "v")).expect("a V load follows");
+        let between = &lines[i..v];
+        assert_eq!(between.iter().filter(|x| x.starts_with("tsr::stash")).count(), 2, "mask + positions");
+        assert_eq!(between.iter().filter(|x| x.starts_with("__syncthreads")).count(), 1);
+        // The V copy stashes nothing and is followed by the freeing barrier before any stash.
+        let next_sync = v + lines[v..].iter().position(|x| x.starts_with("__syncthreads")).expect("a barrier");
+        assert!(lines[v..next_sync].iter().all(|x| !x.starts_with("tsr::stash")), "V restaged its indices");
+        assert!(lines[v..next_sync].iter().any(|x| x.contains("cp_async_chunks")), "V copies before the barrier");
+        copies += 1;
+    }
+    assert!(copies >= 2, "prologue and in-loop prefetch copies, found {copies}");
+}
