@@ -1,0 +1,571 @@
+//! Centroid lookup decode: cluster scores, selection, packed kept rows, the attention over
+//! them and the recent rows, and the host op [`CentroidDecode`].
+
+use tessera_codegen::host::HostTensor;
+use tessera_codegen::ir::DType;
+use tessera_dsl_support::prelude::*;
+use tessera_runtime::DeviceTensor;
+
+use crate::block_sparse::{BlockSparseDecode, BlockSparseDecodeSplit, BlockSparseDecodeSplitKernel};
+use crate::combine::LseCombine;
+use crate::dense::{split_combine_cpu, DecodeParams};
+use crate::error::{expect, invalid, KernelError, TensorMeta};
+
+/// Per tile of `C_TILE` clusters, the partial log2-sum-exp of `s_gc + log2 n_c`
+/// (`s = scale_log2 · q_g · c`) for each query head `g` of the group: `part_m` (the tile's
+/// maximum, -inf when every cluster of the tile is empty) and `part_l` (`Σ 2^{x − m}`),
+/// and the scores `s` themselves (`s_raw`, so [`centroid_scores`](CentroidScores) reads `G` floats per
+/// cluster instead of its `D`-float centroid a second time). Grid `[tiles, Hkv, B]`:
+/// every tile of every head at once, so the centroids stream through all SMs.
+#[kernel(tune(C_TILE = [64, 128, 32], WARPS = [4, 8]), example(GROUP = 4, HEAD_DIM = 128))]
+pub fn centroid_tile_lse<const GROUP: usize, const HEAD_DIM: usize, const C_TILE: usize, const WARPS: usize>(
+    q: Tensor<bf16, 3>,          // [B, Hq, D]
+    centroids: Tensor<f32, 4>,   // [B, Hkv, C, D]
+    counts: Tensor<i32, 3>,      // [B, Hkv, C]
+    part_m: &mut Tensor<f32, 4>, // [B, Hkv, T, GROUP]
+    part_l: &mut Tensor<f32, 4>, // [B, Hkv, T, GROUP]
+    s_raw: &mut Tensor<f32, 4>,  // [B, Hkv, GROUP, C]
+    scale_log2: f32,
+) {
+    let tile = program_id(0);
+    let kv_head = program_id(1);
+    let batch = program_id(2);
+    let cb = tile * C_TILE as i32;
+    let nc = centroids.dim(2).cast::<i32>();
+    let qt = q.load([at(batch), range(kv_head * GROUP as i32, GROUP), range(0, HEAD_DIM)]).cast::<f32>();
+    let cv = arange(0, C_TILE) + cb < nc;
+    let ct =
+        centroids.load_masked([at(batch), at(kv_head), range(cb, C_TILE), range(0, HEAD_DIM)], cv.expand_dims(1), 0.0);
+    let n = counts.load_masked([at(batch), at(kv_head), range(cb, C_TILE)], cv, 0);
+    let w = where_(n > 0, log2(where_(n > 0, n.cast::<f32>(), 1.0)), f32::NEG_INFINITY);
+    let s = dot_t(qt, ct) * scale_log2;
+    s_raw.store_masked([at(batch), at(kv_head), range(0, GROUP), range(cb, C_TILE)], s, cv.expand_dims(0));
+    let x = s + w;
+    let m = x.max(1);
+    let m_use = where_(m == f32::NEG_INFINITY, 0.0, m);
+    let l = exp2(x - m_use.expand_dims(1)).sum(1);
+    part_m.store([at(batch), at(kv_head), at(tile), range(0, GROUP)], m);
+    part_l.store([at(batch), at(kv_head), at(tile), range(0, GROUP)], l);
+}
+
+/// `scores[c] = max_g (s_gc − log2 Σ_k n_k 2^{s_gk})`, `s = scale_log2 · q_g · c` (empty
+/// clusters -inf): the paper's estimated per-key probability in log2, the normalizer merged
+/// from the `≤ MAX_TILES` partials of [`centroid_tile_lse`](CentroidTileLse), `s` as it stored it. Grid
+/// `[tiles, Hkv, B]`.
+#[kernel(tune(C_TILE = [64, 128, 32], WARPS = [4, 8]), example(GROUP = 4, MAX_TILES = 128))]
+pub fn centroid_scores<const GROUP: usize, const C_TILE: usize, const MAX_TILES: usize, const WARPS: usize>(
+    s_raw: Tensor<f32, 4>,       // [B, Hkv, GROUP, C]
+    counts: Tensor<i32, 3>,      // [B, Hkv, C]
+    part_m: Tensor<f32, 4>,      // [B, Hkv, T, GROUP]
+    part_l: Tensor<f32, 4>,      // [B, Hkv, T, GROUP]
+    scores: &mut Tensor<f32, 3>, // [B, Hkv, C]
+) {
+    let tile = program_id(0);
+    let kv_head = program_id(1);
+    let batch = program_id(2);
+    let pm = part_m.load_or([at(batch), at(kv_head), range(0, MAX_TILES), range(0, GROUP)], f32::NEG_INFINITY);
+    let pl = part_l.load_or([at(batch), at(kv_head), range(0, MAX_TILES), range(0, GROUP)], 0.0);
+    let m = pm.max(0);
+    let m_use = where_(m == f32::NEG_INFINITY, 0.0, m);
+    let l = (pl * exp2(pm - m_use.expand_dims(0))).sum(0);
+    let lse = m_use + log2(where_(l > 0.0, l, 1.0));
+    let cb = tile * C_TILE as i32;
+    let nc = counts.dim(2).cast::<i32>();
+    let cv = arange(0, C_TILE) + cb < nc;
+    let raw = s_raw.load_masked([at(batch), at(kv_head), range(0, GROUP), range(cb, C_TILE)], cv.expand_dims(0), 0.0);
+    let n = counts.load_masked([at(batch), at(kv_head), range(cb, C_TILE)], cv, 0);
+    let s = (raw - lse.expand_dims(1)).max(0);
+    scores.store_masked([at(batch), at(kv_head), range(cb, C_TILE)], where_(n > 0, s, f32::NEG_INFINITY), cv);
+}
+
+/// The top-`KEEP` clusters (ties: lower id) with score `> threshold`, ascending ids, as
+/// row ranges `keep_start`/`keep_len [B, Hkv, KEEP]` (unused slots 0/0) and `keep_count`.
+/// Grid `[Hkv, B]`.
+#[kernel(example(KEEP = 64, CAND = 1024))]
+pub fn centroid_select<const KEEP: usize, const CAND: usize, const WARPS: usize>(
+    scores: Tensor<f32, 3>,          // [B, Hkv, C]
+    starts: Tensor<i32, 3>,          // [B, Hkv, C + 1]
+    keep_start: &mut Tensor<i32, 3>, // [B, Hkv, KEEP]
+    keep_len: &mut Tensor<i32, 3>,   // [B, Hkv, KEEP]
+    keep_count: &mut Tensor<i32, 2>, // [B, Hkv]
+    threshold: f32,
+) {
+    let kv_head = program_id(0);
+    let batch = program_id(1);
+    let s = scores.load_or([at(batch), at(kv_head), range(0, CAND)], f32::NEG_INFINITY);
+    let (v, cl) = topk(s, KEEP);
+    let ok = v > threshold && v > f32::NEG_INFINITY;
+    let (u, _slot) = topk(where_(ok, -(cl.cast::<f32>()), f32::NEG_INFINITY), KEEP);
+    let live = u > f32::NEG_INFINITY;
+    let id = where_(live, (-u).cast::<i32>(), 0);
+    let st = starts.load([at(batch), at(kv_head), gather(id)]);
+    let en = starts.load([at(batch), at(kv_head), gather(id + 1)]);
+    keep_start.store([at(batch), at(kv_head), range(0, KEEP)], where_(live, st, 0));
+    keep_len.store([at(batch), at(kv_head), range(0, KEEP)], where_(live, en - st, 0));
+    keep_count.store([at(batch), at(kv_head)], live.cast::<i32>().sum(0));
+}
+
+/// Expands the kept row ranges into one packed row list per (batch, KV head): slot `j`'s
+/// rows `[keep_start[j], keep_start[j] + keep_len[j])` land at `rows[off_j ..]`, `off_j =
+/// Σ_{i<j} keep_len[i]`, and `n_rows = Σ keep_len`. The attention then reads whole tiles of
+/// kept rows ([`crate::block_sparse`] with one-row blocks) instead of one partly masked
+/// tile per short cluster (kept clusters average ~20 rows). Each program expands `SLOTS`
+/// slots; unused slots have length 0. Grid `[ceil(KEEP / SLOTS), Hkv, B]`.
+#[kernel(tune(ROWS = [32, 64], WARPS = [4]), example(KEEP = 64, SLOTS = 8))]
+pub fn centroid_pack_rows<const KEEP: usize, const SLOTS: usize, const ROWS: usize, const WARPS: usize>(
+    keep_start: Tensor<i32, 3>,  // [B, Hkv, KEEP]
+    keep_len: Tensor<i32, 3>,    // [B, Hkv, KEEP]
+    rows: &mut Tensor<i32, 3>,   // [B, Hkv, T_f]
+    n_rows: &mut Tensor<i32, 2>, // [B, Hkv]
+) {
+    let chunk = program_id(0);
+    let kv_head = program_id(1);
+    let batch = program_id(2);
+    let lens = max(keep_len.load([at(batch), at(kv_head), range(0, KEEP)]), 0);
+    let slot_ids = arange(0, KEEP);
+    if chunk == 0 {
+        n_rows.store([at(batch), at(kv_head)], lens.sum(0));
+    }
+    // One block-wide sum for the chunk's first offset, then a running scalar (a sum per
+    // slot cost 16 reductions per program: 34 µs at B8 by ncu).
+    let mut off = where_(slot_ids < chunk * SLOTS as i32, lens, 0).sum(0);
+    for i in 0..SLOTS as i32 {
+        let slot = chunk * SLOTS as i32 + i;
+        let sc = min(slot, KEEP as i32 - 1);
+        let st = keep_start.load([at(batch), at(kv_head), at(sc)]);
+        let ln = where_(slot < KEEP as i32, max(keep_len.load([at(batch), at(kv_head), at(sc)]), 0), 0);
+        for r0 in (0..ln).step_by(ROWS) {
+            let r = arange(0, ROWS) + r0;
+            rows.store_masked([at(batch), at(kv_head), range(off + r0, ROWS)], r + st, r < ln);
+        }
+        off = off + ln;
+    }
+}
+
+// ---- host op ------------------------------------------------------------------------------
+
+/// Launch plan of one centroid decode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CentroidPlan {
+    pub batch: usize,
+    pub kv_heads: usize,
+    pub clusters: usize,
+    /// Attention splits per (batch, KV head): `params.max_splits`, sharing the kept and
+    /// recent rows evenly on the device.
+    pub splits: usize,
+}
+
+impl CentroidPlan {
+    pub(crate) fn new(batch: usize, kv_heads: usize, clusters: usize, p: &DecodeParams) -> Self {
+        CentroidPlan { batch, kv_heads, clusters, splits: p.max_splits.max(1) }
+    }
+}
+
+/// The attention step of the centroid lookups (one- and two-level): the kept row ranges
+/// `[keep_start, keep_len]` are packed into one row list per (batch, KV head)
+/// ([`centroid_pack_rows`](CentroidPackRows)), then attended with the recent rows `[T_f,
+/// seq_len)` as the window of a block-sparse decode with one-row blocks
+/// ([`crate::block_sparse`], the grid sharing the actual rows evenly), merged by
+/// [`LseCombine`].
+pub(crate) struct KeptRangeAttention {
+    pack: CentroidPackRowsKernel,
+    slots: usize,
+    attn: BlockSparseDecodeSplitKernel,
+    combine: LseCombine,
+}
+
+/// Scratch slots of the packed rows and their counts (above those the ops use).
+const ROWS_SLOT: usize = 30;
+
+impl KeptRangeAttention {
+    /// `pack` / `attn`: the configs of [`CentroidDecode::configs`]; `splits`: the combine's
+    /// bound ([`CentroidDecode::combine_splits`]).
+    pub(crate) fn new(
+        rt: Option<&Runtime>,
+        pack: &KernelConfig,
+        attn: &KernelConfig,
+        p: &DecodeParams,
+        splits: usize,
+    ) -> Result<Self, KernelError> {
+        let slots = pack.get("SLOTS").unwrap_or(1).max(1) as usize;
+        Ok(match rt {
+            None => KeptRangeAttention {
+                pack: CentroidPackRows::cpu(pack)?,
+                slots,
+                attn: BlockSparseDecodeSplit::cpu(attn)?,
+                combine: p.combine(None, splits)?,
+            },
+            Some(rt) => KeptRangeAttention {
+                pack: CentroidPackRows::new(rt, pack)?,
+                slots,
+                attn: BlockSparseDecodeSplit::new(rt, attn)?,
+                combine: p.combine(Some(rt), splits)?,
+            },
+        })
+    }
+
+    fn grids(&self, p: &CentroidPlan, keep: usize) -> ([u32; 3], [u32; 3]) {
+        let (h, b) = (p.kv_heads as u32, p.batch as u32);
+        ([keep.div_ceil(self.slots) as u32, h, b], [p.splits as u32, h, b])
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn run_cpu(
+        &self,
+        p: &CentroidPlan,
+        q: &HostTensor,
+        k: &HostTensor,
+        v: &HostTensor,
+        kept: [&HostTensor; 3],
+        scale_log2: f32,
+        fixed_len: usize,
+        seq_len: usize,
+        out: &mut HostTensor,
+        lse: Option<&mut HostTensor>,
+    ) -> Result<(), KernelError> {
+        let [ks, kl, _] = kept;
+        let (pack_grid, grid) = self.grids(p, ks.shape[2]);
+        let mut rows = HostTensor::full(DType::I32, &[p.batch, p.kv_heads, fixed_len.max(1)], -7.0);
+        let mut n_rows = HostTensor::full(DType::I32, &[p.batch, p.kv_heads], -7.0);
+        self.pack.run_cpu(pack_grid, ks, kl, &mut rows, &mut n_rows)?;
+        let (n, w) = (seq_len as i32, (seq_len - fixed_len) as i32);
+        split_combine_cpu(&self.combine, [q.shape[0], q.shape[1], p.splits], out, lse, |o, l| {
+            Ok(self.attn.run_cpu(grid, q, k, v, &rows, &n_rows, o, l, scale_log2, n, 0, w, 0)?)
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn launch_with(
+        &self,
+        rt: &Runtime,
+        scratch: &crate::Scratch,
+        p: &CentroidPlan,
+        q: &DeviceTensor,
+        k: &DeviceTensor,
+        v: &DeviceTensor,
+        kept: [&DeviceTensor; 3],
+        scale_log2: f32,
+        fixed_len: usize,
+        seq_len: usize,
+        out: &DeviceTensor,
+        lse: Option<&DeviceTensor>,
+    ) -> Result<(), KernelError> {
+        let [ks, kl, _] = kept;
+        let (pack_grid, grid) = self.grids(p, ks.shape()[2]);
+        let rows = scratch.get(rt, ROWS_SLOT, DType::I32, &[p.batch, p.kv_heads, fixed_len.max(1)])?;
+        let n_rows = scratch.get(rt, ROWS_SLOT + 1, DType::I32, &[p.batch, p.kv_heads])?;
+        let st = rt.stream();
+        self.pack.launch(st, pack_grid, ks, kl, &rows, &n_rows)?;
+        let shape = [q.shape()[0], q.shape()[1], p.splits];
+        let (n, w) = (seq_len as i32, (seq_len - fixed_len) as i32);
+        crate::dense::split_combine_gpu_with(rt, scratch, &self.combine, shape, out, lse, |o, l| {
+            Ok(self.attn.launch(st, grid, q, k, v, &rows, &n_rows, o, l, scale_log2, n, 0, w, 0)?)
+        })
+    }
+}
+
+/// Host op: centroid lookup decode (scores, select, packed kept rows, attention over them
+/// and the recent rows, combine). `keep` = most clusters kept (top-k), `pack_slots` kept
+/// clusters expanded per program of [`centroid_pack_rows`](CentroidPackRows);
+/// `params.max_splits` attention splits per (batch, KV head).
+pub struct CentroidDecode {
+    pub params: DecodeParams,
+    pub keep: usize,
+    /// Power of two `>=` the number of clusters (the select kernel's `topk` width).
+    pub cand: usize,
+    pub pack_slots: usize,
+    tile_lse: CentroidTileLseKernel,
+    scores: CentroidScoresKernel,
+    select: CentroidSelectKernel,
+    attention: KeptRangeAttention,
+}
+
+impl CentroidDecode {
+    const NAME: &'static str = "centroid_decode";
+
+    /// The combine's split bound: `max_splits` rounded up to a power of two.
+    pub fn combine_splits(p: &DecodeParams) -> usize {
+        p.max_splits.max(1).next_power_of_two()
+    }
+
+    /// The [`centroid_pack_rows`](CentroidPackRows) config for `keep` kept slots.
+    pub fn pack_config(keep: usize, pack_slots: usize) -> KernelConfig {
+        KernelConfig::from_pairs(&[("KEEP", keep as i64), ("SLOTS", pack_slots as i64), ("ROWS", 32), ("WARPS", 4)])
+    }
+
+    /// Clusters per scoring tile (of `centroid_tile_lse` / `centroid_scores`).
+    pub const C_TILE: usize = 64;
+
+    /// Warps of the select kernels: one program per (batch, KV head) is fewer programs
+    /// than SMs even at B8 (64), so each takes a wide block; its radix passes and sort
+    /// split over the threads (16 warps: 40 registers, no spills at CAND 8192).
+    pub const SELECT_WARPS: i64 = 16;
+
+    /// Clusters per program of `centroid_scores`: each program first merges all the
+    /// partial LSEs, so a wide tile amortizes that (at 64, 6528 programs took 32 µs at B8).
+    pub const SCORE_TILE: usize = 512;
+
+    /// Scoring tiles for `clusters` clusters (the partial-LSE rows).
+    fn tiles(clusters: usize) -> usize {
+        clusters.div_ceil(Self::C_TILE).max(1)
+    }
+
+    /// The grid of `centroid_scores` for `clusters` clusters.
+    pub(crate) fn score_grid(clusters: usize, h: u32, b: u32) -> [u32; 3] {
+        [clusters.div_ceil(Self::SCORE_TILE).max(1) as u32, h, b]
+    }
+
+    /// The configs of the op's five kernels (tile LSE, scores, select, row packing, and
+    /// the attention: a block-sparse decode split with one-row blocks) for `cand` candidate
+    /// clusters (the power of two ≥ the cluster count); the split bound of its combine is
+    /// [`Self::combine_splits`]. Public so that tuning keys hash exactly what the op builds.
+    pub fn configs(p: &DecodeParams, keep: usize, cand: usize, pack_slots: usize) -> [KernelConfig; 5] {
+        let (g, d) = (p.group as i64, p.head_dim as i64);
+        let tile = Self::C_TILE as i64;
+        let max_tiles = Self::tiles(cand).next_power_of_two() as i64;
+        [
+            KernelConfig::from_pairs(&[("GROUP", g), ("HEAD_DIM", d), ("C_TILE", tile), ("WARPS", 4)]),
+            KernelConfig::from_pairs(&[
+                ("GROUP", g),
+                ("C_TILE", Self::SCORE_TILE as i64),
+                ("MAX_TILES", max_tiles),
+                ("WARPS", 4),
+            ]),
+            KernelConfig::from_pairs(&[("KEEP", keep as i64), ("CAND", cand as i64), ("WARPS", Self::SELECT_WARPS)]),
+            Self::pack_config(keep, pack_slots),
+            BlockSparseDecode::config(p, 1, false),
+        ]
+    }
+
+    fn make(
+        params: DecodeParams,
+        keep: usize,
+        clusters: usize,
+        pack_slots: usize,
+        rt: Option<&Runtime>,
+    ) -> Result<Self, KernelError> {
+        let cand = clusters.next_power_of_two();
+        if keep == 0 || pack_slots == 0 || keep > cand {
+            return Err(invalid(
+                Self::NAME,
+                format!("need 0 < keep {keep} <= clusters (rounded up to {cand}), pack_slots {pack_slots} > 0"),
+            ));
+        }
+        let [t, a, b, pack, attn] = Self::configs(&params, keep, cand, pack_slots);
+        let ms = Self::combine_splits(&params);
+        Ok(match rt {
+            None => CentroidDecode {
+                tile_lse: CentroidTileLse::cpu(&t)?,
+                scores: CentroidScores::cpu(&a)?,
+                select: CentroidSelect::cpu(&b)?,
+                attention: KeptRangeAttention::new(None, &pack, &attn, &params, ms)?,
+                params,
+                keep,
+                cand,
+                pack_slots,
+            },
+            Some(rt) => CentroidDecode {
+                tile_lse: CentroidTileLse::new(rt, &t)?,
+                scores: CentroidScores::new(rt, &a)?,
+                select: CentroidSelect::new(rt, &b)?,
+                attention: KeptRangeAttention::new(Some(rt), &pack, &attn, &params, ms)?,
+                params,
+                keep,
+                cand,
+                pack_slots,
+            },
+        })
+    }
+
+    /// Interpreter op for up to `clusters` clusters per KV head.
+    pub fn cpu(params: DecodeParams, keep: usize, clusters: usize, pack_slots: usize) -> Result<Self, KernelError> {
+        Self::make(params, keep, clusters, pack_slots, None)
+    }
+
+    /// GPU op.
+    pub fn new(
+        rt: &Runtime,
+        params: DecodeParams,
+        keep: usize,
+        clusters: usize,
+        pack_slots: usize,
+    ) -> Result<Self, KernelError> {
+        Self::make(params, keep, clusters, pack_slots, Some(rt))
+    }
+
+    /// Checks `q [B, Hkv·G, D]`, `k`/`v [B, Hkv, cap, D]` (fixed rows permuted by
+    /// cluster), `centroids [B, Hkv, C, D] f32`, `counts [B, Hkv, C] i32`, `starts [B, Hkv,
+    /// C + 1] i32` (host copies: non-decreasing from 0 to `fixed_len`), `keep_start` /
+    /// `keep_len [B, Hkv, keep] i32`, `keep_count [B, Hkv] i32`, `out`, `lse`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn check_args(
+        &self,
+        q: &dyn TensorMeta,
+        k: &dyn TensorMeta,
+        v: &dyn TensorMeta,
+        centroids: &dyn TensorMeta,
+        counts: &dyn TensorMeta,
+        starts: &dyn TensorMeta,
+        fixed_len: usize,
+        seq_len: usize,
+        keep_start: &dyn TensorMeta,
+        keep_len: &dyn TensorMeta,
+        keep_count: &dyn TensorMeta,
+        out: &dyn TensorMeta,
+        lse: Option<&dyn TensorMeta>,
+    ) -> Result<CentroidPlan, KernelError> {
+        let n = Self::NAME;
+        let p = &self.params;
+        let (b, h, _) = p.check_qkv(n, q, k, v, seq_len, out, lse)?;
+        expect(n, "centroids", centroids, DType::F32, &[Some(b), Some(h), None, Some(p.head_dim)])?;
+        let c = centroids.shape()[2];
+        if c == 0 || c > self.cand || fixed_len > seq_len {
+            return Err(invalid(
+                n,
+                format!("clusters {c} not in 1..={}, or fixed_len {fixed_len} > seq_len", self.cand),
+            ));
+        }
+        expect(n, "counts", counts, DType::I32, &[Some(b), Some(h), Some(c)])?;
+        expect(n, "starts", starts, DType::I32, &[Some(b), Some(h), Some(c + 1)])?;
+        for (name, t) in [("keep_start", keep_start), ("keep_len", keep_len)] {
+            expect(n, name, t, DType::I32, &[Some(b), Some(h), Some(self.keep)])?;
+        }
+        expect(n, "keep_count", keep_count, DType::I32, &[Some(b), Some(h)])?;
+        if let Some(st) = starts.host() {
+            let s = st.to_f64();
+            for row in s.chunks_exact(c + 1) {
+                if row[0] != 0.0 || row[c] != fixed_len as f64 || row.windows(2).any(|w| w[1] < w[0]) {
+                    return Err(invalid(n, format!("starts must rise from 0 to fixed_len {fixed_len}")));
+                }
+            }
+        }
+        Ok(CentroidPlan::new(b, h, c, p))
+    }
+
+    /// Scores, select (`threshold` in log2 of the estimated per-key probability; `-inf`:
+    /// top-`keep` only), attention and combine on the interpreter. `keep_*` are outputs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cpu(
+        &self,
+        q: &HostTensor,
+        k: &HostTensor,
+        v: &HostTensor,
+        centroids: &HostTensor,
+        counts: &HostTensor,
+        starts: &HostTensor,
+        fixed_len: usize,
+        seq_len: usize,
+        threshold: f32,
+        keep_start: &mut HostTensor,
+        keep_len: &mut HostTensor,
+        keep_count: &mut HostTensor,
+        out: &mut HostTensor,
+        lse: Option<&mut HostTensor>,
+    ) -> Result<CentroidPlan, KernelError> {
+        let lm = lse.as_deref().map(|l| l as &dyn TensorMeta);
+        let p = self.check_args(
+            q, k, v, centroids, counts, starts, fixed_len, seq_len, keep_start, keep_len, keep_count, out, lm,
+        )?;
+        let (b, h) = (p.batch as u32, p.kv_heads as u32);
+        let sc = self.params.scale_log2;
+        let mut scores = HostTensor::full(DType::F32, &[p.batch, p.kv_heads, p.clusters], f64::NAN);
+        let tiles = Self::tiles(p.clusters);
+        let part = [p.batch, p.kv_heads, tiles, self.params.group];
+        let (mut pm, mut pl) =
+            (HostTensor::full(DType::F32, &part, f64::NAN), HostTensor::full(DType::F32, &part, f64::NAN));
+        let tg = [tiles as u32, h, b];
+        let mut raw = HostTensor::full(DType::F32, &[p.batch, p.kv_heads, self.params.group, p.clusters], f64::NAN);
+        self.tile_lse.run_cpu(tg, q, centroids, counts, &mut pm, &mut pl, &mut raw, sc)?;
+        self.scores.run_cpu(Self::score_grid(p.clusters, h, b), &raw, counts, &pm, &pl, &mut scores)?;
+        self.select.run_cpu([h, b, 1], &scores, starts, keep_start, keep_len, keep_count, threshold)?;
+        let kept = [&*keep_start, &*keep_len, &*keep_count];
+        self.attention.run_cpu(&p, q, k, v, kept, sc, fixed_len, seq_len, out, lse)?;
+        Ok(p)
+    }
+
+    /// The same launches on the GPU (nothing synchronized).
+    #[allow(clippy::too_many_arguments)]
+    pub fn launch(
+        &self,
+        rt: &Runtime,
+        q: &DeviceTensor,
+        k: &DeviceTensor,
+        v: &DeviceTensor,
+        centroids: &DeviceTensor,
+        counts: &DeviceTensor,
+        starts: &DeviceTensor,
+        fixed_len: usize,
+        seq_len: usize,
+        threshold: f32,
+        keep_start: &DeviceTensor,
+        keep_len: &DeviceTensor,
+        keep_count: &DeviceTensor,
+        out: &DeviceTensor,
+        lse: Option<&DeviceTensor>,
+    ) -> Result<CentroidPlan, KernelError> {
+        // The same launches with fresh buffers (allocated, as before, on every call).
+        self.launch_with(
+            rt,
+            &crate::Scratch::new(),
+            q,
+            k,
+            v,
+            centroids,
+            counts,
+            starts,
+            fixed_len,
+            seq_len,
+            threshold,
+            keep_start,
+            keep_len,
+            keep_count,
+            out,
+            lse,
+        )
+    }
+
+    /// [`Self::launch`] with the cluster scores and the split partials kept in `scratch`
+    /// (for timing loops: no allocation, memset or synchronization per call). The scores
+    /// kernel writes all `C` scores and the attention kernel every split before they are
+    /// read.
+    #[allow(clippy::too_many_arguments)]
+    pub fn launch_with(
+        &self,
+        rt: &Runtime,
+        scratch: &crate::Scratch,
+        q: &DeviceTensor,
+        k: &DeviceTensor,
+        v: &DeviceTensor,
+        centroids: &DeviceTensor,
+        counts: &DeviceTensor,
+        starts: &DeviceTensor,
+        fixed_len: usize,
+        seq_len: usize,
+        threshold: f32,
+        keep_start: &DeviceTensor,
+        keep_len: &DeviceTensor,
+        keep_count: &DeviceTensor,
+        out: &DeviceTensor,
+        lse: Option<&DeviceTensor>,
+    ) -> Result<CentroidPlan, KernelError> {
+        let lm = lse.map(|l| l as &dyn TensorMeta);
+        let p = self.check_args(
+            q, k, v, centroids, counts, starts, fixed_len, seq_len, keep_start, keep_len, keep_count, out, lm,
+        )?;
+        let (b, h) = (p.batch as u32, p.kv_heads as u32);
+        let sc = self.params.scale_log2;
+        let st = rt.stream();
+        let scores = scratch.get(rt, 3, DType::F32, &[p.batch, p.kv_heads, p.clusters])?;
+        let tiles = Self::tiles(p.clusters);
+        let part = [p.batch, p.kv_heads, tiles, self.params.group];
+        let (pm, pl) = (scratch.get(rt, 4, DType::F32, &part)?, scratch.get(rt, 5, DType::F32, &part)?);
+        let tg = [tiles as u32, h, b];
+        let raw = scratch.get(rt, 6, DType::F32, &[p.batch, p.kv_heads, self.params.group, p.clusters])?;
+        self.tile_lse.launch(st, tg, q, centroids, counts, &pm, &pl, &raw, sc)?;
+        self.scores.launch(st, Self::score_grid(p.clusters, h, b), &raw, counts, &pm, &pl, &scores)?;
+        self.select.launch(st, [h, b, 1], &scores, starts, keep_start, keep_len, keep_count, threshold)?;
+        let kept = [keep_start, keep_len, keep_count];
+        self.attention.launch_with(rt, scratch, &p, q, k, v, kept, sc, fixed_len, seq_len, out, lse)?;
+        Ok(p)
+    }
+}
