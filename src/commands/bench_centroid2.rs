@@ -41,7 +41,7 @@ pub(super) fn centroid2(cx: &Ctx, x: &Inputs, cl: &Clustered, dense_us: Option<f
         format!(
             "two-level centroid decode B{b} N={N}: {c} fine clusters in {coarse} coarse ({COARSE_ITERS} it., host), \
              {keep_coarse} coarse explored, top {keep} fine kept, last {CENTROID_RECENT} recent; coarse scores + \
-             select + fine scores + select + range attention + combine"
+             select + fine scores + select + packed-row attention + combine"
         ),
         0,
         dense_us.map(|d| d / 4.0),

@@ -19,7 +19,7 @@
 //!   over the selected blocks + sink + window), `dense_B*`, and the summary `hip_B*`:
 //!   amortized step = attention + selection / 8, with the full (refresh) step and the
 //!   cached-mask step, the issue's targets and HiP's own Triton figures beside them.
-//! * `centroid_B8`: centroid decode (scores, select, range attention + recent rows, LSE
+//! * `centroid_B8`: centroid decode (scores, select, packed kept rows + recent rows attended, LSE
 //!   combine) over a cache clustered by [`KMeansCluster`] (5% clusters), top 10% of the
 //!   clusters kept, the last 1024 tokens recent; speed-up over dense decode B8.
 //! * `centroid2_B8`: the two-level lookup over the same clustering
@@ -425,7 +425,7 @@ fn centroid(cx: &Ctx, x: &Inputs, cl: &Clustered, dense_us: Option<f64>) -> Resu
         "centroid_B8",
         format!(
             "centroid decode B{b} N={N}: {fixed} fixed keys in {c} clusters (5%, k-means {setup_iters} it.), top {keep} \
-             clusters kept (~10% of keys), last {CENTROID_RECENT} tokens recent; scores + select + range attention + LSE \
+             clusters kept (~10% of keys), last {CENTROID_RECENT} tokens recent; scores + select + packed-row attention + LSE \
              combine"
         ),
         0,
