@@ -1,7 +1,6 @@
 //! One module per subcommand.
 
 pub mod bench;
-pub mod bench_centroid2;
 pub mod bench_common;
 pub mod bench_kernels;
 pub mod bench_selection;

@@ -18,10 +18,8 @@ use tessera_kernels::centroid_two_level::{
 use tessera_kernels::{DecodeParams, Scratch};
 use tessera_runtime::DeviceTensor;
 
-use super::bench_common::{kv_bytes, round2, scale_log2, Ctx, Inputs, Row, Trial, D, G, HKV, HQ, N};
-use super::bench_selection::{
-    centroid_sizes, check_centroid, median, Clustered, CENTROID_KEEP_FRACTION, CENTROID_RECENT,
-};
+use super::{centroid_sizes, check_centroid, median, Clustered, CENTROID_KEEP_FRACTION, CENTROID_RECENT};
+use crate::commands::bench_common::{kv_bytes, round2, scale_log2, Ctx, Inputs, Row, Trial, D, G, HKV, HQ, N};
 
 /// Fine clusters per coarse cluster (the recall study's `centroid2 T/64/16`).
 const FINE_PER_COARSE: usize = 16;
