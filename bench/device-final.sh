@@ -7,7 +7,8 @@
 #    same command again (nothing stale: seconds), the database exported as JSON (for a
 #    PostgreSQL import elsewhere).
 # Logs under $OUT/logs, packed into one archive; a short summary last. Budgets are env knobs;
-# SKIP (comma list of check, kernels, selection, autotune) leaves steps out; KERNELS_ONLY
+# SKIP (comma list of check, kernels, selection, autotune) leaves steps out; CHECK_ONLY
+# restricts the checks (`tessera check --only`); KERNELS_ONLY
 # restricts bench-kernels (`--only`); RECALL=1 runs `tessera recall` (CPU) in the background.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -25,8 +26,8 @@ if [ "${RECALL:-0}" = 1 ]; then
     recall_pid=$!
 fi
 if want check; then
-timeout 120 $BIN check --suite small > "$L/check-small.log" 2>&1; echo "== check small: rc $?"
-timeout ${CHECK_TIMEOUT:-240} $BIN check --suite kernels > "$L/check-kernels.log" 2>&1; echo "== check kernels: rc $?"
+timeout 120 $BIN check --suite small ${CHECK_ONLY:+--only "$CHECK_ONLY"} > "$L/check-small.log" 2>&1; echo "== check small: rc $?"
+timeout ${CHECK_TIMEOUT:-240} $BIN check --suite kernels ${CHECK_ONLY:+--only "$CHECK_ONLY"} > "$L/check-kernels.log" 2>&1; echo "== check kernels: rc $?"
 grep -hE "^(ok|FAIL)" "$L"/check-*.log | awk '{print $1}' | sort | uniq -c
 grep -hE "^FAIL" "$L"/check-*.log | head
 fi

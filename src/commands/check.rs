@@ -15,6 +15,15 @@ pub struct Args {
     /// Seed of the random inputs (a fresh one each run by default).
     #[arg(long)]
     seed: Option<u64>,
+    /// Only the problems whose name contains one of these (comma-separated), e.g.
+    /// `--suite kernels --only centroid,block_sparse`: a quick re-check of what changed.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+/// Whether a problem named `name` is selected by `--only` (everything when it is empty).
+fn wanted(name: &str, only: &[String]) -> bool {
+    only.is_empty() || only.iter().any(|o| name.contains(o.as_str()))
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -32,8 +41,10 @@ pub fn run(a: Args) -> Result<()> {
     if problems.is_empty() && !kernels {
         bail!("unknown suite `{}` (small, gpu, kernels or all)", a.suite);
     }
-    let mut failures = 0;
+    problems.retain(|(p, _)| wanted(&p.name, &a.only));
+    let (mut failures, mut ran) = (0, 0);
     for (mut p, interp) in problems {
+        ran += 1;
         match check_problem(&rt, &mut p, interp) {
             Ok(c) => {
                 let vs = c.vs_interpreter.map(|d| format!(", vs interpreter {d:.1e}")).unwrap_or_default();
@@ -47,6 +58,10 @@ pub fn run(a: Args) -> Result<()> {
     }
     if kernels {
         for mut case in tessera_kernels::gpu_cases(seed.wrapping_add(2000)) {
+            if !wanted(&case.name(), &a.only) {
+                continue;
+            }
+            ran += 1;
             let outcome = case.run_gpu(&rt).map_err(|e| e.to_string()).and_then(|_| case.check());
             match outcome {
                 Ok(err) => println!("ok    {:<70} rel err {err:.1e}", case.name()),
@@ -57,8 +72,11 @@ pub fn run(a: Args) -> Result<()> {
             }
         }
     }
+    if ran == 0 {
+        bail!("no problem of suite `{}` matches --only {:?}", a.suite, a.only);
+    }
     if failures > 0 {
-        bail!("{failures} problem(s) failed");
+        bail!("{failures} of {ran} problem(s) failed");
     }
     Ok(())
 }
@@ -66,4 +84,26 @@ pub fn run(a: Args) -> Result<()> {
 /// A seed from the clock, so each run checks fresh inputs.
 fn fresh_seed() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn only_selects_by_substring() {
+        let a = Cli::parse_from(["check", "--suite", "kernels", "--only", "centroid,block_sparse"]).args;
+        assert_eq!(a.only, ["centroid", "block_sparse"]);
+        assert!(wanted("centroid2 B1 Hkv3", &a.only) && wanted("block_sparse F16 B2", &a.only));
+        assert!(!wanted("dense B2 Hkv8", &a.only));
+        let all = Cli::parse_from(["check"]).args;
+        assert!(all.only.is_empty() && wanted("anything", &all.only));
+    }
 }
