@@ -569,3 +569,44 @@ impl CentroidDecode {
         Ok(p)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The packed rows of one (batch, KV head) for kept ranges `(start, len)`: slots in
+    /// order, empty slots contributing nothing.
+    fn packed(ranges: &[(i32, i32)]) -> Vec<f64> {
+        ranges.iter().flat_map(|&(s, l)| (s..s + l).map(f64::from)).collect()
+    }
+
+    /// Ranges longer than a ROWS chunk, empty slots (also between full ones), KEEP not a
+    /// multiple of SLOTS, two heads with different counts: the row list is the ranges
+    /// concatenated, the count their total, rows past it untouched.
+    #[test]
+    fn pack_rows_concatenates_the_kept_ranges() {
+        let keep = 7;
+        let heads: [&[(i32, i32)]; 2] = [&[(0, 3), (10, 70), (0, 0), (200, 1), (90, 33)], &[(5, 2)]];
+        let (mut ks, mut kl) = (vec![0.0; 2 * keep], vec![0.0; 2 * keep]);
+        for (h, r) in heads.iter().enumerate() {
+            for (j, &(s, l)) in r.iter().enumerate() {
+                ks[h * keep + j] = f64::from(s);
+                kl[h * keep + j] = f64::from(l);
+            }
+        }
+        let ks = HostTensor::from_f64(DType::I32, &[1, 2, keep], &ks);
+        let kl = HostTensor::from_f64(DType::I32, &[1, 2, keep], &kl);
+        let cap = 300;
+        let mut rows = HostTensor::full(DType::I32, &[1, 2, cap], -7.0);
+        let mut n_rows = HostTensor::full(DType::I32, &[1, 2], -7.0);
+        let pack = CentroidPackRows::cpu(&CentroidDecode::pack_config(keep, 3)).unwrap();
+        pack.run_cpu([keep.div_ceil(3) as u32, 2, 1], &ks, &kl, &mut rows, &mut n_rows).unwrap();
+        let (rows, n_rows) = (rows.to_f64(), n_rows.to_f64());
+        for (h, r) in heads.iter().enumerate() {
+            let want = packed(r);
+            assert_eq!(n_rows[h], want.len() as f64, "head {h}: row count");
+            assert_eq!(&rows[h * cap..h * cap + want.len()], &want[..], "head {h}: rows");
+            assert!(rows[h * cap + want.len()..(h + 1) * cap].iter().all(|&x| x == -7.0), "head {h}: past the end");
+        }
+    }
+}
