@@ -84,3 +84,35 @@ fn gathered_k_and_v_tiles_share_one_stash() {
     }
     assert!(copies >= 2, "prologue and in-loop prefetch copies, found {copies}");
 }
+
+/// A dense decode tile costs four barriers: the landed K/V copies, the cross-warp row
+/// maximum, the probabilities staged for `P · V`, and the one that frees the buffers before
+/// the next prefetch. The product's operands and each reduction's partials are not freed by
+/// a barrier of their own (the emitter owes it to the next writer, and reductions place
+/// their partials above what is owed); the row sum is a per-column sum taken after the loop.
+/// The copies' rare unaligned fallback is a rolled loop, so the fast path is not merged with it.
+#[test]
+fn dense_decode_tile_has_four_barriers_and_a_rolled_fallback() {
+    let c = cfg(&[("GROUP", 4), ("HEAD_DIM", 128), ("BLOCK_N", 64), ("WARPS", 4), ("STAGES", 2)]);
+    let src = emit_cuda(&DenseDecodeSplit::build(&c).unwrap()).source;
+    let lines: Vec<&str> = src.lines().map(str::trim).collect();
+    let start = lines.iter().position(|l| l.starts_with("for (int kv_start")).expect("the key loop");
+    // The loop body ends where its braces balance again.
+    let mut depth = 0i32;
+    let end = start
+        + lines[start..]
+            .iter()
+            .position(|l| {
+                depth += l.matches('{').count() as i32 - l.matches('}').count() as i32;
+                depth == 0
+            })
+            .expect("loop end");
+    let body = &lines[start..=end];
+    // Three in the body, one inside the row reduction (between its warps' writes and reads).
+    let barriers = body.iter().filter(|l| l.starts_with("__syncthreads")).count();
+    assert_eq!(barriers, 3, "barriers per tile:\n{}", body.join("\n"));
+    let reductions = body.iter().filter(|l| l.starts_with("tsr::frag_row_reduce")).count();
+    assert_eq!(reductions, 1, "one row reduction per tile (the maximum)");
+    let rolled = src.lines().filter(|l| l.trim() == "#pragma unroll 1").count();
+    assert!(rolled >= 2, "the K and V copies' fallbacks are rolled loops");
+}

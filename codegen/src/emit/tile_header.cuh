@@ -216,6 +216,12 @@ template <int CHUNK, int COUNT> __device__ __forceinline__ void copy_chunks(void
     copy_vec<CHUNK>(reinterpret_cast<char*>(dst) + c * CHUNK, reinterpret_cast<const char*>(src) + c * CHUNK);
 }
 __device__ __forceinline__ bool aligned(const void* p, int bytes) { return (reinterpret_cast<u64>(p) & (bytes - 1)) == 0; }
+/// Whether the element offsets `c * stride` of a tile axis of `n` coordinates fit an int
+/// (either sign), so the access's fast path can address it in 32-bit arithmetic.
+__device__ __forceinline__ bool tile_offset32(i64 stride, int n) {
+  const i64 s = stride < 0 ? -stride : stride;
+  return s * (i64)n < 2147483647ll;
+}
 
 // ---- reductions ---------------------------------------------------------------------
 
@@ -704,7 +710,8 @@ __device__ __forceinline__ void mma_frag_ra(float (&c)[S], const T (&p)[SP], con
 
 /// Row reduction of a Frag<M, N, WM> tile into RowFrag<M, WM>: the thread's slots, then
 /// the 4 lanes of a quad (shuffles), then, when several warps share a row (WN > 1), their
-/// partials through `red` (M * WN elements of shared memory, two barriers).
+/// partials through `red` (M * WN elements of shared memory, one barrier). Other warps may
+/// still read `red` on return: the caller puts a barrier before anything writes it again.
 template <typename Op, int M, int N, int WM, int S, int R, typename T>
 __device__ __forceinline__ void frag_row_reduce(T (&out)[R], const T (&x)[S], T* red) {
   using L = Frag<M, N, WM>;
@@ -738,7 +745,6 @@ __device__ __forceinline__ void frag_row_reduce(T (&out)[R], const T (&x)[S], T*
       for (int j = 0; j < L::WN; ++j) acc = Op::combine(acc, red[j * M + row]);
       out[r] = acc;
     }
-    __syncthreads();
   }
 }
 

@@ -112,10 +112,10 @@ impl BodyWriter<'_> {
                         w.line(format!("for (int E = 0; E < {vec}; ++E) dst[E] = on && {m} ? {p}[E] : {other};"));
                     }
                 },
-                |w| w.staged_general(name, ty, a, ld, other),
+                |w| w.staged_general(name, ty, a, ld, other, false),
             );
         } else {
-            self.staged_general(name, ty, a, ld, other);
+            self.staged_general(name, ty, a, ld, other, true);
         }
         // A prefetch commits all of its copies as one group (see `pipelined_loop`).
         if self.prefetch_buffer.is_none() {
@@ -124,10 +124,16 @@ impl BodyWriter<'_> {
         }
     }
 
-    /// The general (per-vector checked) loop of a staged load.
-    fn staged_general(&mut self, name: &str, ty: &TileType, a: &Access, ld: usize, other: &str) {
+    /// The general (per-vector checked) loop of a staged load. As the rare fallback of an
+    /// affine fast path (`hot` false) it stays a rolled loop when its mask reads no
+    /// register tile (it writes shared memory only): unrolled beside the fast path, NVRTC
+    /// merges the two per vector and every copy of the fast path pays the general path's
+    /// 64-bit address arithmetic and branches (~1400 instructions per 64-row K/V tile in
+    /// the decode kernels). As the only path (gathers) it is unrolled.
+    fn staged_general(&mut self, name: &str, ty: &TileType, a: &Access, ld: usize, other: &str, hot: bool) {
         let cty = ctype(ty.dtype);
-        self.access_loop(a, ty, |w, a, _| {
+        let unroll = hot || a.mask.as_ref().is_some_and(|m| m.contains("[i + @E]"));
+        self.access_loop_with(a, ty, unroll, |w, a, _| {
             let l = w.shape_layout(&a.shape);
             let (vd, _) = a.vector_dim.unwrap();
             w.line(format!("{cty}* dst = {name} + c0 * {ld} + c1;"));
@@ -299,7 +305,7 @@ impl BodyWriter<'_> {
             // The previous access may have left exactly these values in scratch (the K and
             // V tiles of one gathered row set): read them again, no stash, no barriers.
             if self.held_stash.as_ref() != Some(&stashes) {
-                self.flush_held_stash();
+                self.pay_owed_barrier();
                 for (v, dst) in &stashes {
                     self.stash_value(*v, dst);
                 }
@@ -342,6 +348,7 @@ impl BodyWriter<'_> {
         }
         Access {
             stashes,
+            stash_bytes: off,
             tile_axis,
             has_gather: index.iter().any(|i| matches!(i, Index::Gather(_))),
             writer: None,
@@ -362,7 +369,12 @@ impl BodyWriter<'_> {
     /// Opens the unrolled loop over this thread's vectors of a tile of `shape`, with the
     /// flat index `f` and tile coordinates `c0, c1, ...` of the vector's first element.
     fn open_vector_loop(&mut self, l: Layout, shape: &[usize]) {
-        self.line("#pragma unroll");
+        self.open_vector_loop_with(l, shape, true)
+    }
+
+    /// [`Self::open_vector_loop`], unrolled or not (`#pragma unroll 1`).
+    fn open_vector_loop_with(&mut self, l: Layout, shape: &[usize], unroll: bool) {
+        self.line(if unroll { "#pragma unroll" } else { "#pragma unroll 1" });
         self.open(format!("for (int i = 0; i < {}; i += {})", l.slots, l.vec));
         self.line(format!("const int f = {};", l.flat("i")));
         let decl: Vec<String> = coords("f", shape).iter().enumerate().map(|(d, c)| format!("c{d} = {c}")).collect();
@@ -373,9 +385,20 @@ impl BodyWriter<'_> {
     /// code with `ok` (all but the innermost tile axis in bounds), `base` (offset without
     /// the innermost position) and `pv` (innermost tensor position of element 0) in scope.
     fn access_loop(&mut self, a: &Access, ty: &TileType, body: impl FnOnce(&mut Self, &Access, &str)) {
+        self.access_loop_with(a, ty, true, body)
+    }
+
+    /// [`Self::access_loop`], unrolled or not.
+    fn access_loop_with(
+        &mut self,
+        a: &Access,
+        ty: &TileType,
+        unroll: bool,
+        body: impl FnOnce(&mut Self, &Access, &str),
+    ) {
         let l = self.layout(ty);
         let (vd, _) = a.vector_dim.expect("tile access has a tile axis");
-        self.open_vector_loop(l, &ty.shape);
+        self.open_vector_loop_with(l, &ty.shape, unroll);
         let mut ok = vec![format!("f < {}", l.numel)];
         if let Some(w) = &a.writer {
             ok.push(w.clone());
@@ -433,11 +456,30 @@ impl BodyWriter<'_> {
                 Some(_) if d == vd => {
                     fast.push(format!("o{d} >= 0 && o{d} + {} <= {ptr}_size{d}", a.shape[a.shape.len() - 1]))
                 }
-                Some(_) => fast.push(format!("({ptr}_stride{d} * {}) % {} == 0", a.elem_bytes, a.chunk)),
+                Some(axis) => {
+                    // The offsets of this axis fit 32 bits (`tile_offset32`), so each vector
+                    // costs one 32-bit multiply-add and two 32-bit compares, not 64-bit ones.
+                    fast.push(format!("({ptr}_stride{d} * {}) % {} == 0", a.elem_bytes, a.chunk));
+                    fast.push(format!("tsr::tile_offset32({ptr}_stride{d}, {})", a.shape[axis]));
+                }
             }
         }
         self.line(format!("auto* origin = {ptr} + {};", offset.join(" + ")));
         fast.push(format!("tsr::aligned(origin, {})", a.chunk));
+        // Rows of each non-innermost tile axis in bounds, as a 32-bit range of tile
+        // coordinates (computed once per access instead of per vector).
+        for d in 0..a.rank {
+            if let Some(axis) = a.tile_axis[d] {
+                if d != vd {
+                    let n = a.shape[axis] as i64;
+                    self.line(format!(
+                        "const int lo{d} = (int)tsr::vmin(tsr::vmax(-o{d}, 0ll), {n}ll), \
+                         hi{d} = (int)tsr::vmin(tsr::vmax({ptr}_size{d} - o{d}, 0ll), {n}ll);"
+                    ));
+                    self.line(format!("const int st{d} = (int){ptr}_stride{d};"));
+                }
+            }
+        }
         self.open(format!("if ({})", fast.join(" && ")));
         self.open_vector_loop(l, &ty.shape);
         let mut on = vec![format!("f < {}", l.numel)];
@@ -450,8 +492,8 @@ impl BodyWriter<'_> {
                 if d == vd {
                     addr.push(format!("c{axis}"));
                 } else {
-                    on.push(format!("o{d} + c{axis} >= 0 && o{d} + c{axis} < {ptr}_size{d}"));
-                    addr.push(format!("(long long)c{axis} * {ptr}_stride{d}"));
+                    on.push(format!("c{axis} >= lo{d} && c{axis} < hi{d}"));
+                    addr.push(format!("c{axis} * st{d}"));
                 }
             }
         }
@@ -546,6 +588,8 @@ struct Access {
     staged: bool,
     /// The values staged and where (see [`BodyWriter::held_stash`]).
     stashes: Vec<(ValueId, String)>,
+    /// Scratch bytes the stashes take (from offset 0).
+    stash_bytes: usize,
     /// For each tensor dim, the tile axis it runs along (`None` for a fixed position).
     tile_axis: Vec<Option<usize>>,
     /// Whether any dim is addressed by a gather.
@@ -603,6 +647,7 @@ impl Access {
     fn finish(&self, w: &mut BodyWriter) {
         if self.staged {
             w.held_stash = Some(self.stashes.clone());
+            w.owed_scratch = w.owed_scratch.max(self.stash_bytes);
         }
     }
 }

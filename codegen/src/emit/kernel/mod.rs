@@ -54,10 +54,18 @@ pub(super) struct BodyWriter<'a> {
     force_round_robin: Option<Vec<usize>>,
     /// Values a finished memory access staged in scratch (value, location), still being
     /// read by other threads: the barrier that frees scratch is owed. It is paid before
-    /// the next statement that may write scratch ([`Self::flush_held_stash`]), unless that
+    /// the next statement that may write scratch ([`Self::pay_owed_barrier`]), unless that
     /// statement is an access staging exactly these values, which reads them in place
     /// (a gathered V tile after its K tile: one stash and two barriers per tile saved).
     held_stash: Option<Vec<(ValueId, String)>>,
+    /// Scratch bytes `[0, owed_scratch)` other threads may still be reading since the last
+    /// barrier. Ops that can place their scratch anywhere (`dot` operand stashes, the
+    /// cross-warp row reductions) go above it and owe nothing; every other scratch writer
+    /// pays the barrier first. One barrier per reduction instead of two, none after a `dot`.
+    owed_scratch: usize,
+    /// Staged tiles a `dot` read since the last barrier: paid before any staged load or
+    /// loop writes staged buffers again (in a pipelined loop, at the end of the body).
+    owed_staged: bool,
 }
 
 impl<'a> BodyWriter<'a> {
@@ -81,6 +89,8 @@ impl<'a> BodyWriter<'a> {
             frags: fragments::plan(k, k.num_threads() as usize),
             force_round_robin: None,
             held_stash: None,
+            owed_scratch: 0,
+            owed_staged: false,
         }
     }
 
@@ -115,6 +125,20 @@ impl<'a> BodyWriter<'a> {
 
     fn sync(&mut self) {
         self.line("__syncthreads();");
+        self.barrier_passed();
+    }
+
+    /// Every thread passed a barrier (emitted here or inside a header function): nothing
+    /// read before it can still be being read.
+    fn barrier_passed(&mut self) {
+        self.held_stash = None;
+        self.owed_scratch = 0;
+        self.owed_staged = false;
+    }
+
+    /// The first scratch offset no other thread may still be reading.
+    fn free_scratch(&self) -> usize {
+        align16(self.owed_scratch)
     }
 
     /// `reinterpret_cast<T*>(tsr_scratch + off)`: a typed pointer into the scratch arena.
@@ -180,39 +204,41 @@ impl<'a> BodyWriter<'a> {
         for s in body {
             self.stmt(s);
         }
-        self.flush_held_stash();
+        self.pay_owed_barrier();
     }
 
-    /// Pays the barrier a finished access owes (see [`Self::held_stash`]).
-    fn flush_held_stash(&mut self) {
-        if self.held_stash.take().is_some() {
-            self.line("__syncthreads();  // staged indices/mask no longer read: scratch free");
+    /// Pays the barrier owed for shared memory other threads may still be reading (see
+    /// [`Self::held_stash`], [`Self::owed_scratch`], [`Self::owed_staged`]).
+    fn pay_owed_barrier(&mut self) {
+        if self.held_stash.is_some() || self.owed_scratch > 0 || self.owed_staged {
+            self.line("__syncthreads();  // shared memory read above is free again");
+            self.barrier_passed();
         }
     }
 
-    /// Whether emitting `s` may write the scratch arena before any memory access of its
-    /// own decides (loads decide in `prepare_access`). Conservative: only constants,
-    /// arguments, ids, sizes, aranges and scalar arithmetic are known not to.
-    fn may_write_scratch(&self, s: &Stmt) -> bool {
-        let Stmt::Let { results, op } = s else { return true };
-        match op {
-            Op::Load { .. }
-            | Op::Const { .. }
-            | Op::Arg(_)
-            | Op::ProgramId(_)
-            | Op::NumPrograms(_)
-            | Op::Dim { .. }
-            | Op::Arange { .. } => false,
-            Op::Unary { .. } | Op::Binary { .. } | Op::Select { .. } | Op::Cast { .. } => {
-                !(results.iter().chain(&op.operands()).all(|v| self.k.ty(*v).is_scalar()))
+    fn owes_barrier(&self) -> bool {
+        self.held_stash.is_some() || self.owed_scratch > 0 || self.owed_staged
+    }
+
+    /// Whether the barrier owed must be paid before `s`. Ops that write scratch pay
+    /// themselves where they write it (products and row reductions place theirs above
+    /// what is owed; broadcasts, relayouts, other reductions, top-k and staged gather
+    /// indices pay first); a load pays when it writes a staged buffer while staged tiles
+    /// are owed. Loops and branches start clean: their bodies end clean, and a loop that
+    /// runs no iteration or a branch not taken must leave the same state.
+    fn must_pay_before(&self, s: &Stmt) -> bool {
+        match s {
+            Stmt::Let { results, op: Op::Load { .. } } => {
+                self.owed_staged && self.plan.staged.contains_key(&results[0])
             }
-            _ => true,
+            Stmt::Let { .. } | Stmt::Assign { .. } | Stmt::Store { .. } | Stmt::Atomic { .. } | Stmt::Return => false,
+            Stmt::For { .. } | Stmt::If { .. } => true,
         }
     }
 
     fn stmt(&mut self, s: &Stmt) {
-        if self.held_stash.is_some() && self.may_write_scratch(s) {
-            self.flush_held_stash();
+        if self.owes_barrier() && self.must_pay_before(s) {
+            self.pay_owed_barrier();
         }
         match s {
             Stmt::Let { results, op } => {
@@ -342,7 +368,7 @@ impl<'a> BodyWriter<'a> {
         for i in idx {
             self.stmt(&body[i]);
         }
-        self.flush_held_stash();
+        self.pay_owed_barrier();
         self.prefetch_buffer = None;
     }
 

@@ -85,6 +85,7 @@ impl BodyWriter<'_> {
             self.close();
             return tmp;
         }
+        self.pay_owed_barrier();
         self.use_smem(sl.numel * d.size_bytes());
         let s = Self::smem_ptr(d, 0);
         self.stash_value(v, &s);
@@ -131,6 +132,7 @@ impl BodyWriter<'_> {
             self.slots(dl.slots, &format!("{name}[i] = {src}[i];"));
         } else {
             let d = ty.dtype;
+            self.pay_owed_barrier();
             self.use_smem(sl.numel * d.size_bytes());
             let s = Self::smem_ptr(d, 0);
             self.line(format!("tsr::stash<{}>({s}, {src});", sl.targs()));
@@ -150,17 +152,30 @@ impl BodyWriter<'_> {
                 ReduceOp::Max => "MaxOp",
                 _ => "MinOp",
             };
-            let (d, red) = (src_ty.dtype, Self::smem_ptr(src_ty.dtype, 0));
+            let d = src_ty.dtype;
             let rows_out = self.layout(ty).fragment == Some(Fragment::Rows { m, wm });
             if compute_type(d) == d && axis == 1 && rows_out {
-                // Rows of a fragment: per thread, then the quad, then (WN > 1) the warps.
-                if f.wn(self.threads) > 1 {
-                    self.use_smem(m * f.wn(self.threads) * d.size_bytes());
+                // Rows of a fragment: per thread, then the quad, then (WN > 1) the warps'
+                // partials through scratch above anything still being read, so only the
+                // barrier between their writes and reads is needed; the one that frees
+                // them is owed to the next writer of that scratch.
+                let wn = f.wn(self.threads);
+                let red_off = self.free_scratch();
+                let red_end = red_off + m * wn * d.size_bytes();
+                if wn > 1 {
+                    self.use_smem(red_end);
                 }
                 self.declare(name, ty);
+                let red = Self::smem_ptr(d, red_off);
                 self.line(format!("tsr::frag_row_reduce<tsr::{o}, {m}, {n}, {wm}>({name}, {}, {red});", self.name(v)));
+                if wn > 1 {
+                    self.barrier_passed();
+                    self.owed_scratch = red_end;
+                }
                 return;
             }
+            self.pay_owed_barrier();
+            let red = Self::smem_ptr(d, 0);
             if compute_type(d) == d && axis == 0 {
                 // Columns of a fragment (SnapKV's votes): per thread, the warp's row
                 // groups by shuffles, then the row warps through shared memory.
@@ -174,6 +189,7 @@ impl BodyWriter<'_> {
                 return;
             }
         }
+        self.pay_owed_barrier();
         let shape = &src_ty.shape;
         let outer: usize = shape[..axis].iter().product();
         let len = shape[axis];
@@ -238,8 +254,11 @@ impl BodyWriter<'_> {
         let a_in_registers = frag.is_some()
             && !self.plan.staged.contains_key(&a)
             && matches!(self.value_layout(&ta).fragment, Some(f @ Fragment::Tile { .. }) if f.wn(self.threads) == 1);
-        // Operands come from their staged regions, or are stashed into the scratch arena.
-        let mut off = 0;
+        // Operands come from their staged regions, or are stashed into the scratch arena
+        // (above whatever other threads may still be reading).
+        let scratch_base = self.free_scratch();
+        let mut off = scratch_base;
+        let mut reads_staged = false;
         // 0: nothing to wait for; 1: only pipelined copies (the newest group, the next
         // iteration's, may stay in flight); 2: a plain staged copy (wait for all).
         let mut waits = 0;
@@ -253,6 +272,7 @@ impl BodyWriter<'_> {
                     0
                 };
                 waits = waits.max(wait);
+                reads_staged = true;
                 (w.name(v), st.ld)
             } else {
                 let ld = row_stride(cols);
@@ -278,8 +298,10 @@ impl BodyWriter<'_> {
         }
         self.sync();
         if let Some(Fragment::Tile { wm, .. }) = frag {
-            // Straight into this thread's accumulator fragments; the barrier after keeps
-            // the operands' shared memory until every warp has read it.
+            // Straight into this thread's accumulator fragments. The operands' shared
+            // memory must outlive every warp's reads: that barrier is owed, paid by the
+            // next writer of it (in a pipelined loop, at the end of the body).
+            let stash_end = if off > scratch_base { off } else { 0 };
             self.use_smem(off);
             self.declare(name, ty);
             let t = ctype(d);
@@ -292,7 +314,8 @@ impl BodyWriter<'_> {
                     "tsr::mma_frag<{t}, {m}, {n}, {kk}, {lda}, {ldb}, {trans_b}, {wm}>({name}, {sa}, {sb});"
                 ));
             }
-            self.sync();
+            self.owed_staged = reads_staged;
+            self.owed_scratch = stash_end;
         } else if tensor_cores {
             self.use_smem(off + m * n * 4);
             let sc = Self::smem_ptr(DType::F32, off);
@@ -339,6 +362,7 @@ impl BodyWriter<'_> {
         // path sorts 8-byte words (k rounded up to a power of two) and keeps a 256-bin
         // histogram, two scan buffers of up to 32 warps and 2 ints (`topk_row_block`).
         self.use_smem(taken_off + (rows * len).max(8 * k.next_power_of_two() + 4 * (256 + 2 * 32 + 2)));
+        self.pay_owed_barrier();
         let s = Self::smem_ptr(c, 0);
         let (sv, si) = (Self::smem_ptr(c, vals_off), Self::smem_ptr(DType::I32, idx_off));
         self.line(format!("tsr::stash<{}>({s}, {});", sl.targs(), self.name(v)));
