@@ -88,7 +88,9 @@ pub fn block_sparse_decode_split<
     }
     let q_tile = q.load([at(batch), range(q_head0, GROUP), range(0, HEAD_DIM)]);
     let mut row_max = full([GROUP], f32::NEG_INFINITY);
-    let mut row_sum = zeros([GROUP]);
+    // Per-column partial sums, summed across the tile once after the loop: a row sum per
+    // tile would cost a cross-warp reduction (a barrier) each time.
+    let mut sum_part = zeros([GROUP, BLOCK_N]);
     let mut acc = zeros([GROUP, HEAD_DIM]);
     // Sink segment.
     let s_stop = min(v1, sink_end);
@@ -99,7 +101,7 @@ pub fn block_sparse_decode_split<
         let v_tile = v.load_masked([at(batch), at(kv_head), range(kv_start, BLOCK_N), range(0, HEAD_DIM)], rows, 0.0);
         let scores = where_(valid, dot_t(q_tile, k_tile) * scale_log2, f32::NEG_INFINITY);
         let (m_new, alpha, probs) = online_softmax(scores, row_max);
-        row_sum = row_sum * alpha + probs.sum(1);
+        sum_part = sum_part * alpha.expand_dims(1) + probs;
         acc = acc * alpha.expand_dims(1) + dot(probs.cast::<KV>(), v_tile);
         row_max = m_new;
     }
@@ -114,7 +116,7 @@ pub fn block_sparse_decode_split<
         let v_tile = v.load_masked([at(batch), at(kv_head), range(kv_start, BLOCK_N), range(0, HEAD_DIM)], rows, 0.0);
         let scores = where_(valid, dot_t(q_tile, k_tile) * scale_log2, f32::NEG_INFINITY);
         let (m_new, alpha, probs) = online_softmax(scores, row_max);
-        row_sum = row_sum * alpha + probs.sum(1);
+        sum_part = sum_part * alpha.expand_dims(1) + probs;
         acc = acc * alpha.expand_dims(1) + dot(probs.cast::<KV>(), v_tile);
         row_max = m_new;
     }
@@ -137,7 +139,7 @@ pub fn block_sparse_decode_split<
             let v_tile = v.load_masked([at(batch), at(kv_head), range(pos0, BLOCK_N), range(0, HEAD_DIM)], rows, 0.0);
             let scores = where_(valid, dot_t(q_tile, k_tile) * scale_log2, f32::NEG_INFINITY);
             let (m_new, alpha, probs) = online_softmax_masked(scores, row_max);
-            row_sum = row_sum * alpha + probs.sum(1);
+            sum_part = sum_part * alpha.expand_dims(1) + probs;
             acc = acc * alpha.expand_dims(1) + dot(probs.cast::<KV>(), v_tile);
             row_max = m_new;
         }
@@ -156,11 +158,12 @@ pub fn block_sparse_decode_split<
             let scores = where_(valid, dot_t(q_tile, k_tile) * scale_log2, f32::NEG_INFINITY);
             // A tile may be fully masked (a block inside the window): keep -inf rows NaN-free.
             let (m_new, alpha, probs) = online_softmax_masked(scores, row_max);
-            row_sum = row_sum * alpha + probs.sum(1);
+            sum_part = sum_part * alpha.expand_dims(1) + probs;
             acc = acc * alpha.expand_dims(1) + dot(probs.cast::<KV>(), v_tile);
             row_max = m_new;
         }
     }
+    let row_sum = sum_part.sum(1);
     let nonempty = row_sum > 0.0;
     let denom = where_(nonempty, row_sum, 1.0);
     o_part.store([at(batch), range(q_head0, GROUP), at(split), range(0, HEAD_DIM)], acc / denom.expand_dims(1));

@@ -46,7 +46,9 @@ pub fn dense_decode_split<
     }
     let q_tile = q.load([at(batch), range(q_head0, GROUP), range(0, HEAD_DIM)]);
     let mut row_max = full([GROUP], f32::NEG_INFINITY);
-    let mut row_sum = zeros([GROUP]);
+    // Per-column partial sums, summed across the tile once after the loop: a row sum per
+    // tile would cost a cross-warp reduction (a barrier) each time.
+    let mut sum_part = zeros([GROUP, BLOCK_N]);
     let mut acc = zeros([GROUP, HEAD_DIM]);
     for kv_start in (split_start..split_stop).step_by(BLOCK_N) {
         let valid = arange(0, BLOCK_N) + kv_start < split_stop;
@@ -55,10 +57,11 @@ pub fn dense_decode_split<
         let v_tile = v.load_masked([at(batch), at(kv_head), range(kv_start, BLOCK_N), range(0, HEAD_DIM)], rows, 0.0);
         let scores = where_(valid, dot_t(q_tile, k_tile) * scale_log2, f32::NEG_INFINITY);
         let (m_new, alpha, probs) = online_softmax(scores, row_max);
-        row_sum = row_sum * alpha + probs.sum(1);
+        sum_part = sum_part * alpha.expand_dims(1) + probs;
         acc = acc * alpha.expand_dims(1) + dot(probs.cast::<KV>(), v_tile);
         row_max = m_new;
     }
+    let row_sum = sum_part.sum(1);
     o_part.store([at(batch), range(q_head0, GROUP), at(split), range(0, HEAD_DIM)], acc / row_sum.expand_dims(1));
     lse_part.store([at(batch), range(q_head0, GROUP), at(split)], row_max + log2(row_sum));
 }

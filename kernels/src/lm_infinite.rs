@@ -65,7 +65,9 @@ pub fn lm_infinite_decode_split<const GROUP: usize, const HEAD_DIM: usize, const
     let oldest = seq_len - 1 - max(cap, 0);
     let shift = win_start - sink_end;
     let mut row_max = full([GROUP], f32::NEG_INFINITY);
-    let mut row_sum = zeros([GROUP]);
+    // Per-column partial sums, summed across the tile once after the loop: a row sum per
+    // tile would cost a cross-warp reduction (a barrier) each time.
+    let mut sum_part = zeros([GROUP, BLOCK_N]);
     let mut acc = zeros([GROUP, HEAD_DIM]);
     for t0 in (v0..v1).step_by(BLOCK_N) {
         let t = arange(0, BLOCK_N) + t0;
@@ -83,10 +85,11 @@ pub fn lm_infinite_decode_split<const GROUP: usize, const HEAD_DIM: usize, const
         let logits = dot_t(q_lo, kr_lo) + dot_t(q_hi, kr_hi);
         let scores = where_(valid, logits * scale_log2, f32::NEG_INFINITY);
         let (m_new, alpha, probs) = online_softmax(scores, row_max);
-        row_sum = row_sum * alpha + probs.sum(1);
+        sum_part = sum_part * alpha.expand_dims(1) + probs;
         acc = acc * alpha.expand_dims(1) + dot(probs.cast::<bf16>(), v_tile);
         row_max = m_new;
     }
+    let row_sum = sum_part.sum(1);
     o_part.store([at(batch), range(q_head0, GROUP), at(split), range(0, HEAD_DIM)], acc / row_sum.expand_dims(1));
     lse_part.store([at(batch), range(q_head0, GROUP), at(split)], row_max + log2(row_sum));
 }

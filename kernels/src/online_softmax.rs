@@ -11,6 +11,10 @@
 //! acc = acc * alpha.expand_dims(1) + dot(probs.cast::<KV>(), v_tile);
 //! row_max = m_new;
 //! ```
+//!
+//! The decode kernels keep `sum_part = sum_part * alpha.expand_dims(1) + probs` instead (a
+//! `[rows, BLOCK_N]` tile) and take `sum_part.sum(1)` once after the loop: a row sum per
+//! tile is a reduction across the warps that share a row, one barrier per tile.
 
 use tessera_dsl_support::prelude::*;
 
