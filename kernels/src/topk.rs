@@ -93,7 +93,8 @@ pub struct TopkBlockSelect {
     pub sum_heads: bool,
     /// Most candidates ([`TopkBlockSelect::candidates`]), comptime of `topk_merge`.
     pub max_cand: usize,
-    /// WARPS of both kernels (4 or 8, `block_scores_topk`'s tune space).
+    /// WARPS of `block_scores_topk` (4 or 8, its tune space); `topk_merge` runs
+    /// [`Self::MERGE_WARPS`].
     pub warps: usize,
     scores: BlockScoresTopkKernel,
     merge: TopkMergeKernel,
@@ -101,6 +102,10 @@ pub struct TopkBlockSelect {
 
 impl TopkBlockSelect {
     const NAME: &'static str = "topk_block_select";
+
+    /// Warps of `topk_merge`: one program per (batch, KV head) is fewer programs than SMs
+    /// at the benchmark shapes (64 at B8), so each radix select gets a wide block.
+    pub const MERGE_WARPS: usize = 16;
 
     /// Candidates `block_scores_topk` writes for `num_blocks` landmarks: each tile of
     /// `lm_tile` keeps `min(k, lm_tile)`. `max_cand` must be at least this.
@@ -126,12 +131,16 @@ impl TopkBlockSelect {
                 ("SUM_HEADS", sum_heads as i64),
                 ("WARPS", warps as i64),
             ]),
-            KernelConfig::from_pairs(&[("TOPK", k as i64), ("CAND", max_cand as i64), ("WARPS", warps as i64)]),
+            KernelConfig::from_pairs(&[
+                ("TOPK", k as i64),
+                ("CAND", max_cand as i64),
+                ("WARPS", Self::MERGE_WARPS as i64),
+            ]),
         ]
     }
 
     /// `max_cand >= k` and `>= candidates(num_blocks, lm_tile, k)` for every launch;
-    /// `warps` is both kernels' WARPS (4 or 8; 4 is the untuned default).
+    /// `warps` is `block_scores_topk`'s WARPS (4 or 8; 4 is the untuned default).
     pub fn cpu(
         group: usize,
         head_dim: usize,

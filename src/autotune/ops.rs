@@ -602,7 +602,7 @@ impl TuneTarget for TopkSelectTarget {
         let merge = KernelConfig::from_pairs(&[
             ("TOPK", s.k as i64),
             ("CAND", c.max_cand(s) as i64),
-            ("WARPS", c.warps as i64),
+            ("WARPS", TopkBlockSelect::MERGE_WARPS as i64),
         ]);
         Ok(vec![BlockScoresTopk::build(&scores)?, TopkMerge::build(&merge)?])
     }

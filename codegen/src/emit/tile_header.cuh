@@ -216,9 +216,10 @@ template <int CHUNK, int COUNT> __device__ __forceinline__ void copy_chunks(void
     copy_vec<CHUNK>(reinterpret_cast<char*>(dst) + c * CHUNK, reinterpret_cast<const char*>(src) + c * CHUNK);
 }
 __device__ __forceinline__ bool aligned(const void* p, int bytes) { return (reinterpret_cast<u64>(p) & (bytes - 1)) == 0; }
-/// Whether the element offsets `c * stride` of a tile axis of `n` coordinates fit an int
-/// (either sign), so the access's fast path can address it in 32-bit arithmetic.
-__device__ __forceinline__ bool tile_offset32(i64 stride, int n) {
+/// Whether the element offsets `c * stride` of an axis of `n` coordinates (a tile's, or a
+/// gathered axis's whole extent) fit an int (either sign), so the access's fast path can
+/// address it in 32-bit arithmetic.
+__device__ __forceinline__ bool tile_offset32(i64 stride, i64 n) {
   const i64 s = stride < 0 ? -stride : stride;
   return s * (i64)n < 2147483647ll;
 }

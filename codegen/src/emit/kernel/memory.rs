@@ -350,7 +350,7 @@ impl BodyWriter<'_> {
             stashes,
             stash_bytes: off,
             tile_axis,
-            has_gather: index.iter().any(|i| matches!(i, Index::Gather(_))),
+            gather_dims: index.iter().map(|i| matches!(i, Index::Gather(_))).collect(),
             writer: None,
             elem_bytes: pdt.size_bytes(),
             ptr: pname,
@@ -424,7 +424,8 @@ impl BodyWriter<'_> {
     /// innermost one moves in whole vectors of at least 4 bytes.
     fn affine(&self, a: &Access) -> bool {
         let l = self.shape_layout(&a.shape);
-        matches!(a.vector_dim, Some((_, false))) && !a.has_gather && a.chunk > 0 && l.vec > 1
+        // Gathers are fine on the outer axes (a gathered row is still a contiguous vector).
+        matches!(a.vector_dim, Some((_, false))) && a.chunk > 0 && l.vec > 1
     }
 
     /// The common case of a tile access, checked once per access instead of once per
@@ -449,6 +450,14 @@ impl BodyWriter<'_> {
         let mut fast = vec![format!("{ptr}_stride{vd} == 1")];
         let mut offset = Vec::new();
         for d in 0..a.rank {
+            if a.gather_dims[d] {
+                // A gathered axis: each vector reads its row index and checks it (below);
+                // its offsets fit 32 bits when every in-bounds row's does.
+                fast.push(format!("({ptr}_stride{d} * {}) % {} == 0", a.elem_bytes, a.chunk));
+                fast.push(format!("tsr::tile_offset32({ptr}_stride{d}, {ptr}_size{d})"));
+                self.line(format!("const int st{d} = (int){ptr}_stride{d};"));
+                continue;
+            }
             self.line(format!("const long long o{d} = {};", origin(d)));
             offset.push(format!("o{d} * {ptr}_stride{d}"));
             match a.tile_axis[d] {
@@ -469,7 +478,7 @@ impl BodyWriter<'_> {
         // Rows of each non-innermost tile axis in bounds, as a 32-bit range of tile
         // coordinates (computed once per access instead of per vector).
         for d in 0..a.rank {
-            if let Some(axis) = a.tile_axis[d] {
+            if let (Some(axis), false) = (a.tile_axis[d], a.gather_dims[d]) {
                 if d != vd {
                     let n = a.shape[axis] as i64;
                     self.line(format!(
@@ -491,6 +500,11 @@ impl BodyWriter<'_> {
             if let Some(axis) = a.tile_axis[d] {
                 if d == vd {
                     addr.push(format!("c{axis}"));
+                } else if a.gather_dims[d] {
+                    let g = a.position(d, |k| format!("c{k}"));
+                    self.line(format!("const long long g{d} = {g};"));
+                    on.push(format!("g{d} >= 0 && g{d} < {ptr}_size{d}"));
+                    addr.push(format!("(int)g{d} * st{d}"));
                 } else {
                     on.push(format!("c{axis} >= lo{d} && c{axis} < hi{d}"));
                     addr.push(format!("c{axis} * st{d}"));
@@ -592,8 +606,8 @@ struct Access {
     stash_bytes: usize,
     /// For each tensor dim, the tile axis it runs along (`None` for a fixed position).
     tile_axis: Vec<Option<usize>>,
-    /// Whether any dim is addressed by a gather.
-    has_gather: bool,
+    /// For each tensor dim, whether a gather addresses it.
+    gather_dims: Vec<bool>,
     /// A store of a tile several threads hold the same elements of (replicated, rows of
     /// fragments): the C++ condition for the threads that write.
     writer: Option<String>,
