@@ -260,9 +260,25 @@ struct MinOp {
 template <typename T> __device__ __forceinline__ T shfl_xor(T x, int m) { return __shfl_xor_sync(0xffffffffu, x, m); }
 
 /// Reduces `src`, viewed as [OUTER][L][INNER] in shared memory, over its middle axis into
-/// dst[OUTER * INNER]; one warp per output element, lanes stride over L.
+/// dst[OUTER * INNER]. A short axis with many outputs (the split combine's [splits, D], a
+/// group maximum over [G, clusters]) takes one thread per output walking L in order, the
+/// neighbouring threads reading neighbouring words; otherwise one warp per output element,
+/// lanes striding over L, then a shuffle tree.
 template <int OUTER, int L, int INNER, typename Op, typename T>
 __device__ __forceinline__ void reduce_axis(T* dst, const T* src) {
+  constexpr int OUTS = OUTER * INNER, WARPS = TSR_THREADS / 32;
+  constexpr int THREAD_COST = L * ((OUTS + TSR_THREADS - 1) / TSR_THREADS);
+  constexpr int WARP_COST = ((OUTS + WARPS - 1) / WARPS) * ((L + 31) / 32 + 10);
+  if (THREAD_COST <= WARP_COST) {
+    for (int o = threadIdx.x; o < OUTS; o += TSR_THREADS) {
+      const int outer = o / INNER, inner = o % INNER;
+      T acc = Op::template identity<T>();
+#pragma unroll 8
+      for (int l = 0; l < L; ++l) acc = Op::combine(acc, src[(outer * L + l) * INNER + inner]);
+      dst[o] = acc;
+    }
+    return;
+  }
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   for (int o = warp; o < OUTER * INNER; o += TSR_THREADS / 32) {
     const int outer = o / INNER, inner = o % INNER;
