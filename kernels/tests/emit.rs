@@ -116,3 +116,26 @@ fn dense_decode_tile_has_four_barriers_and_a_rolled_fallback() {
     let rolled = src.lines().filter(|l| l.trim() == "#pragma unroll 1").count();
     assert!(rolled >= 2, "the K and V copies' fallbacks are rolled loops");
 }
+
+/// Gathered K/V rows (one-row blocks) take the per-access fast path: the row index is read
+/// per vector and added as a 32-bit offset, the checks that hold for the whole access are
+/// made once (`tile_offset32` over the gathered axis), and the per-vector general path is
+/// only the rolled fallback.
+#[test]
+fn gathered_rows_take_the_fast_path() {
+    let c = cfg(&[
+        ("GROUP", 4),
+        ("HEAD_DIM", 128),
+        ("BLOCK_SIZE", 1),
+        ("KV_SHARE", 1),
+        ("BLOCK_N", 32),
+        ("WARPS", 4),
+        ("STAGES", 2),
+    ]);
+    let src = emit_cuda(&BlockSparseDecodeSplit::build(&c).unwrap()).source;
+    for t in ["k", "v"] {
+        let guard = format!("tsr::tile_offset32({t}_stride2, {t}_size2)");
+        assert!(src.contains(&guard), "no gathered fast path for {t}");
+    }
+    assert!(src.contains("(int)g2 * st2"), "gathered rows addressed in 32 bits");
+}
