@@ -501,10 +501,13 @@ impl BodyWriter<'_> {
                 if d == vd {
                     addr.push(format!("c{axis}"));
                 } else if a.gather_dims[d] {
+                    // An out-of-range row is masked off and addressed as row 0, so the
+                    // 32-bit product never overflows.
                     let g = a.position(d, |k| format!("c{k}"));
                     self.line(format!("const long long g{d} = {g};"));
-                    on.push(format!("g{d} >= 0 && g{d} < {ptr}_size{d}"));
-                    addr.push(format!("(int)g{d} * st{d}"));
+                    self.line(format!("const bool g{d}_ok = g{d} >= 0 && g{d} < {ptr}_size{d};"));
+                    on.push(format!("g{d}_ok"));
+                    addr.push(format!("(g{d}_ok ? (int)g{d} : 0) * st{d}"));
                 } else {
                     on.push(format!("c{axis} >= lo{d} && c{axis} < hi{d}"));
                     addr.push(format!("c{axis} * st{d}"));
