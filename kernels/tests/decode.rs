@@ -412,3 +412,21 @@ fn f16_data_through_the_same_kernels() {
     let e = op.run_cpu(&c.q, &c.k, &c.v, 64, &mut out, Some(&mut lse)).unwrap_err();
     assert!(matches!(e, KernelError::DType { arg: "k", .. }), "{e}");
 }
+
+/// Head dims other than 64 and 128 (issue 4: "96 and 256 if the design allows"): the same
+/// DSL kernels at D = 96 and 256, dense, sink + window and block-sparse, odd lengths.
+#[test]
+fn head_dims_96_and_256() {
+    for (i, &d) in [96usize, 256].iter().enumerate() {
+        let seed = 40 + 10 * i as u64;
+        run(DecodeCase::new("dense", DecodeKind::Dense, dims(1, 2, 4, 300, d), 299, params(4, d, 64, 4), seed));
+        let sw = DecodeKind::SinkWindow { sink: 5, window: 90 };
+        run(DecodeCase::new("sink_window", sw, dims(2, 1, 2, 260, d), 257, params(2, d, 32, 4), seed + 1));
+        // Blocks of 32 under tiles of 32 (contiguous tiles) and blocks of 8 (gathered rows).
+        for (j, &bs) in [32usize, 8].iter().enumerate() {
+            let (dm, p) = (dims(1, 2, 3, 400, d), params(3, d, 32, 4));
+            let seed = seed + 2 + j as u64;
+            run(DecodeCase::block_sparse("block_sparse", dm, 391, p, bs, 5, 4, 40, false, seed));
+        }
+    }
+}

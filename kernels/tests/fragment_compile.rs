@@ -8,7 +8,10 @@
 use tessera_codegen::emit::emit_cuda;
 use tessera_codegen::ir::Kernel;
 use tessera_dsl_support::KernelConfig;
+use tessera_kernels::block_sparse::BlockSparseDecodeSplit;
 use tessera_kernels::centroid::KmeansAssign;
+use tessera_kernels::dense::DenseDecodeSplit;
+use tessera_kernels::sink_window::SinkWindowDecodeSplit;
 use tessera_kernels::snapkv::{SnapkvRowStats, SnapkvVotes};
 use tessera_kernels::tree::TreeVerifySplit;
 use tessera_runtime::RuntimeError;
@@ -69,5 +72,24 @@ fn fragment_kernels_compile_and_keep_fragments_in_registers() {
         assert!(ptx.contains("mma.sync.aligned.m16n8k16"), "{}: no tensor-core instruction", k.name);
         assert!(ptx.contains("ldmatrix.sync.aligned"), "{}: operands not loaded with ldmatrix", k.name);
         assert!(!ptx.contains(".local"), "{}: a fragment spilled to local memory", k.name);
+    }
+}
+
+/// The decode kernels at head dims 96 and 256 (the interpreter tests run them against the
+/// reference: `head_dims_96_and_256`) compile for sm_90a with their fragments in registers.
+#[test]
+fn decode_kernels_compile_at_head_dims_96_and_256() {
+    for d in [96, 256] {
+        let dec = cfg(&[("GROUP", 4), ("HEAD_DIM", d), ("BLOCK_N", 64), ("WARPS", 4), ("STAGES", 2)]);
+        let mut kernels = vec![DenseDecodeSplit::build(&dec).unwrap(), SinkWindowDecodeSplit::build(&dec).unwrap()];
+        for bs in [8, 128] {
+            let c = dec.clone().with("BLOCK_SIZE", bs).with("KV_SHARE", 1);
+            kernels.push(BlockSparseDecodeSplit::build(&c).unwrap());
+        }
+        for k in kernels {
+            let Some(ptx) = ptx(&k) else { return };
+            assert!(ptx.contains("mma.sync.aligned.m16n8k16"), "{} D{d}: no tensor-core instruction", k.name);
+            assert!(!ptx.contains(".local"), "{} D{d}: a fragment spilled to local memory", k.name);
+        }
     }
 }
