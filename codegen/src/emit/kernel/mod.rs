@@ -210,12 +210,13 @@ impl<'a> BodyWriter<'a> {
     /// Pays the barrier owed for shared memory other threads may still be reading (see
     /// [`Self::held_stash`], [`Self::owed_scratch`], [`Self::owed_staged`]).
     fn pay_owed_barrier(&mut self) {
-        if self.held_stash.is_some() || self.owed_scratch > 0 || self.owed_staged {
+        if self.owes_barrier() {
             self.line("__syncthreads();  // shared memory read above is free again");
             self.barrier_passed();
         }
     }
 
+    /// Whether any shared memory read since the last barrier may still be being read.
     fn owes_barrier(&self) -> bool {
         self.held_stash.is_some() || self.owed_scratch > 0 || self.owed_staged
     }
