@@ -105,7 +105,7 @@ fn gpu_case_configs_compile_to_ptx() {
         ptx("kmeans_finalize", emit_cuda(&KmeansFinalize::build(&f).unwrap()));
         let p = c(&[("HEAD_DIM", hd), ("ROWS", 64), ("WARPS", 4)]);
         ptx("centroid_permute", emit_cuda(&CentroidPermute::build(&p).unwrap()));
-        let s = c(&[("GROUP", g), ("HEAD_DIM", hd), ("C_TILE", 64), ("WARPS", 4)]);
+        let s = c(&[("GROUP", g), ("HEAD_DIM", hd), ("C_TILE", 64), ("WARPS", 4), ("CT", 2)]);
         ptx("centroid_tile_lse", emit_cuda(&CentroidTileLse::build(&s).unwrap()));
         let sc = c(&[("GROUP", g), ("C_TILE", 512), ("MAX_TILES", 128), ("WARPS", 4)]);
         ptx("centroid_scores", emit_cuda(&CentroidScores::build(&sc).unwrap()));

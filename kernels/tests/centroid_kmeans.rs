@@ -107,6 +107,22 @@ fn centroid_decode_matches_reference() {
     run(&mut CentroidCase::new("centroid", dims(1, 2, 4, 1600, 64), 1500, 1590, 150, 2, 40, 4, -9.5, 7));
 }
 
+/// bf16 centroids (`CentroidDecode::with_centroid_dtype`): the scoring reads the rounded
+/// centroids (staged, tensor-core `q · c` on the GPU) and the selection must be the exact
+/// one of the rounded values — top-k and threshold, one and several scoring tiles.
+#[test]
+fn centroid_decode_with_bf16_centroids_matches_reference() {
+    let inf = f32::NEG_INFINITY;
+    let bf16 = |c: CentroidCase| c.with_centroid_dtype(DType::BF16);
+    run(&mut bf16(CentroidCase::new("centroid", dims(1, 2, 4, 700, 64), 600, 650, 30, 3, 5, 2, inf, 11)));
+    run(&mut bf16(CentroidCase::new("centroid", dims(2, 1, 3, 400, 128), 333, 399, 17, 2, 17, 4, inf, 12)));
+    run(&mut bf16(CentroidCase::new("centroid", dims(1, 2, 4, 1600, 64), 1500, 1590, 150, 2, 40, 4, -9.5, 13)));
+    // The op refuses centroids of another type than it was built for, before running.
+    let c = CentroidCase::new("centroid", dims(1, 2, 4, 700, 64), 600, 650, 30, 3, 5, 2, inf, 14);
+    let err = c.with_centroid_dtype(DType::F16).run_cpu().expect_err("f16 centroids are refused");
+    assert!(format!("{err}").contains("f32 or bf16"), "{err}");
+}
+
 #[test]
 fn centroid_refuses_bad_arguments() {
     let op = KMeansCluster::cpu(64, true, 32, 32).unwrap();
@@ -134,7 +150,11 @@ fn centroid_kernels_emit_cuda() {
         KmeansAccumulate::build(&c(&[("HEAD_DIM", 128), ("NORMALIZE", 1), ("KEY_TILE", 64), ("WARPS", 4)])).unwrap(),
         KmeansFinalize::build(&c(&[("HEAD_DIM", 128), ("C_TILE", 32), ("WARPS", 4)])).unwrap(),
         CentroidPermute::build(&c(&[("HEAD_DIM", 128), ("ROWS", 64), ("WARPS", 4)])).unwrap(),
-        CentroidTileLse::build(&c(&[("GROUP", 4), ("HEAD_DIM", 128), ("C_TILE", 64), ("WARPS", 4)])).unwrap(),
+        CentroidTileLse::build(&c(&[("GROUP", 4), ("HEAD_DIM", 128), ("C_TILE", 64), ("WARPS", 4), ("CT", 2)]))
+            .unwrap(),
+        // bf16 centroids (`CentroidDecode::with_centroid_dtype`): staged, tensor-core `q · c`.
+        CentroidTileLse::build(&c(&[("GROUP", 4), ("HEAD_DIM", 128), ("C_TILE", 64), ("WARPS", 4), ("CT", 0)]))
+            .unwrap(),
         CentroidScores::build(&c(&[("GROUP", 4), ("C_TILE", 512), ("MAX_TILES", 128), ("WARPS", 4)])).unwrap(),
         CentroidSelect::build(&c(&[("KEEP", 656), ("CAND", 8192), ("WARPS", 4)])).unwrap(),
         CentroidPackRows::build(&c(&[("KEEP", 656), ("SLOTS", 16), ("ROWS", 32), ("WARPS", 4)])).unwrap(),

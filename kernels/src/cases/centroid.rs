@@ -29,9 +29,42 @@ pub struct CentroidCase {
     pub keep_count: HostTensor,
     pub out: HostTensor,
     pub lse: HostTensor,
+    /// Element type the decode reads the centroids in (the k-means keeps f32; bf16 rounds
+    /// them first, and the selection reference scores the rounded values).
+    pub centroid_dtype: DType,
 }
 
 impl CentroidCase {
+    /// The same case with the decode reading bf16 (or f32) centroids.
+    pub fn with_centroid_dtype(mut self, dtype: DType) -> Self {
+        if dtype != self.centroid_dtype {
+            self.name = format!("{} {dtype:?}-centroids", self.name);
+        }
+        self.centroid_dtype = dtype;
+        self
+    }
+
+    /// The k-means centroids as the decode reads them.
+    fn decode_centroids(&self, centroids: &HostTensor) -> HostTensor {
+        if centroids.dtype() == self.centroid_dtype {
+            return centroids.clone();
+        }
+        HostTensor::from_f64(self.centroid_dtype, &centroids.shape, &centroids.to_f64())
+    }
+
+    /// The decode op for `rt` (interpreter when `None`) and [`Self::centroid_dtype`].
+    fn decode_op(&self, rt: Option<&Runtime>) -> Result<CentroidDecode, KernelError> {
+        let (p, keep, c, slots) = (self.params.clone(), self.keep, self.num_clusters(), self.pack_slots);
+        let op = match rt {
+            None => CentroidDecode::cpu(p, keep, c, slots)?,
+            Some(rt) => CentroidDecode::new(rt, p, keep, c, slots)?,
+        };
+        if self.centroid_dtype == DType::F32 {
+            return Ok(op);
+        }
+        op.with_centroid_dtype(rt, self.centroid_dtype)
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         name: &str,
@@ -78,6 +111,7 @@ impl CentroidCase {
             keep_count: HostTensor::full(DType::I32, &[b, h], 0.0),
             out: HostTensor::full(DType::BF16, &[b, h * g, d], f64::NAN),
             lse: HostTensor::full(DType::F32, &[b, h * g], f64::NAN),
+            centroid_dtype: DType::F32,
         }
     }
 
@@ -165,7 +199,8 @@ impl CentroidCase {
         let co = self.clusters.as_ref().ok_or("not run")?;
         let DecodeDims { batch, kv_heads, group, head_dim: d, .. } = self.dims;
         let c = self.num_clusters();
-        let (cen, cnt, st) = (co.centroids.to_f64(), co.counts.to_f64(), co.starts.to_f64());
+        let cen = self.decode_centroids(&co.centroids).to_f64();
+        let (cnt, st) = (co.counts.to_f64(), co.starts.to_f64());
         let (ks, kl, kc) = (self.keep_start.to_f64(), self.keep_len.to_f64(), self.keep_count.to_f64());
         let q = self.q.to_f64();
         let mut out = Vec::new();
@@ -251,12 +286,12 @@ impl KernelCase for CentroidCase {
             &mut self.k_perm,
             &mut self.v_perm,
         )?;
-        let op = CentroidDecode::cpu(self.params.clone(), self.keep, self.num_clusters(), self.pack_slots)?;
+        let op = self.decode_op(None)?;
         op.run_cpu(
             &self.q,
             &self.k_perm,
             &self.v_perm,
-            &co.centroids,
+            &self.decode_centroids(&co.centroids),
             &co.counts,
             &co.starts,
             self.fixed_len,
@@ -282,7 +317,12 @@ impl KernelCase for CentroidCase {
         let kp = DeviceTensor::poisoned(st, DType::BF16, &self.k_perm.shape)?;
         let vp = DeviceTensor::poisoned(st, DType::BF16, &self.v_perm.shape)?;
         let dc = km.launch(rt, &k, &v, self.fixed_len, self.seq_len, &init, self.iters, &kp, &vp)?;
-        let op = CentroidDecode::new(rt, self.params.clone(), self.keep, self.num_clusters(), self.pack_slots)?;
+        let op = self.decode_op(Some(rt))?;
+        let centroids = if self.centroid_dtype == DType::F32 {
+            None
+        } else {
+            Some(up(rt, &self.decode_centroids(&dc.centroids.download()?))?)
+        };
         let q = up(rt, &self.q)?;
         let ks = DeviceTensor::poisoned(st, DType::I32, &self.keep_start.shape)?;
         let kl = DeviceTensor::poisoned(st, DType::I32, &self.keep_len.shape)?;
@@ -295,7 +335,7 @@ impl KernelCase for CentroidCase {
             &self.q,
             &self.k_perm,
             &self.v_perm,
-            &self.init,
+            &HostTensor::full(self.centroid_dtype, &self.init.shape, 0.0),
             &HostTensor::full(DType::I32, &[d.batch, d.kv_heads, self.num_clusters()], 0.0),
             &starts_h,
             self.fixed_len,
@@ -311,7 +351,7 @@ impl KernelCase for CentroidCase {
             &q,
             &kp,
             &vp,
-            &dc.centroids,
+            centroids.as_ref().unwrap_or(&dc.centroids),
             &dc.counts,
             &dc.starts,
             self.fixed_len,
@@ -368,12 +408,12 @@ impl KernelCase for CentroidCase {
     }
 
     fn bytes_read(&self) -> u64 {
-        // Decode only: centroids (f32) + kept rows (mean per (b, h)) + recent rows + q.
+        // Decode only: centroids + kept rows (mean per (b, h)) + recent rows + q.
         let d = self.dims;
         let kept: f64 = self.keep_len.to_f64().iter().filter(|x| **x > 0.0).sum::<f64>();
         let bh = (d.batch * d.kv_heads) as f64;
         let rows = kept + bh * (self.seq_len - self.fixed_len) as f64;
-        let cent = bh * (self.num_clusters() * d.head_dim * 4) as f64;
+        let cent = bh * (self.num_clusters() * d.head_dim * self.centroid_dtype.size_bytes()) as f64;
         (rows * (2 * d.head_dim * 2) as f64 + cent) as u64 + self.q.numel() as u64 * 2
     }
 }

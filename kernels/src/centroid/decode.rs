@@ -16,11 +16,13 @@ use crate::error::{expect, invalid, KernelError, TensorMeta};
 /// maximum, -inf when every cluster of the tile is empty) and `part_l` (`Σ 2^{x − m}`),
 /// and the scores `s` themselves (`s_raw`, so [`centroid_scores`](CentroidScores) reads `G` floats per
 /// cluster instead of its `D`-float centroid a second time). Grid `[tiles, Hkv, B]`:
-/// every tile of every head at once, so the centroids stream through all SMs.
-#[kernel(tune(C_TILE = [64, 128, 32], WARPS = [4, 8]), example(GROUP = 4, HEAD_DIM = 128))]
-pub fn centroid_tile_lse<const GROUP: usize, const HEAD_DIM: usize, const C_TILE: usize, const WARPS: usize>(
+/// every tile of every head at once, so the centroids stream through all SMs. `CT` is the
+/// centroids' element type: f32 (`q · c` on the CUDA cores) or bf16 (half the bytes, the
+/// tile staged with `cp.async` and `q · c` on the tensor cores, f32 accumulation).
+#[kernel(tune(C_TILE = [64, 128, 32], WARPS = [4, 8]), example(GROUP = 4, HEAD_DIM = 128, CT = 2))]
+pub fn centroid_tile_lse<CT, const GROUP: usize, const HEAD_DIM: usize, const C_TILE: usize, const WARPS: usize>(
     q: Tensor<bf16, 3>,          // [B, Hq, D]
-    centroids: Tensor<f32, 4>,   // [B, Hkv, C, D]
+    centroids: Tensor<CT, 4>,    // [B, Hkv, C, D]
     counts: Tensor<i32, 3>,      // [B, Hkv, C]
     part_m: &mut Tensor<f32, 4>, // [B, Hkv, T, GROUP]
     part_l: &mut Tensor<f32, 4>, // [B, Hkv, T, GROUP]
@@ -32,7 +34,7 @@ pub fn centroid_tile_lse<const GROUP: usize, const HEAD_DIM: usize, const C_TILE
     let batch = program_id(2);
     let cb = tile * C_TILE as i32;
     let nc = centroids.dim(2).cast::<i32>();
-    let qt = q.load([at(batch), range(kv_head * GROUP as i32, GROUP), range(0, HEAD_DIM)]).cast::<f32>();
+    let qt = q.load([at(batch), range(kv_head * GROUP as i32, GROUP), range(0, HEAD_DIM)]).cast::<CT>();
     let cv = arange(0, C_TILE) + cb < nc;
     let ct =
         centroids.load_masked([at(batch), at(kv_head), range(cb, C_TILE), range(0, HEAD_DIM)], cv.expand_dims(1), 0.0);
@@ -274,6 +276,8 @@ pub struct CentroidDecode {
     /// Power of two `>=` the number of clusters (the select kernel's `topk` width).
     pub cand: usize,
     pub pack_slots: usize,
+    /// Element type of `centroids`: f32 (default) or bf16 ([`Self::with_centroid_dtype`]).
+    pub centroid_dtype: DType,
     tile_lse: CentroidTileLseKernel,
     scores: CentroidScoresKernel,
     select: CentroidSelectKernel,
@@ -321,11 +325,23 @@ impl CentroidDecode {
     /// clusters (the power of two ≥ the cluster count); the split bound of its combine is
     /// [`Self::combine_splits`]. Public so that tuning keys hash exactly what the op builds.
     pub fn configs(p: &DecodeParams, keep: usize, cand: usize, pack_slots: usize) -> [KernelConfig; 5] {
+        Self::configs_typed(p, keep, cand, pack_slots, DType::F32)
+    }
+
+    /// [`Self::configs`] for centroids of element type `centroid_dtype` (f32 or bf16).
+    pub fn configs_typed(
+        p: &DecodeParams,
+        keep: usize,
+        cand: usize,
+        pack_slots: usize,
+        centroid_dtype: DType,
+    ) -> [KernelConfig; 5] {
         let (g, d) = (p.group as i64, p.head_dim as i64);
         let tile = Self::C_TILE as i64;
         let max_tiles = Self::tiles(cand).next_power_of_two() as i64;
+        let ct = tessera_dsl_support::elem_code(centroid_dtype).unwrap_or(-1);
         [
-            KernelConfig::from_pairs(&[("GROUP", g), ("HEAD_DIM", d), ("C_TILE", tile), ("WARPS", 4)]),
+            KernelConfig::from_pairs(&[("GROUP", g), ("HEAD_DIM", d), ("C_TILE", tile), ("WARPS", 4), ("CT", ct)]),
             KernelConfig::from_pairs(&[
                 ("GROUP", g),
                 ("C_TILE", Self::SCORE_TILE as i64),
@@ -343,6 +359,7 @@ impl CentroidDecode {
         keep: usize,
         clusters: usize,
         pack_slots: usize,
+        centroid_dtype: DType,
         rt: Option<&Runtime>,
     ) -> Result<Self, KernelError> {
         let cand = clusters.next_power_of_two();
@@ -352,7 +369,10 @@ impl CentroidDecode {
                 format!("need 0 < keep {keep} <= clusters (rounded up to {cand}), pack_slots {pack_slots} > 0"),
             ));
         }
-        let [t, a, b, pack, attn] = Self::configs(&params, keep, cand, pack_slots);
+        if !matches!(centroid_dtype, DType::F32 | DType::BF16) {
+            return Err(invalid(Self::NAME, format!("centroids must be f32 or bf16, not {centroid_dtype:?}")));
+        }
+        let [t, a, b, pack, attn] = Self::configs_typed(&params, keep, cand, pack_slots, centroid_dtype);
         let ms = Self::combine_splits(&params);
         Ok(match rt {
             None => CentroidDecode {
@@ -364,6 +384,7 @@ impl CentroidDecode {
                 keep,
                 cand,
                 pack_slots,
+                centroid_dtype,
             },
             Some(rt) => CentroidDecode {
                 tile_lse: CentroidTileLse::new(rt, &t)?,
@@ -374,16 +395,17 @@ impl CentroidDecode {
                 keep,
                 cand,
                 pack_slots,
+                centroid_dtype,
             },
         })
     }
 
-    /// Interpreter op for up to `clusters` clusters per KV head.
+    /// Interpreter op for up to `clusters` clusters per KV head (f32 centroids).
     pub fn cpu(params: DecodeParams, keep: usize, clusters: usize, pack_slots: usize) -> Result<Self, KernelError> {
-        Self::make(params, keep, clusters, pack_slots, None)
+        Self::make(params, keep, clusters, pack_slots, DType::F32, None)
     }
 
-    /// GPU op.
+    /// GPU op (f32 centroids).
     pub fn new(
         rt: &Runtime,
         params: DecodeParams,
@@ -391,11 +413,18 @@ impl CentroidDecode {
         clusters: usize,
         pack_slots: usize,
     ) -> Result<Self, KernelError> {
-        Self::make(params, keep, clusters, pack_slots, Some(rt))
+        Self::make(params, keep, clusters, pack_slots, DType::F32, Some(rt))
+    }
+
+    /// The same op for centroids stored as `dtype` (f32 or bf16; on the interpreter when
+    /// `rt` is `None`): bf16 halves the bytes the cluster scoring reads, and the selection
+    /// is then the exact one of the rounded centroids.
+    pub fn with_centroid_dtype(self, rt: Option<&Runtime>, dtype: DType) -> Result<Self, KernelError> {
+        Self::make(self.params, self.keep, self.cand, self.pack_slots, dtype, rt)
     }
 
     /// Checks `q [B, Hkv·G, D]`, `k`/`v [B, Hkv, cap, D]` (fixed rows permuted by
-    /// cluster), `centroids [B, Hkv, C, D] f32`, `counts [B, Hkv, C] i32`, `starts [B, Hkv,
+    /// cluster), `centroids [B, Hkv, C, D]` ([`Self::centroid_dtype`]), `counts [B, Hkv, C] i32`, `starts [B, Hkv,
     /// C + 1] i32` (host copies: non-decreasing from 0 to `fixed_len`), `keep_start` /
     /// `keep_len [B, Hkv, keep] i32`, `keep_count [B, Hkv] i32`, `out`, `lse`.
     #[allow(clippy::too_many_arguments)]
@@ -418,7 +447,7 @@ impl CentroidDecode {
         let n = Self::NAME;
         let p = &self.params;
         let (b, h, _) = p.check_qkv(n, q, k, v, seq_len, out, lse)?;
-        expect(n, "centroids", centroids, DType::F32, &[Some(b), Some(h), None, Some(p.head_dim)])?;
+        expect(n, "centroids", centroids, self.centroid_dtype, &[Some(b), Some(h), None, Some(p.head_dim)])?;
         let c = centroids.shape()[2];
         if c == 0 || c > self.cand || fixed_len > seq_len {
             return Err(invalid(

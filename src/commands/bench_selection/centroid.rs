@@ -58,17 +58,27 @@ pub(super) fn cluster(cx: &Ctx, x: &Inputs, setup_iters: usize) -> Result<Cluste
     })
 }
 
-pub(super) fn centroid(cx: &Ctx, x: &Inputs, cl: &Clustered, dense_us: Option<f64>) -> Result<Row> {
+/// The centroid decode row: `centroid_B8` on the k-means' f32 centroids, or
+/// `centroid_B8_bf16c` on a bf16 copy of them (`centroid_dtype`; the selection checked
+/// against the rounded centroids).
+pub(super) fn centroid(
+    cx: &Ctx,
+    x: &Inputs,
+    cl: &Clustered,
+    dense_us: Option<f64>,
+    centroid_dtype: DType,
+) -> Result<Row> {
     let b = x.batch;
     let fixed = N - CENTROID_RECENT;
     let (c, keep) = centroid_sizes(fixed, CENTROID_KEEP_FRACTION);
     let setup_iters = cl.setup_iters;
+    let bf16 = centroid_dtype == DType::BF16;
     let mut row = Row::new(
-        "centroid_B8",
+        if bf16 { "centroid_B8_bf16c" } else { "centroid_B8" },
         format!(
-            "centroid decode B{b} N={N}: {fixed} fixed keys in {c} clusters (5%, k-means {setup_iters} it.), top {keep} \
-             clusters kept (~10% of keys), last {CENTROID_RECENT} tokens recent; scores + select + packed-row attention + LSE \
-             combine"
+            "centroid decode B{b} N={N}: {fixed} fixed keys in {c} clusters (5%, k-means {setup_iters} it., centroids \
+             read as {centroid_dtype:?}), top {keep} clusters kept (~10% of keys), last {CENTROID_RECENT} tokens recent; \
+             scores + select + packed-row attention + LSE combine"
         ),
         0,
         dense_us.map(|d| d / 4.0),
@@ -76,7 +86,11 @@ pub(super) fn centroid(cx: &Ctx, x: &Inputs, cl: &Clustered, dense_us: Option<f6
     let st = cx.rt.stream();
     let perm = cl.perm.to_f64();
     let counts_h = cl.counts.download()?.to_f64();
-    let cent_h = cl.centroids.download()?.to_f64();
+    let cent_f32 = cl.centroids.download()?;
+    let cent_typed = HostTensor::from_f64(centroid_dtype, &cent_f32.shape, &cent_f32.to_f64());
+    let cent_h = cent_typed.to_f64();
+    let uploaded = if bf16 { Some(DeviceTensor::upload(st, &cent_typed)?) } else { None };
+    let centroids = uploaded.as_ref().unwrap_or(&cl.centroids);
     let starts = cl.starts_h.to_f64();
     let keep_shape = [b, HKV, keep];
     let ks = DeviceTensor::poisoned(st, DType::I32, &keep_shape)?;
@@ -99,12 +113,15 @@ pub(super) fn centroid(cx: &Ctx, x: &Inputs, cl: &Clustered, dense_us: Option<f6
     let mut kept_rows = None;
     cx.sweep(&mut row, &configs, label, |p| {
         let params = DecodeParams { block_n: p.1, warps: p.2, max_splits: p.3, stages: p.4, ..DecodeParams::new(G, D) };
-        let op = CentroidDecode::new(cx.rt, params, keep, c, p.0)?;
+        let mut op = CentroidDecode::new(cx.rt, params, keep, c, p.0)?;
+        if bf16 {
+            op = op.with_centroid_dtype(Some(cx.rt), centroid_dtype)?;
+        }
         op.check_args(
             &x.hq,
             &x.hk,
             &x.hv,
-            &host_shape(&[b, HKV, c, D], DType::F32),
+            &host_shape(&[b, HKV, c, D], centroid_dtype),
             &host_shape(&[b, HKV, c], DType::I32),
             &cl.starts_h,
             fixed,
@@ -126,7 +143,7 @@ pub(super) fn centroid(cx: &Ctx, x: &Inputs, cl: &Clustered, dense_us: Option<f6
                 &x.q,
                 &cl.k,
                 &cl.v,
-                &cl.centroids,
+                centroids,
                 &cl.counts,
                 &cl.starts,
                 fixed,
@@ -154,7 +171,8 @@ pub(super) fn centroid(cx: &Ctx, x: &Inputs, cl: &Clustered, dense_us: Option<f6
         Ok(Trial { config: label(p), stats, check })
     });
     let kept = kept_rows.unwrap_or(0.0);
-    row.bytes = kv_bytes(b * HKV, kept as usize + CENTROID_RECENT) + (b * HKV * c * D * 4) as u64;
+    row.bytes =
+        kv_bytes(b * HKV, kept as usize + CENTROID_RECENT) + (b * HKV * c * D * centroid_dtype.size_bytes()) as u64;
     let m = median(&row);
     let e = &mut row.extra;
     e.insert("clusters".into(), json!(c));

@@ -152,7 +152,7 @@ pub(super) fn median(row: &Row) -> Option<f64> {
 }
 
 /// Every workload name, in run order.
-pub const WORKLOADS: [&str; 9] = [
+pub const WORKLOADS: [&str; 10] = [
     "dense_B1",
     "hip_B1",
     "snapkv_128K",
@@ -161,6 +161,7 @@ pub const WORKLOADS: [&str; 9] = [
     "dense_B8",
     "hip_B8",
     "centroid_B8",
+    "centroid_B8_bf16c",
     "centroid2_B8",
 ];
 
@@ -207,7 +208,7 @@ pub fn run(a: Args) -> Result<()> {
             rows.push(guarded("kmeans_128K", "kmeans", kmeans(&cx, &x, a.kmeans_iters)));
         }
     }
-    let b8 = ["hip_B8", "dense_B8", "centroid_B8", "centroid2_B8"];
+    let b8 = ["hip_B8", "dense_B8", "centroid_B8", "centroid_B8_bf16c", "centroid2_B8"];
     if b8.iter().any(|w| cx.wanted(w)) {
         let x = Inputs::new(&rt, 8, HQ, N, 43)?;
         let row = guarded("dense_B8", "dense", dense(&cx, &x, "dense_B8", HIP_TRITON_B8[3]));
@@ -218,11 +219,16 @@ pub fn run(a: Args) -> Result<()> {
                 push_all(&mut rows, hip(&cx, &x, bk, i == 0, dense_us));
             }
         }
-        if cx.wanted("centroid_B8") || cx.wanted("centroid2_B8") {
+        if ["centroid_B8", "centroid_B8_bf16c", "centroid2_B8"].iter().any(|w| cx.wanted(w)) {
             match cluster(&cx, &x, a.centroid_setup_iters.max(1)) {
                 Ok(cl) => {
                     if cx.wanted("centroid_B8") {
-                        rows.push(guarded("centroid_B8", "centroid decode", centroid(&cx, &x, &cl, dense_us)));
+                        let r = centroid(&cx, &x, &cl, dense_us, DType::F32);
+                        rows.push(guarded("centroid_B8", "centroid decode", r));
+                    }
+                    if cx.wanted("centroid_B8_bf16c") {
+                        let r = centroid(&cx, &x, &cl, dense_us, DType::BF16);
+                        rows.push(guarded("centroid_B8_bf16c", "centroid decode (bf16 centroids)", r));
                     }
                     if cx.wanted("centroid2_B8") {
                         let r = centroid2::centroid2(&cx, &x, &cl, dense_us);
@@ -393,7 +399,7 @@ mod tests {
         let (cl, keep) = centroid_sizes(N - CENTROID_RECENT, CENTROID_KEEP_FRACTION);
         let p = DecodeParams { block_n: 32, warps: 4, max_splits: 4, ..DecodeParams::new(G, D) };
         CentroidDecode::cpu(p, keep, cl, 16).unwrap();
-        let s = c(&[("GROUP", g), ("HEAD_DIM", d), ("C_TILE", 64), ("WARPS", 4)]);
+        let s = c(&[("GROUP", g), ("HEAD_DIM", d), ("C_TILE", 64), ("WARPS", 4), ("CT", 2)]);
         smem.push(("centroid_tile_lse", ptx("centroid_tile_lse", emit_cuda(&CentroidTileLse::build(&s).unwrap()))));
         let max_tiles = cl.next_power_of_two().div_ceil(64).next_power_of_two() as i64;
         let s =
