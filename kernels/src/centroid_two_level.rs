@@ -275,10 +275,17 @@ pub fn centroid_lse<const GROUP: usize, const MAX_TILES: usize, const WARPS: usi
 /// the coarse normalizer, into candidate slots `[j·MAX_FINE, (j + 1)·MAX_FINE)` with their
 /// fine ids (`-inf` / `-1` for empty clusters and unused slots). Grid `[keep_coarse, Hkv,
 /// B]`.
-#[kernel(tune(WARPS = [4, 8]), example(GROUP = 4, HEAD_DIM = 128, MAX_FINE = 32))]
-pub fn centroid_fine_scores<const GROUP: usize, const HEAD_DIM: usize, const MAX_FINE: usize, const WARPS: usize>(
+/// `CT`: the centroids' element type, f32 or bf16 (as [`centroid_tile_lse`](CentroidTileLse)).
+#[kernel(tune(WARPS = [4, 8]), example(GROUP = 4, HEAD_DIM = 128, MAX_FINE = 32, CT = 2))]
+pub fn centroid_fine_scores<
+    CT,
+    const GROUP: usize,
+    const HEAD_DIM: usize,
+    const MAX_FINE: usize,
+    const WARPS: usize,
+>(
     q: Tensor<bf16, 3>,              // [B, Hq, D]
-    centroids: Tensor<f32, 4>,       // [B, Hkv, C, D] fine
+    centroids: Tensor<CT, 4>,        // [B, Hkv, C, D] fine
     counts: Tensor<i32, 3>,          // [B, Hkv, C]
     lse: Tensor<f32, 3>,             // [B, Hkv, GROUP]
     keep_start: Tensor<i32, 3>,      // [B, Hkv, KC]
@@ -306,7 +313,7 @@ pub fn centroid_fine_scores<const GROUP: usize, const HEAD_DIM: usize, const MAX
         0.0,
     );
     let n = counts.load_masked([at(batch), at(kv_head), range(fs, MAX_FINE)], inr, 0);
-    let qt = q.load([at(batch), range(kv_head * GROUP as i32, GROUP), range(0, HEAD_DIM)]).cast::<f32>();
+    let qt = q.load([at(batch), range(kv_head * GROUP as i32, GROUP), range(0, HEAD_DIM)]).cast::<CT>();
     let l = lse.load([at(batch), at(kv_head), range(0, GROUP)]);
     let s = (dot_t(qt, ct) * scale_log2 - l.expand_dims(1)).max(0);
     let live = inr && n > 0;
@@ -396,6 +403,9 @@ pub struct CentroidTwoLevelDecode {
     pub keep: usize,
     pub max_fine: usize,
     pub pack_slots: usize,
+    /// Element type of the fine and coarse centroids: f32 (default) or bf16
+    /// ([`Self::with_centroid_dtype`]).
+    pub centroid_dtype: DType,
     coarse_cand: usize,
     kernels: TwoLevelKernels,
 }
@@ -419,7 +429,20 @@ impl CentroidTwoLevelDecode {
         max_fine: usize,
         pack_slots: usize,
     ) -> ([KernelConfig; 5], [KernelConfig; 3]) {
-        let mut one = CentroidDecode::configs(p, keep_coarse, coarse_cand, pack_slots);
+        Self::configs_typed(p, keep_coarse, coarse_cand, keep, max_fine, pack_slots, DType::F32)
+    }
+
+    /// [`Self::configs`] for centroids of element type `centroid_dtype` (f32 or bf16).
+    pub fn configs_typed(
+        p: &DecodeParams,
+        keep_coarse: usize,
+        coarse_cand: usize,
+        keep: usize,
+        max_fine: usize,
+        pack_slots: usize,
+        centroid_dtype: DType,
+    ) -> ([KernelConfig; 5], [KernelConfig; 3]) {
+        let mut one = CentroidDecode::configs_typed(p, keep_coarse, coarse_cand, pack_slots, centroid_dtype);
         // The packing expands the fine selection's `keep` slots.
         one[3] = CentroidDecode::pack_config(keep, pack_slots);
         let g = p.group as i64;
@@ -433,6 +456,7 @@ impl CentroidTwoLevelDecode {
                     ("HEAD_DIM", p.head_dim as i64),
                     ("MAX_FINE", max_fine as i64),
                     ("WARPS", 4),
+                    ("CT", tessera_dsl_support::elem_code(centroid_dtype).unwrap_or(-1)),
                 ]),
                 KernelConfig::from_pairs(&[
                     ("KEEP", keep as i64),
@@ -451,9 +475,13 @@ impl CentroidTwoLevelDecode {
         keep: usize,
         max_fine: usize,
         pack_slots: usize,
+        centroid_dtype: DType,
         rt: Option<&Runtime>,
     ) -> Result<Self, KernelError> {
         let coarse_cand = coarse_clusters.next_power_of_two();
+        if !matches!(centroid_dtype, DType::F32 | DType::BF16) {
+            return Err(invalid(Self::NAME, format!("centroids must be f32 or bf16, not {centroid_dtype:?}")));
+        }
         let fine_cand = Self::fine_cand(keep_coarse, max_fine);
         if keep_coarse == 0
             || keep_coarse > coarse_cand
@@ -471,7 +499,7 @@ impl CentroidTwoLevelDecode {
             ));
         }
         let ([t, s, cs, pack, a], [l, f, sel]) =
-            Self::configs(&params, keep_coarse, coarse_cand, keep, max_fine, pack_slots);
+            Self::configs_typed(&params, keep_coarse, coarse_cand, keep, max_fine, pack_slots, centroid_dtype);
         let splits = CentroidDecode::combine_splits(&params);
         let kernels = match rt {
             None => TwoLevelKernels {
@@ -493,7 +521,16 @@ impl CentroidTwoLevelDecode {
                 attention: KeptRangeAttention::new(Some(rt), &pack, &a, &params, splits)?,
             },
         };
-        Ok(CentroidTwoLevelDecode { params, keep_coarse, keep, max_fine, pack_slots, coarse_cand, kernels })
+        Ok(CentroidTwoLevelDecode {
+            params,
+            keep_coarse,
+            keep,
+            max_fine,
+            pack_slots,
+            centroid_dtype,
+            coarse_cand,
+            kernels,
+        })
     }
 
     /// Interpreter op.
@@ -505,7 +542,7 @@ impl CentroidTwoLevelDecode {
         max_fine: usize,
         pack_slots: usize,
     ) -> Result<Self, KernelError> {
-        Self::make(params, keep_coarse, coarse_clusters, keep, max_fine, pack_slots, None)
+        Self::make(params, keep_coarse, coarse_clusters, keep, max_fine, pack_slots, DType::F32, None)
     }
 
     /// GPU op.
@@ -519,7 +556,15 @@ impl CentroidTwoLevelDecode {
         max_fine: usize,
         pack_slots: usize,
     ) -> Result<Self, KernelError> {
-        Self::make(params, keep_coarse, coarse_clusters, keep, max_fine, pack_slots, Some(rt))
+        Self::make(params, keep_coarse, coarse_clusters, keep, max_fine, pack_slots, DType::F32, Some(rt))
+    }
+
+    /// The same op for fine and coarse centroids stored as `dtype` (f32 or bf16; on the
+    /// interpreter when `rt` is `None`), as [`CentroidDecode::with_centroid_dtype`].
+    pub fn with_centroid_dtype(self, rt: Option<&Runtime>, dtype: DType) -> Result<Self, KernelError> {
+        let (p, kc, cc, k, mf, ps) =
+            (self.params, self.keep_coarse, self.coarse_cand, self.keep, self.max_fine, self.pack_slots);
+        Self::make(p, kc, cc, k, mf, ps, dtype, rt)
     }
 
     /// Checks `q`/`k`/`v`/`out`/`lse` as [`CentroidDecode::check_args`], the layout tensors
@@ -542,8 +587,9 @@ impl CentroidTwoLevelDecode {
         let n = Self::NAME;
         let p = &self.params;
         let (b, h, _) = p.check_qkv(n, q, k, v, seq_len, out, lse)?;
-        expect(n, "fine_centroids", x.fine_centroids, DType::F32, &[Some(b), Some(h), None, Some(p.head_dim)])?;
-        expect(n, "coarse_centroids", x.coarse_centroids, DType::F32, &[Some(b), Some(h), None, Some(p.head_dim)])?;
+        let (ct, dims) = (self.centroid_dtype, [Some(b), Some(h), None, Some(p.head_dim)]);
+        expect(n, "fine_centroids", x.fine_centroids, ct, &dims)?;
+        expect(n, "coarse_centroids", x.coarse_centroids, ct, &dims)?;
         let (c, cc) = (x.fine_centroids.shape()[2], x.coarse_centroids.shape()[2]);
         if c == 0 || cc == 0 || cc > self.coarse_cand || fixed_len > seq_len {
             return Err(invalid(

@@ -30,6 +30,20 @@ fn two_level_lookup_matches_reference() {
     // one fine per coarse, no recent rows
 }
 
+/// bf16 fine and coarse centroids (`CentroidTwoLevelDecode::with_centroid_dtype`): both
+/// levels score the rounded centroids, the selection checked against them.
+#[test]
+fn two_level_lookup_with_bf16_centroids_matches_reference() {
+    use tessera_codegen::ir::DType;
+    let inf = f32::NEG_INFINITY;
+    let bf16 = |c: CentroidTwoLevelCase| c.with_centroid_dtype(DType::BF16);
+    run(bf16(CentroidTwoLevelCase::new(dims(1, 2, 4, 700, 64), 600, 650, 30, 5, 2, 5, 2, inf, 11)));
+    run(bf16(CentroidTwoLevelCase::new(dims(1, 2, 2, 500, 64), 450, 499, 25, 5, 3, 15, 3, -8.5, 13)));
+    let c = CentroidTwoLevelCase::new(dims(1, 2, 4, 700, 64), 600, 650, 30, 5, 2, 5, 2, inf, 14);
+    let err = c.with_centroid_dtype(DType::F16).run_cpu().expect_err("f16 centroids are refused");
+    assert!(format!("{err}").contains("f32 or bf16"), "{err}");
+}
+
 #[test]
 fn two_level_reference_explores_only_kept_coarse_clusters() {
     // 4 fine clusters in 2 coarse clusters (fine 0-1 | 2-3), d = 2, one query along x.
@@ -77,7 +91,19 @@ fn two_level_kernels_compile_for_sm90a() {
         let p = DecodeParams::new(g, d);
         let ([t, s, cs, pack, a], [l, f, sel]) =
             CentroidTwoLevelDecode::configs(&p, keep_coarse, (coarse as usize).next_power_of_two(), keep, max_fine, 8);
+        // The bf16-centroid variants of the two scoring kernels.
+        let ([tb, ..], [_, fb, _]) = CentroidTwoLevelDecode::configs_typed(
+            &p,
+            keep_coarse,
+            (coarse as usize).next_power_of_two(),
+            keep,
+            max_fine,
+            8,
+            tessera_codegen::ir::DType::BF16,
+        );
         let kernels = [
+            CentroidTileLse::build(&tb).unwrap(),
+            CentroidFineScores::build(&fb).unwrap(),
             CentroidTileLse::build(&t).unwrap(),
             CentroidScores::build(&s).unwrap(),
             CentroidSelect::build(&cs).unwrap(),

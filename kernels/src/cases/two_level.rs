@@ -47,9 +47,42 @@ pub struct CentroidTwoLevelCase {
     pub keep_count: HostTensor,
     pub out: HostTensor,
     pub lse: HostTensor,
+    /// Element type the decode reads the fine and coarse centroids in (rounded to it from
+    /// the f32 layout; the selection reference scores the rounded values).
+    pub centroid_dtype: DType,
 }
 
 impl CentroidTwoLevelCase {
+    /// The same case with the decode reading bf16 (or f32) centroids.
+    pub fn with_centroid_dtype(mut self, dtype: DType) -> Self {
+        self.centroid_dtype = dtype;
+        self
+    }
+
+    /// The layout with its centroids in [`Self::centroid_dtype`].
+    fn typed(&self, mut layout: TwoLevelLayout) -> TwoLevelLayout {
+        let dt = self.centroid_dtype;
+        for t in [&mut layout.fine_centroids, &mut layout.coarse_centroids] {
+            if t.dtype() != dt {
+                *t = HostTensor::from_f64(dt, &t.shape, &t.to_f64());
+            }
+        }
+        layout
+    }
+
+    /// The decode op for `rt` (interpreter when `None`) and [`Self::centroid_dtype`].
+    fn decode_op(&self, rt: Option<&Runtime>, max_fine: usize) -> Result<CentroidTwoLevelDecode, KernelError> {
+        let (p, kc, c, k, slots) = (self.params.clone(), self.keep_coarse, self.coarse, self.keep, self.pack_slots);
+        let op = match rt {
+            None => CentroidTwoLevelDecode::cpu(p, kc, c, k, max_fine, slots)?,
+            Some(rt) => CentroidTwoLevelDecode::new(rt, p, kc, c, k, max_fine, slots)?,
+        };
+        if self.centroid_dtype == DType::F32 {
+            return Ok(op);
+        }
+        op.with_centroid_dtype(rt, self.centroid_dtype)
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         dims: DecodeDims,
@@ -96,6 +129,7 @@ impl CentroidTwoLevelCase {
             keep_count: HostTensor::full(DType::I32, &[b, h], 0.0),
             out: HostTensor::full(DType::BF16, &[b, h * g, d], f64::NAN),
             lse: HostTensor::full(DType::F32, &[b, h * g], f64::NAN),
+            centroid_dtype: DType::F32,
         }
     }
 
@@ -163,8 +197,13 @@ impl CentroidTwoLevelCase {
 impl KernelCase for CentroidTwoLevelCase {
     fn name(&self) -> String {
         let d = self.dims;
+        let ct = if self.centroid_dtype == DType::F32 {
+            String::new()
+        } else {
+            format!(" {:?}-centroids", self.centroid_dtype)
+        };
         format!(
-            "centroid2 B{} Hkv{} G{} D{} Tf{} N{} C{}/{} keep {}/{} thr{}",
+            "centroid2{ct} B{} Hkv{} G{} D{} Tf{} N{} C{}/{} keep {}/{} thr{}",
             d.batch,
             d.kv_heads,
             d.group,
@@ -208,8 +247,15 @@ impl KernelCase for CentroidTwoLevelCase {
             &mut kp,
             &mut vp,
         )?;
-        let layout =
-            TwoLevelLayout::build(&co.centroids, &co.counts, &co.perm, &co.starts, self.coarse, ITERS, self.seed)?;
+        let layout = self.typed(TwoLevelLayout::build(
+            &co.centroids,
+            &co.counts,
+            &co.perm,
+            &co.starts,
+            self.coarse,
+            ITERS,
+            self.seed,
+        )?);
         CentroidPermute::cpu(&self.permute_config())?.run_cpu(
             self.permute_grid(),
             &self.k,
@@ -220,14 +266,7 @@ impl KernelCase for CentroidTwoLevelCase {
             self.fixed_len as i32,
             self.seq_len as i32,
         )?;
-        let op = CentroidTwoLevelDecode::cpu(
-            self.params.clone(),
-            self.keep_coarse,
-            self.coarse,
-            self.keep,
-            layout.max_fine,
-            self.pack_slots,
-        )?;
+        let op = self.decode_op(None, layout.max_fine)?;
         let x = TwoLevelInputs {
             fine_centroids: &layout.fine_centroids,
             fine_counts: &layout.fine_counts,
@@ -263,7 +302,7 @@ impl KernelCase for CentroidTwoLevelCase {
         let scratch_perm_v = DeviceTensor::poisoned(st, DType::BF16, &self.v_perm.shape)?;
         let km = KMeansCluster::new(rt, d.head_dim, true, 64, 64)?;
         let dc = km.launch(rt, &k, &v, self.fixed_len, self.seq_len, &init, ITERS, &scratch_perm, &scratch_perm_v)?;
-        let layout = TwoLevelLayout::build(
+        let layout = self.typed(TwoLevelLayout::build(
             &dc.centroids.download()?,
             &dc.counts.download()?,
             &dc.perm,
@@ -271,7 +310,7 @@ impl KernelCase for CentroidTwoLevelCase {
             self.coarse,
             ITERS,
             self.seed,
-        )?;
+        )?);
         let kp = DeviceTensor::poisoned(st, DType::BF16, &self.k_perm.shape)?;
         let vp = DeviceTensor::poisoned(st, DType::BF16, &self.v_perm.shape)?;
         let perm = up(rt, &layout.perm)?;
@@ -286,15 +325,7 @@ impl KernelCase for CentroidTwoLevelCase {
             self.fixed_len as i32,
             self.seq_len as i32,
         )?;
-        let op = CentroidTwoLevelDecode::new(
-            rt,
-            self.params.clone(),
-            self.keep_coarse,
-            self.coarse,
-            self.keep,
-            layout.max_fine,
-            self.pack_slots,
-        )?;
+        let op = self.decode_op(Some(rt), layout.max_fine)?;
         let xs = [
             &layout.fine_centroids,
             &layout.fine_counts,
@@ -384,13 +415,14 @@ impl KernelCase for CentroidTwoLevelCase {
     }
 
     fn bytes_read(&self) -> u64 {
-        // Decode only: coarse + scored fine centroids (f32), kept rows, recent rows, q.
+        // Decode only: coarse + scored fine centroids, kept rows, recent rows, q.
         let d = self.dims;
         let bh = (d.batch * d.kv_heads) as f64;
         let kept: f64 = self.keep_len.to_f64().iter().filter(|x| **x > 0.0).sum::<f64>();
         let rows = kept + bh * (self.seq_len - self.fixed_len) as f64;
         let max_fine = self.layout.as_ref().map_or(1, |l| l.max_fine);
-        let cent = bh * ((self.coarse + self.keep_coarse * max_fine) * d.head_dim * 4) as f64;
+        let elem = self.centroid_dtype.size_bytes();
+        let cent = bh * ((self.coarse + self.keep_coarse * max_fine) * d.head_dim * elem) as f64;
         (rows * (2 * d.head_dim * 2) as f64 + cent) as u64 + self.q.numel() as u64 * 2
     }
 }

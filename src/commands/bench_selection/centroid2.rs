@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use serde_json::json;
+use tessera_codegen::host::HostTensor;
 use tessera_codegen::ir::DType;
 use tessera_dsl_support::KernelConfig;
 use tessera_kernels::centroid::CentroidPermute;
@@ -28,48 +29,90 @@ const EXPLORE: usize = 4;
 /// Lloyd iterations of the coarse level.
 const COARSE_ITERS: usize = 2;
 
-pub(super) fn centroid2(cx: &Ctx, x: &Inputs, cl: &Clustered, dense_us: Option<f64>) -> Result<Row> {
+/// The untimed setup shared by the two-level rows: the coarse level (host k-means) and the
+/// cache re-permuted by it.
+pub(super) struct TwoLevelSetup {
+    layout: TwoLevelLayout,
+    coarse: usize,
+    keep_coarse: usize,
+    kp: DeviceTensor,
+    vp: DeviceTensor,
+}
+
+impl TwoLevelSetup {
+    pub(super) fn build(cx: &Ctx, x: &Inputs, cl: &Clustered) -> Result<Self> {
+        let b = x.batch;
+        let fixed = N - CENTROID_RECENT;
+        let (c, _) = centroid_sizes(fixed, CENTROID_KEEP_FRACTION);
+        let coarse = (c / FINE_PER_COARSE).max(1);
+        let st = cx.rt.stream();
+        let t0 = Instant::now();
+        let layout = TwoLevelLayout::build(
+            &cl.centroids.download()?,
+            &cl.counts.download()?,
+            &cl.perm,
+            &cl.starts_h,
+            coarse,
+            COARSE_ITERS,
+            29,
+        )?;
+        let perm_d = DeviceTensor::upload(st, &layout.perm)?;
+        let kp = DeviceTensor::poisoned(st, DType::BF16, &[b, HKV, N, D])?;
+        let vp = DeviceTensor::poisoned(st, DType::BF16, &[b, HKV, N, D])?;
+        let permute = KernelConfig::from_pairs(&[("HEAD_DIM", D as i64), ("ROWS", 64), ("WARPS", 4)]);
+        let grid = [N.div_ceil(64) as u32, HKV as u32, b as u32];
+        CentroidPermute::new(cx.rt, &permute)?.launch(
+            st,
+            grid,
+            &x.k,
+            &x.v,
+            &perm_d,
+            &kp,
+            &vp,
+            fixed as i32,
+            N as i32,
+        )?;
+        cx.rt.synchronize()?;
+        eprintln!(
+            "centroid2_B8: coarse level + re-permuted cache {:.1} s (max {} fine per coarse)",
+            t0.elapsed().as_secs_f64(),
+            layout.max_fine
+        );
+        Ok(TwoLevelSetup { layout, coarse, keep_coarse: coarse.div_ceil(EXPLORE), kp, vp })
+    }
+}
+
+/// The two-level row: `centroid2_B8` on f32 centroids, `centroid2_B8_bf16c` on bf16 copies
+/// of the fine and coarse centroids (the selection checked against the rounded values).
+pub(super) fn centroid2(
+    cx: &Ctx,
+    x: &Inputs,
+    setup: &TwoLevelSetup,
+    dense_us: Option<f64>,
+    centroid_dtype: DType,
+) -> Result<Row> {
     let b = x.batch;
     let fixed = N - CENTROID_RECENT;
     let (c, keep) = centroid_sizes(fixed, CENTROID_KEEP_FRACTION);
-    let coarse = (c / FINE_PER_COARSE).max(1);
-    let keep_coarse = coarse.div_ceil(EXPLORE);
+    let TwoLevelSetup { layout, coarse, keep_coarse, kp, vp } = setup;
+    let (coarse, keep_coarse) = (*coarse, *keep_coarse);
+    let bf16 = centroid_dtype == DType::BF16;
     let mut row = Row::new(
-        "centroid2_B8",
+        if bf16 { "centroid2_B8_bf16c" } else { "centroid2_B8" },
         format!(
             "two-level centroid decode B{b} N={N}: {c} fine clusters in {coarse} coarse ({COARSE_ITERS} it., host), \
-             {keep_coarse} coarse explored, top {keep} fine kept, last {CENTROID_RECENT} recent; coarse scores + \
-             select + fine scores + select + packed-row attention + combine"
+             {keep_coarse} coarse explored, top {keep} fine kept, last {CENTROID_RECENT} recent, centroids read as \
+             {centroid_dtype:?}; coarse scores + select + fine scores + select + packed-row attention + combine"
         ),
         0,
         dense_us.map(|d| d / 4.0),
     );
     let st = cx.rt.stream();
-    let t0 = Instant::now();
-    let layout = TwoLevelLayout::build(
-        &cl.centroids.download()?,
-        &cl.counts.download()?,
-        &cl.perm,
-        &cl.starts_h,
-        coarse,
-        COARSE_ITERS,
-        29,
-    )?;
-    let perm_d = DeviceTensor::upload(st, &layout.perm)?;
-    let kp = DeviceTensor::poisoned(st, DType::BF16, &[b, HKV, N, D])?;
-    let vp = DeviceTensor::poisoned(st, DType::BF16, &[b, HKV, N, D])?;
-    let permute = KernelConfig::from_pairs(&[("HEAD_DIM", D as i64), ("ROWS", 64), ("WARPS", 4)]);
-    let grid = [N.div_ceil(64) as u32, HKV as u32, b as u32];
-    CentroidPermute::new(cx.rt, &permute)?.launch(st, grid, &x.k, &x.v, &perm_d, &kp, &vp, fixed as i32, N as i32)?;
-    cx.rt.synchronize()?;
-    eprintln!(
-        "centroid2_B8: coarse level + re-permuted cache {:.1} s (max {} fine per coarse)",
-        t0.elapsed().as_secs_f64(),
-        layout.max_fine
-    );
+    let typed = |t: &HostTensor| HostTensor::from_f64(centroid_dtype, &t.shape, &t.to_f64());
+    let (fine_cen, coarse_cen) = (typed(&layout.fine_centroids), typed(&layout.coarse_centroids));
     let up = |t| DeviceTensor::upload(st, t);
-    let (fc, fcnt, fst) = (up(&layout.fine_centroids)?, up(&layout.fine_counts)?, up(&layout.fine_starts)?);
-    let (cc, ccnt, cst) = (up(&layout.coarse_centroids)?, up(&layout.coarse_counts)?, up(&layout.coarse_starts)?);
+    let (fc, fcnt, fst) = (up(&fine_cen)?, up(&layout.fine_counts)?, up(&layout.fine_starts)?);
+    let (cc, ccnt, cst) = (up(&coarse_cen)?, up(&layout.coarse_counts)?, up(&layout.coarse_starts)?);
     let inputs = TwoLevelInputs {
         fine_centroids: &fc,
         fine_counts: &fcnt,
@@ -79,14 +122,8 @@ pub(super) fn centroid2(cx: &Ctx, x: &Inputs, cl: &Clustered, dense_us: Option<f
         coarse_starts: &cst,
     };
     let (perm_h, starts_h) = (layout.perm.to_f64(), layout.fine_starts.to_f64());
-    let host = [
-        &layout.fine_centroids,
-        &layout.fine_counts,
-        &layout.coarse_centroids,
-        &layout.coarse_counts,
-        &layout.coarse_starts,
-    ]
-    .map(|t| t.to_f64());
+    let host =
+        [&fine_cen, &layout.fine_counts, &coarse_cen, &layout.coarse_counts, &layout.coarse_starts].map(|t| t.to_f64());
     let [f_cen, f_cnt, c_cen, c_cnt, c_st] = host;
     let keep_shape = [b, HKV, keep];
     let ks = DeviceTensor::poisoned(st, DType::I32, &keep_shape)?;
@@ -105,7 +142,10 @@ pub(super) fn centroid2(cx: &Ctx, x: &Inputs, cl: &Clustered, dense_us: Option<f
     let mut kept_rows = None;
     cx.sweep(&mut row, &configs, label, |p| {
         let params = DecodeParams { block_n: p.1, warps: p.2, max_splits: p.3, stages: p.4, ..DecodeParams::new(G, D) };
-        let op = CentroidTwoLevelDecode::new(cx.rt, params, keep_coarse, coarse, keep, layout.max_fine, p.0)?;
+        let mut op = CentroidTwoLevelDecode::new(cx.rt, params, keep_coarse, coarse, keep, layout.max_fine, p.0)?;
+        if bf16 {
+            op = op.with_centroid_dtype(Some(cx.rt), centroid_dtype)?;
+        }
         let scratch = Scratch::new();
         for t in [&ks, &kl, &kc, &out] {
             t.poison()?;
@@ -115,8 +155,8 @@ pub(super) fn centroid2(cx: &Ctx, x: &Inputs, cl: &Clustered, dense_us: Option<f
                 cx.rt,
                 &scratch,
                 &x.q,
-                &kp,
-                &vp,
+                kp,
+                vp,
                 &inputs,
                 fixed,
                 N,
@@ -152,7 +192,8 @@ pub(super) fn centroid2(cx: &Ctx, x: &Inputs, cl: &Clustered, dense_us: Option<f
     });
     let kept = kept_rows.unwrap_or(0.0);
     let scored = coarse + keep_coarse * layout.max_fine;
-    row.bytes = kv_bytes(b * HKV, kept as usize + CENTROID_RECENT) + (b * HKV * scored * D * 4) as u64;
+    row.bytes = kv_bytes(b * HKV, kept as usize + CENTROID_RECENT)
+        + (b * HKV * scored * D * centroid_dtype.size_bytes()) as u64;
     let m = median(&row);
     let e = &mut row.extra;
     e.insert("fine_clusters".into(), json!(c));

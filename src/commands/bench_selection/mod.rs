@@ -152,7 +152,7 @@ pub(super) fn median(row: &Row) -> Option<f64> {
 }
 
 /// Every workload name, in run order.
-pub const WORKLOADS: [&str; 10] = [
+pub const WORKLOADS: [&str; 11] = [
     "dense_B1",
     "hip_B1",
     "snapkv_128K",
@@ -163,6 +163,7 @@ pub const WORKLOADS: [&str; 10] = [
     "centroid_B8",
     "centroid_B8_bf16c",
     "centroid2_B8",
+    "centroid2_B8_bf16c",
 ];
 
 pub fn run(a: Args) -> Result<()> {
@@ -208,7 +209,7 @@ pub fn run(a: Args) -> Result<()> {
             rows.push(guarded("kmeans_128K", "kmeans", kmeans(&cx, &x, a.kmeans_iters)));
         }
     }
-    let b8 = ["hip_B8", "dense_B8", "centroid_B8", "centroid_B8_bf16c", "centroid2_B8"];
+    let b8 = ["hip_B8", "dense_B8", "centroid_B8", "centroid_B8_bf16c", "centroid2_B8", "centroid2_B8_bf16c"];
     if b8.iter().any(|w| cx.wanted(w)) {
         let x = Inputs::new(&rt, 8, HQ, N, 43)?;
         let row = guarded("dense_B8", "dense", dense(&cx, &x, "dense_B8", HIP_TRITON_B8[3]));
@@ -219,7 +220,7 @@ pub fn run(a: Args) -> Result<()> {
                 push_all(&mut rows, hip(&cx, &x, bk, i == 0, dense_us));
             }
         }
-        if ["centroid_B8", "centroid_B8_bf16c", "centroid2_B8"].iter().any(|w| cx.wanted(w)) {
+        if ["centroid_B8", "centroid_B8_bf16c", "centroid2_B8", "centroid2_B8_bf16c"].iter().any(|w| cx.wanted(w)) {
             match cluster(&cx, &x, a.centroid_setup_iters.max(1)) {
                 Ok(cl) => {
                     if cx.wanted("centroid_B8") {
@@ -230,9 +231,21 @@ pub fn run(a: Args) -> Result<()> {
                         let r = centroid(&cx, &x, &cl, dense_us, DType::BF16);
                         rows.push(guarded("centroid_B8_bf16c", "centroid decode (bf16 centroids)", r));
                     }
-                    if cx.wanted("centroid2_B8") {
-                        let r = centroid2::centroid2(&cx, &x, &cl, dense_us);
-                        rows.push(guarded("centroid2_B8", "two-level centroid decode", r));
+                    if ["centroid2_B8", "centroid2_B8_bf16c"].iter().any(|w| cx.wanted(w)) {
+                        match centroid2::TwoLevelSetup::build(&cx, &x, &cl) {
+                            Ok(setup) => {
+                                if cx.wanted("centroid2_B8") {
+                                    let r = centroid2::centroid2(&cx, &x, &setup, dense_us, DType::F32);
+                                    rows.push(guarded("centroid2_B8", "two-level centroid decode", r));
+                                }
+                                if cx.wanted("centroid2_B8_bf16c") {
+                                    let r = centroid2::centroid2(&cx, &x, &setup, dense_us, DType::BF16);
+                                    let desc = "two-level centroid decode (bf16 centroids)";
+                                    rows.push(guarded("centroid2_B8_bf16c", desc, r));
+                                }
+                            }
+                            Err(e) => rows.push(guarded("centroid2_B8", "two-level setup", Err(e))),
+                        }
                     }
                 }
                 Err(e) => rows.push(guarded("centroid_B8", "centroid clustering", Err(e))),
