@@ -43,12 +43,9 @@ fn all_kernels_emit_cuda() {
     }
 }
 
-/// Gathered K/V tiles (block-sparse with one-row blocks, the centroid lookup's packed rows):
-/// the block index is read without staging its arange index tile, the V copy reads the
-/// mask and row positions the K copy staged (no second stash, no barrier between them), and
-/// the barrier that frees scratch comes after the V copy, before anything stashes again.
-#[test]
-fn gathered_k_and_v_tiles_share_one_stash() {
+/// The CUDA of the block-sparse split with one-row blocks (gathered K/V rows: the centroid
+/// lookup's packed rows), GQA 4, D 128, 32-row tiles.
+fn one_row_block_sparse_cuda() -> String {
     let c = cfg(&[
         ("GROUP", 4),
         ("HEAD_DIM", 128),
@@ -58,7 +55,16 @@ fn gathered_k_and_v_tiles_share_one_stash() {
         ("WARPS", 4),
         ("STAGES", 2),
     ]);
-    let src = emit_cuda(&BlockSparseDecodeSplit::build(&c).unwrap()).source;
+    emit_cuda(&BlockSparseDecodeSplit::build(&c).unwrap()).source
+}
+
+/// Gathered K/V tiles (block-sparse with one-row blocks, the centroid lookup's packed rows):
+/// the block index is read without staging its arange index tile, the V copy reads the
+/// mask and row positions the K copy staged (no second stash, no barrier between them), and
+/// the barrier that frees scratch comes after the V copy, before anything stashes again.
+#[test]
+fn gathered_k_and_v_tiles_share_one_stash() {
+    let src = one_row_block_sparse_cuda();
     let lines: Vec<&str> = src.lines().map(str::trim).collect();
     let is_load = |l: &str, t: &str| l.starts_with("//") && l.contains(&format!("= load {t}["));
     let mut copies = 0;
@@ -123,16 +129,7 @@ fn dense_decode_tile_has_four_barriers_and_a_rolled_fallback() {
 /// only the rolled fallback.
 #[test]
 fn gathered_rows_take_the_fast_path() {
-    let c = cfg(&[
-        ("GROUP", 4),
-        ("HEAD_DIM", 128),
-        ("BLOCK_SIZE", 1),
-        ("KV_SHARE", 1),
-        ("BLOCK_N", 32),
-        ("WARPS", 4),
-        ("STAGES", 2),
-    ]);
-    let src = emit_cuda(&BlockSparseDecodeSplit::build(&c).unwrap()).source;
+    let src = one_row_block_sparse_cuda();
     for t in ["k", "v"] {
         let guard = format!("tsr::tile_offset32({t}_stride2, {t}_size2)");
         assert!(src.contains(&guard), "no gathered fast path for {t}");
