@@ -42,7 +42,7 @@ pub mod tree;
 
 pub use append::{KvAppend, Landmarks};
 pub use block_sparse::BlockSparseDecode;
-pub use cases::{all_gpu_cases, all_gpu_cases as gpu_cases, KernelCase};
+pub use cases::{all_gpu_cases, all_gpu_cases as gpu_cases, unverified_gpu_cases, KernelCase};
 pub use centroid::{CentroidDecode, KMeansCluster};
 pub use combine::LseCombine;
 pub use decoder_ops::{AddRmsNorm, Argmax, Embedding, RmsNorm, Rope, RopeTable, SwiGlu};

@@ -261,6 +261,23 @@ pub fn sink_window_gpu_cases(seed: u64) -> Vec<DecodeCase> {
     ]
 }
 
+/// Head dims 96 and 256 (issue 4, "if the design allows"): dense, sink + window and
+/// block-sparse with contiguous (128) and gathered (8-row) blocks, odd lengths.
+pub fn head_dim_gpu_cases(seed: u64) -> Vec<DecodeCase> {
+    let mut v = Vec::new();
+    for (i, d) in [96usize, 256].into_iter().enumerate() {
+        let s = seed + 10 * i as u64;
+        v.push(DecodeCase::new("dense", DecodeKind::Dense, dims(2, 4, 4, 6001, d), 5999, lse_params(4, d), s));
+        let sw = DecodeKind::SinkWindow { sink: 16, window: 2000 };
+        v.push(DecodeCase::new("sink_window", sw, dims(2, 2, 8, 5003, d), 5003, lse_params(8, d), s + 1));
+        for (j, bs) in [128usize, 8].into_iter().enumerate() {
+            let (dm, p) = (dims(2, 2, 3, 9001, d), lse_params(3, d));
+            v.push(DecodeCase::block_sparse("block_sparse", dm, 9000, p, bs, 24, 8, 256, false, s + 2 + j as u64));
+        }
+    }
+    v
+}
+
 pub fn block_sparse_gpu_cases(seed: u64) -> Vec<DecodeCase> {
     vec![
         DecodeCase::block_sparse(
