@@ -136,3 +136,19 @@ fn gathered_rows_take_the_fast_path() {
     }
     assert!(src.contains("(g2_ok ? (int)g2 : 0) * st2"), "gathered rows addressed in 32 bits");
 }
+
+/// A staged tile that does not fill every thread's last vector (24 × 64 bf16 centroids: 1536
+/// elements over 128 threads × 8 × 2 slots) must not zero-fill past its end: a masked-off
+/// `cp.async` still writes its 16 bytes, which landed past the shared-memory allocation
+/// (found by compute-sanitizer on the H200: two-level bf16 centroids, GROUP 3, D 64).
+/// Whole tiles (the decode kernels' K/V) keep the unguarded copy.
+#[test]
+fn ragged_staged_tile_copies_only_its_own_slots() {
+    let c = cfg(&[("GROUP", 3), ("HEAD_DIM", 64), ("MAX_FINE", 24), ("WARPS", 4), ("CT", 0)]);
+    let src = emit_cuda(&tessera_kernels::centroid_two_level::CentroidFineScores::build(&c).unwrap()).source;
+    assert!(src.contains("if (f < 1536) tsr::cp_async_chunks<16, 1>"), "ragged tile copies guarded:\n{src}");
+    let c = cfg(&[("GROUP", 4), ("HEAD_DIM", 128), ("BLOCK_N", 64), ("WARPS", 4), ("STAGES", 2)]);
+    let src = emit_cuda(&DenseDecodeSplit::build(&c).unwrap()).source;
+    assert!(!src.contains("if (f < 8192) tsr::cp_async"), "whole tiles need no guard");
+    assert!(src.contains("tsr::cp_async_chunks<16, 1>(dst, on ? p"), "the fast-path copy is still there");
+}

@@ -97,19 +97,32 @@ impl BodyWriter<'_> {
             "{cty}* {name} = reinterpret_cast<{cty}*>(tsr_smem + {base});  // staged tile, row stride {ld}"
         ));
         if self.affine(a) {
-            let (chunk, count, vec) = (a.chunk, a.chunk_count, self.layout(ty).vec);
+            let l = self.layout(ty);
+            let (chunk, count, vec) = (a.chunk, a.chunk_count, l.vec);
             let (ptr, mask) = (a.ptr.clone(), a.mask.clone());
+            // A masked-off copy still zero-fills its destination, so a slot past the end
+            // of the tile (the last round of a tile that does not fill every thread's
+            // vectors) or one another thread writes must not copy at all: its `dst` lies
+            // past the tile, in the next tile or past the shared-memory allocation.
+            let mut exists = Vec::new();
+            if l.slots * self.threads != l.numel {
+                exists.push(format!("f < {}", l.numel));
+            }
+            exists.extend(a.writer.clone());
+            let guard = if exists.is_empty() { String::new() } else { format!("if ({}) ", exists.join(" && ")) };
             self.affine_or_general(
                 a,
                 ty,
                 |w, p, uniform| {
                     w.line(format!("{cty}* dst = {name} + c0 * {ld} + c1;"));
                     if uniform {
-                        w.line(format!("tsr::cp_async_chunks<{chunk}, {count}>(dst, on ? {p} : {ptr}, on);"));
+                        w.line(format!("{guard}tsr::cp_async_chunks<{chunk}, {count}>(dst, on ? {p} : {ptr}, on);"));
                     } else {
                         let m = mask.unwrap().replace("@E", "E");
                         w.line("#pragma unroll");
-                        w.line(format!("for (int E = 0; E < {vec}; ++E) dst[E] = on && {m} ? {p}[E] : {other};"));
+                        w.line(format!(
+                            "for (int E = 0; E < {vec}; ++E) {guard}dst[E] = on && {m} ? {p}[E] : {other};"
+                        ));
                     }
                 },
                 |w| w.staged_general(name, ty, a, ld, other, false),
