@@ -20,8 +20,8 @@
 //! 3. [`centroid_fine_scores`](CentroidFineScores): `max_g (s_gf − lse_g)` for the fine clusters of those
 //!    ranges only (the coarse normalizer estimates the one-level one, so a threshold keeps
 //!    its meaning: log2 of the estimated per-key probability);
-//! 4. [`centroid_select_ids`](CentroidSelectIds): the top-`keep` fine clusters above `threshold`, ascending,
-//!    as row ranges;
+//! 4. [`centroid_select_ids`](CentroidSelectIds): the top-`keep` fine clusters above `threshold`
+//!    as row ranges (descending score);
 //! 5. the packed-row attention + [`crate::LseCombine`] of the one-level
 //!    [`crate::CentroidDecode`].
 
@@ -321,9 +321,10 @@ pub fn centroid_fine_scores<
     cand_id.store([at(batch), at(kv_head), range(slot0, MAX_FINE)], where_(live, arange(0, MAX_FINE) + fs, -1));
 }
 
-/// The top-`KEEP` candidates (ties: the earlier slot = the lower fine id) with score `>
-/// threshold`, ascending fine ids, as row ranges `keep_start`/`keep_len [B, Hkv, KEEP]`
-/// (unused slots 0/0) and `keep_count`. Grid `[Hkv, B]`.
+/// The top-`KEEP` candidates (ties: the earlier slot) with score `> threshold`, as row
+/// ranges `keep_start`/`keep_len [B, Hkv, KEEP]` in descending score order (the first
+/// `keep_count` slots; unused slots 0/0), as [`centroid_select`](crate::centroid::CentroidSelect).
+/// Grid `[Hkv, B]`.
 #[kernel(example(KEEP = 64, CAND = 1024))]
 pub fn centroid_select_ids<const KEEP: usize, const CAND: usize, const WARPS: usize>(
     cand_score: Tensor<f32, 3>,      // [B, Hkv, ≤ CAND]
@@ -338,11 +339,8 @@ pub fn centroid_select_ids<const KEEP: usize, const CAND: usize, const WARPS: us
     let batch = program_id(1);
     let s = cand_score.load_or([at(batch), at(kv_head), range(0, CAND)], f32::NEG_INFINITY);
     let (v, slot) = topk(s, KEEP);
-    let id = cand_id.load([at(batch), at(kv_head), gather(slot)]);
-    let ok = v > threshold && v > f32::NEG_INFINITY;
-    let (u, _slot) = topk(where_(ok, -(id.cast::<f32>()), f32::NEG_INFINITY), KEEP);
-    let live = u > f32::NEG_INFINITY;
-    let fid = where_(live, (-u).cast::<i32>(), 0);
+    let live = v > threshold && v > f32::NEG_INFINITY;
+    let fid = where_(live, cand_id.load([at(batch), at(kv_head), gather(slot)]), 0);
     let st = starts.load([at(batch), at(kv_head), gather(fid)]);
     let en = starts.load([at(batch), at(kv_head), gather(fid + 1)]);
     keep_start.store([at(batch), at(kv_head), range(0, KEEP)], where_(live, st, 0));

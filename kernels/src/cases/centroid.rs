@@ -217,7 +217,7 @@ impl CentroidCase {
                 self.params.scale_log2 as f64,
             );
             let want = crate::centroid::select_clusters(&scores, self.keep, self.threshold as f64);
-            let got = kept_cluster_ids(bh, (&ks, &kl, &kc), self.keep, starts, &counts)?;
+            let got = kept_cluster_ids(bh, (&ks, &kl, &kc), self.keep, starts)?;
             let mut gs: Vec<f64> = got.iter().map(|&i| scores[i]).collect();
             let mut ws: Vec<f64> = want.iter().map(|&i| scores[i]).collect();
             gs.sort_by(|a, b| b.total_cmp(a));

@@ -77,31 +77,16 @@ pub trait KernelCase {
 
 /// The clusters a centroid lookup kept for (b, h) `bh`, decoded from its outputs
 /// `(keep_start, keep_len, keep_count)` (host copies, `keep` slots per head) against that
-/// head's cluster `starts` / `counts`: every range one non-empty cluster, at most `keep`,
-/// ascending ids.
+/// head's cluster `starts` ([`crate::centroid::kept_clusters`]), ascending ids.
 fn kept_cluster_ids(
     bh: usize,
     (ks, kl, kc): (&[f64], &[f64], &[f64]),
     keep: usize,
     starts: &[f64],
-    counts: &[usize],
 ) -> Result<Vec<usize>, String> {
-    let n = kc[bh] as usize;
-    if kc[bh] < 0.0 || n > keep {
-        return Err(format!("(b,h) {bh}: keep_count {} not in 0..={keep}", kc[bh]));
-    }
-    let mut got = Vec::with_capacity(n);
-    for i in 0..n {
-        let (s0, len) = (ks[bh * keep + i], kl[bh * keep + i]);
-        match (0..counts.len()).find(|&c| starts[c] == s0 && counts[c] > 0) {
-            Some(c) if counts[c] as f64 == len => got.push(c),
-            _ => return Err(format!("(b,h) {bh}: slot {i} range ({s0}, {len}) is no cluster")),
-        }
-    }
-    if !got.windows(2).all(|w| w[0] < w[1]) {
-        return Err(format!("(b,h) {bh}: kept clusters not ascending: {got:?}"));
-    }
-    Ok(got)
+    let slots = bh * keep..(bh + 1) * keep;
+    crate::centroid::kept_clusters(starts, &ks[slots.clone()], &kl[slots], kc[bh])
+        .map_err(|e| format!("(b,h) {bh}: {e}"))
 }
 
 fn poison(t: &mut HostTensor) {

@@ -175,7 +175,7 @@ impl CentroidTwoLevelCase {
                 self.threshold as f64,
                 self.params.scale_log2 as f64,
             );
-            let got = kept_cluster_ids(bh, (&ks, &kl, &kc), self.keep, starts, &counts)?;
+            let got = kept_cluster_ids(bh, (&ks, &kl, &kc), self.keep, starts)?;
             // Same scores up to near-ties (a tie at the coarse cut can swap whole coarse
             // clusters: then the fine scores differ, and this reports it).
             let sorted = |ids: &[usize]| {

@@ -149,7 +149,7 @@ pub fn score_clusters(qs: &[f64], centroids: &[f64], counts: &[usize], d: usize,
 }
 
 /// The clusters [`centroid_select`](super::CentroidSelect) keeps: the top-`keep` scores (ties: lower id) above
-/// `threshold` (and finite), ascending ids.
+/// `threshold` (and finite), as a set (ascending ids; the kernel emits them by score).
 pub fn select_clusters(scores: &[f64], keep: usize, threshold: f64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
@@ -157,4 +157,55 @@ pub fn select_clusters(scores: &[f64], keep: usize, threshold: f64) -> Vec<usize
     order.retain(|&i| scores[i] > threshold && scores[i] > f64::NEG_INFINITY);
     order.sort_unstable();
     order
+}
+
+/// The clusters a centroid selection kept for one (batch, KV head), decoded from its
+/// outputs: `keep_start` / `keep_len` (this head's slots), `count` live slots and `starts`
+/// (this head's `[C + 1]` cluster starts). Every live slot must be the row range of one
+/// non-empty cluster and no cluster may be kept twice. Returns the ids ascending (the
+/// kernels emit them in score order).
+pub fn kept_clusters(starts: &[f64], keep_start: &[f64], keep_len: &[f64], count: f64) -> Result<Vec<usize>, String> {
+    let keep = keep_start.len().min(keep_len.len());
+    if !(0.0..=keep as f64).contains(&count) || count.fract() != 0.0 {
+        return Err(format!("keep_count {count} not in 0..={keep}"));
+    }
+    let c = starts.len().saturating_sub(1);
+    let mut ids = Vec::with_capacity(count as usize);
+    for i in 0..count as usize {
+        let (s0, len) = (keep_start[i], keep_len[i]);
+        // The first cluster starting at s0 with rows (empty clusters share its start).
+        let first = starts.partition_point(|&v| v < s0);
+        match (first..c).find(|&j| starts[j] == s0 && starts[j + 1] > s0) {
+            Some(j) if starts[j + 1] - starts[j] == len => ids.push(j),
+            _ => return Err(format!("slot {i} range ({s0}, {len}) is no cluster")),
+        }
+    }
+    ids.sort_unstable();
+    if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+        return Err(format!("cluster {} kept twice", w[0]));
+    }
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kept_clusters;
+
+    /// Clusters 0..4 = rows [0, 3), [3, 3) (empty), [3, 7), [7, 8).
+    const STARTS: [f64; 5] = [0.0, 3.0, 3.0, 7.0, 8.0];
+
+    #[test]
+    fn kept_ranges_decode_to_ascending_ids_in_any_slot_order() {
+        let got = kept_clusters(&STARTS, &[7.0, 0.0, 3.0, 0.0], &[1.0, 3.0, 4.0, 0.0], 3.0);
+        assert_eq!(got, Ok(vec![0, 2, 3]));
+    }
+
+    #[test]
+    fn bad_kept_ranges_are_refused() {
+        let twice = kept_clusters(&STARTS, &[3.0, 3.0], &[4.0, 4.0], 2.0);
+        assert!(twice.unwrap_err().contains("kept twice"));
+        let partial = kept_clusters(&STARTS, &[3.0], &[2.0], 1.0);
+        assert!(partial.unwrap_err().contains("is no cluster"));
+        assert!(kept_clusters(&STARTS, &[0.0], &[3.0], 2.0).unwrap_err().contains("keep_count"));
+    }
 }

@@ -10,8 +10,8 @@ use tessera_codegen::host::HostTensor;
 use tessera_codegen::ir::{DType, Kernel};
 use tessera_kernels::block_sparse::BlockSparseDecodeSplit;
 use tessera_kernels::centroid::{
-    init_indices, layout_tensors, score_clusters, select_clusters, CentroidPackRows, CentroidScores, CentroidSelect,
-    CentroidTileLse,
+    init_indices, kept_clusters, layout_tensors, score_clusters, select_clusters, CentroidPackRows, CentroidScores,
+    CentroidSelect, CentroidTileLse,
 };
 use tessera_kernels::{CentroidDecode, DecodeParams, KMeansCluster, Scratch};
 use tessera_runtime::{DeviceTensor, Runtime, TimingStats};
@@ -305,7 +305,7 @@ fn cluster_scores(s: &CentroidShape, q: &HostTensor, cent: &[f64], counts: &[f64
 }
 
 /// The kept clusters of every (batch, KV head) from the op's `keep_start` / `keep_len` /
-/// `keep_count`: whole clusters (a range is one cluster's rows), ascending ids, at most
+/// `keep_count`: whole clusters (a range is one cluster's rows), none twice, at most
 /// `keep`; on the checked slices (`scores`: the f64 cluster scores) their scores are the
 /// top-`keep` within 1e-3 (log2 units: near-ties may swap). Returns the kept ids.
 fn check_centroid(
@@ -317,25 +317,8 @@ fn check_centroid(
     let (c, keep) = (s.clusters, s.keep);
     let mut kept = Vec::new();
     for bh in 0..s.batch * s.kv_heads {
-        let n = kc[bh];
-        if !(0.0..=keep as f64).contains(&n) {
-            return Err(format!("(b,h) {bh}: keep_count {n} not in 0..={keep}"));
-        }
-        let st = &starts[bh * (c + 1)..(bh + 1) * (c + 1)];
-        let mut ids = Vec::new();
-        for i in 0..n as usize {
-            let (s0, len) = (ks[bh * keep + i], kl[bh * keep + i]);
-            // The first cluster starting at s0 with rows: empty clusters share its start.
-            let id = st.partition_point(|&v| v < s0);
-            let id = (id..c).find(|&j| st[j] == s0 && st[j + 1] > s0);
-            match id {
-                Some(j) if st[j + 1] - st[j] == len => ids.push(j),
-                _ => return Err(format!("(b,h) {bh}: slot {i} range ({s0}, {len}) is no cluster")),
-            }
-        }
-        if !ids.windows(2).all(|w| w[0] < w[1]) {
-            return Err(format!("(b,h) {bh}: kept clusters not ascending"));
-        }
+        let (st, slots) = (&starts[bh * (c + 1)..(bh + 1) * (c + 1)], bh * keep..(bh + 1) * keep);
+        let ids = kept_clusters(st, &ks[slots.clone()], &kl[slots], kc[bh]).map_err(|e| format!("(b,h) {bh}: {e}"))?;
         kept.push(ids);
     }
     for (bh, sc) in scores {

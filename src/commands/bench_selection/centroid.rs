@@ -193,7 +193,7 @@ pub(super) fn centroid(
     Ok(row)
 }
 
-/// Selection valid (ranges are whole clusters, ascending, at most `keep`) and its
+/// Selection valid (ranges are whole clusters, none twice, at most `keep`) and its
 /// scores the top-`keep` of the f64 cluster scores up to near-ties (1e-3 in log2 units)
 /// on the checked slices; output vs f64 attention over the kept clusters' original
 /// positions + the recent rows.
@@ -212,23 +212,8 @@ pub(super) fn check_centroid(
 ) -> std::result::Result<String, String> {
     let mut kept: Vec<Vec<usize>> = Vec::new();
     for bh in 0..x.batch * HKV {
-        let n = kc[bh] as usize;
-        if kc[bh] < 0.0 || n > keep {
-            return Err(format!("(b,h) {bh}: keep_count {} not in 0..={keep}", kc[bh]));
-        }
-        let st = &starts[bh * (c + 1)..(bh + 1) * (c + 1)];
-        let mut ids = Vec::new();
-        for i in 0..n {
-            let (s0, len) = (ks[bh * keep + i], kl[bh * keep + i]);
-            let id = st.partition_point(|&v| v < s0);
-            if id >= c || st[id] != s0 || st[id + 1] - st[id] != len || len <= 0.0 {
-                return Err(format!("(b,h) {bh}: slot {i} range ({s0}, {len}) is no cluster"));
-            }
-            ids.push(id);
-        }
-        if !ids.windows(2).all(|w| w[0] < w[1]) {
-            return Err(format!("(b,h) {bh}: kept clusters not ascending"));
-        }
+        let (st, slots) = (&starts[bh * (c + 1)..(bh + 1) * (c + 1)], bh * keep..(bh + 1) * keep);
+        let ids = kept_clusters(st, &ks[slots.clone()], &kl[slots], kc[bh]).map_err(|e| format!("(b,h) {bh}: {e}"))?;
         kept.push(ids);
     }
     if cx.args.no_reference {

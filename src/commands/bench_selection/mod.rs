@@ -53,7 +53,7 @@ use serde_json::json;
 use tessera::inputs::{random_bf16, rows_f64};
 use tessera_codegen::host::HostTensor;
 use tessera_codegen::ir::DType;
-use tessera_kernels::centroid::{init_indices, layout_tensors, score_clusters, select_clusters};
+use tessera_kernels::centroid::{init_indices, kept_clusters, layout_tensors, score_clusters, select_clusters};
 use tessera_kernels::hip::{refine_steps, tree_search, HipSelect};
 use tessera_kernels::reference::{block_sparse_positions, DecodeDims};
 use tessera_kernels::sink_window::union_len;
