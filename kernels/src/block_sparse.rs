@@ -36,7 +36,7 @@ use crate::scratch::Scratch;
 use crate::sink_window::union_len;
 
 /// Block-sparse decode split: attention over a runtime list of KV blocks plus optional sink/window ranges.
-#[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8], STAGES = [2, 3]), example(GROUP = 4, HEAD_DIM = 128, BLOCK_SIZE = 128, KV_SHARE = 1))]
+#[kernel(tune(BLOCK_N = [64, 32, 128], WARPS = [4, 8], STAGES = [2, 3]), example(GROUP = 4, HEAD_DIM = 128, BLOCK_SIZE = 128, KV_SHARE = 1, MIN_BLOCKS = 0))]
 pub fn block_sparse_decode_split<
     KV,
     const GROUP: usize,
@@ -46,6 +46,7 @@ pub fn block_sparse_decode_split<
     const BLOCK_N: usize,
     const WARPS: usize,
     const STAGES: usize,
+    const MIN_BLOCKS: usize,
 >(
     q: Tensor<KV, 3>,              // [B, Hq, D]
     k: Tensor<KV, 4>,              // [B, Hkv, N, D]
@@ -195,6 +196,7 @@ impl BlockSparseDecode {
             .with("GROUP", group as i64)
             .with("KV_SHARE", share as i64)
             .with("BLOCK_SIZE", block_size as i64)
+            .with("MIN_BLOCKS", params.min_blocks as i64)
     }
 
     /// Interpreter op, one block list per (batch, KV head).

@@ -87,6 +87,10 @@ pub struct DecodeParams {
     pub write_lse: bool,
     /// `softmax_scale · log2(e)`.
     pub scale_log2: f32,
+    /// Programs per SM the block-sparse split kernel asks the compiler to fit
+    /// (`__launch_bounds__` minimum blocks, `MIN_BLOCKS`; 0 leaves registers to it): the
+    /// gathered-row decode is latency-bound at 128 registers = 4 programs per SM.
+    pub min_blocks: usize,
 }
 
 impl DecodeParams {
@@ -101,6 +105,7 @@ impl DecodeParams {
             max_splits: 16,
             write_lse: false,
             scale_log2: crate::default_scale_log2(head_dim),
+            min_blocks: 0,
         }
     }
 

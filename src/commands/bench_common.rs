@@ -64,6 +64,10 @@ pub struct BenchArgs {
     /// default sweep leaves out without rebuilding.
     #[arg(long, value_delimiter = ',', value_parser = parse_decode_tile)]
     pub decode_tiles: Option<Vec<(usize, usize, usize)>>,
+    /// `MIN_BLOCKS` of the block-sparse split kernel (block-sparse, HiP and centroid rows):
+    /// programs per SM the compiler must fit in registers (0: its choice).
+    #[arg(long, default_value_t = 0)]
+    pub min_blocks: usize,
 }
 
 /// `BLOCK_N/WARPS/STAGES`, e.g. `64/4/2`.
@@ -449,6 +453,11 @@ pub fn decode_configs(args: &BenchArgs, splits: &[usize]) -> Vec<DecodeKnobs> {
 /// The decode params of a (BLOCK_N, WARPS, max_splits, STAGES) config.
 pub fn decode_params(c: &DecodeKnobs) -> DecodeParams {
     DecodeParams { block_n: c.0, warps: c.1, max_splits: c.2, stages: c.3, ..DecodeParams::new(G, D) }
+}
+
+/// [`decode_params`] for the block-sparse split kernel, with `--min-blocks`.
+pub fn sparse_decode_params(args: &BenchArgs, c: &DecodeKnobs) -> DecodeParams {
+    DecodeParams { min_blocks: args.min_blocks, ..decode_params(c) }
 }
 
 /// The label of a (BLOCK_N, WARPS, max_splits, STAGES) config.

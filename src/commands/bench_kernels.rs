@@ -29,8 +29,8 @@ use tessera_runtime::{DeviceTensor, Runtime};
 
 use super::bench_common::{
     attend_rows, check_out, check_pairs, decode_configs, decode_label, decode_params, decode_refs, dense, guarded,
-    kv_bytes, print_table, scale_log2, Ctx, DecodeKnobs, HostKv, Inputs, RefRows, Row, Rows, Trial, CEILING_TB_S, D, G,
-    HKV, HQ, N,
+    kv_bytes, print_table, scale_log2, sparse_decode_params, Ctx, DecodeKnobs, HostKv, Inputs, RefRows, Row, Rows,
+    Trial, CEILING_TB_S, D, G, HKV, HQ, N,
 };
 
 /// The flags of `tessera bench-kernels` (shared with `tessera bench-selection`).
@@ -99,7 +99,7 @@ fn block_sparse(cx: &Ctx, x: &Inputs) -> Result<(Row, Option<BlockSparseBest>)> 
     let out = DeviceTensor::poisoned(cx.rt.stream(), DType::BF16, &[b, HQ, D])?;
     let (di, dc) = (DeviceTensor::upload(cx.rt.stream(), &idx)?, DeviceTensor::upload(cx.rt.stream(), &cnt)?);
     let best = cx.sweep(&mut row, &decode_configs(cx.args, &[8, 4, 16, 32]), decode_label, |c| {
-        let op = BlockSparseDecode::new(cx.rt, decode_params(c), BS)?;
+        let op = BlockSparseDecode::new(cx.rt, sparse_decode_params(cx.args, c), BS)?;
         block_sparse_trial(cx, x, &op, [&idx, &cnt], [&di, &dc], &out, &refs, decode_label(c))
     });
     Ok((row, best.map(|config| BlockSparseBest { config })))
@@ -137,7 +137,7 @@ fn block_sparse_per_query_head(cx: &Ctx, x: &Inputs) -> Result<Row> {
     let out = DeviceTensor::poisoned(cx.rt.stream(), DType::BF16, &[b, HQ, D])?;
     let (di, dc) = (DeviceTensor::upload(cx.rt.stream(), &idx)?, DeviceTensor::upload(cx.rt.stream(), &cnt)?);
     cx.sweep(&mut row, &decode_configs(cx.args, &[4, 2, 8]), decode_label, |c| {
-        let op = BlockSparseDecode::per_query_head(Some(cx.rt), decode_params(c), BS)?;
+        let op = BlockSparseDecode::per_query_head(Some(cx.rt), sparse_decode_params(cx.args, c), BS)?;
         block_sparse_trial(cx, x, &op, [&idx, &cnt], [&di, &dc], &out, &refs, decode_label(c))
     });
     Ok(row)
@@ -293,7 +293,7 @@ fn topk_pipeline(cx: &Ctx, x: &Inputs, tk: &TopkBest, bsp: &BlockSparseBest) -> 
     let out = DeviceTensor::poisoned(cx.rt.stream(), DType::BF16, &[b, HQ, D])?;
     let max_cand = TopkBlockSelect::candidates(nb, tk.lm_tile, k).max(k).next_power_of_two();
     let sel = TopkBlockSelect::new(cx.rt, G, D, k, tk.lm_tile, false, max_cand, 4)?;
-    let dec = BlockSparseDecode::new(cx.rt, decode_params(&bsp.config), BS)?;
+    let dec = BlockSparseDecode::new(cx.rt, sparse_decode_params(cx.args, &bsp.config), BS)?;
     let config = format!("LM_TILE={} + {}", tk.lm_tile, decode_label(&bsp.config));
     cx.sweep(
         &mut row,

@@ -141,7 +141,14 @@ pub(super) fn centroid2(
     let us = |v: &[f64]| v.iter().map(|&x| x as usize).collect::<Vec<usize>>();
     let mut kept_rows = None;
     cx.sweep(&mut row, &configs, label, |p| {
-        let params = DecodeParams { block_n: p.1, warps: p.2, max_splits: p.3, stages: p.4, ..DecodeParams::new(G, D) };
+        let params = DecodeParams {
+            block_n: p.1,
+            warps: p.2,
+            max_splits: p.3,
+            stages: p.4,
+            min_blocks: cx.args.min_blocks,
+            ..DecodeParams::new(G, D)
+        };
         let mut op = CentroidTwoLevelDecode::new(cx.rt, params, keep_coarse, coarse, keep, layout.max_fine, p.0)?;
         if bf16 {
             op = op.with_centroid_dtype(Some(cx.rt), centroid_dtype)?;

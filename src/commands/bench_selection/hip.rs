@@ -147,7 +147,7 @@ pub(super) fn hip(cx: &Ctx, x: &Inputs, bk: usize, first: bool, dense_us: Option
         let configs: Vec<DecodeKnobs> =
             [(32, 4, 8, 2), (64, 4, 8, 2), (32, 4, 4, 2), (32, 4, 16, 2), (64, 4, 4, 2), (32, 8, 8, 2)].to_vec();
         cx.sweep(&mut row, &configs, decode_label, |c| {
-            let op = BlockSparseDecode::new(cx.rt, decode_params(c), bk)?;
+            let op = BlockSparseDecode::new(cx.rt, sparse_decode_params(cx.args, c), bk)?;
             op.check_args(&x.hq, &x.hk, &x.hv, &hidx, &hcnt, N, HIP_SINK, HIP_WINDOW, &x.hq, None)?;
             let (grid, split_len) = op.check_args(&x.q, &x.k, &x.v, &di, &dc, N, HIP_SINK, HIP_WINDOW, &out, None)?;
             let scratch = Scratch::new();

@@ -62,8 +62,9 @@ use tessera_kernels::{BlockSparseDecode, CentroidDecode, DecodeParams, KMeansClu
 use tessera_runtime::{DeviceTensor, Runtime, TimingStats};
 
 use super::bench_common::{
-    check_out, check_pairs, decode_label, decode_params, decode_refs, dense, guarded, kv_bytes, print_table, round2,
-    scale_log2, BenchArgs, Ctx, DecodeKnobs, HostKv, Inputs, Row, Rows, Trial, CEILING_TB_S, D, G, HKV, HQ, N,
+    check_out, check_pairs, decode_label, decode_refs, dense, guarded, kv_bytes, print_table, round2, scale_log2,
+    sparse_decode_params, BenchArgs, Ctx, DecodeKnobs, HostKv, Inputs, Row, Rows, Trial, CEILING_TB_S, D, G, HKV, HQ,
+    N,
 };
 
 /// HiP: selected tokens (`mask_k`).
