@@ -357,6 +357,12 @@ impl Ctx<'_> {
         Val::Tile(self.b.reduce(op, x, axis))
     }
 
+    pub fn cumsum(&mut self, a: Val, axis: Val) -> Val {
+        let axis = self.usize(axis, "the axis of `cumsum`");
+        let x = self.value(a, None);
+        Val::Tile(self.b.cumsum(x, axis))
+    }
+
     pub fn dot(&mut self, a: Val, b: Val, trans_b: bool) -> Val {
         let (x, y) = (self.value(a, None), self.value(b, None));
         Val::Tile(self.b.dot(x, y, trans_b))

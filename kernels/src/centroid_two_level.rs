@@ -400,7 +400,7 @@ pub struct CentroidTwoLevelDecode {
     pub keep_coarse: usize,
     pub keep: usize,
     pub max_fine: usize,
-    pub pack_slots: usize,
+    pub pack_programs: usize,
     /// Element type of the fine and coarse centroids: f32 (default) or bf16
     /// ([`Self::with_centroid_dtype`]).
     pub centroid_dtype: DType,
@@ -425,9 +425,9 @@ impl CentroidTwoLevelDecode {
         coarse_cand: usize,
         keep: usize,
         max_fine: usize,
-        pack_slots: usize,
+        pack_programs: usize,
     ) -> ([KernelConfig; 5], [KernelConfig; 3]) {
-        Self::configs_typed(p, keep_coarse, coarse_cand, keep, max_fine, pack_slots, DType::F32)
+        Self::configs_typed(p, keep_coarse, coarse_cand, keep, max_fine, pack_programs, DType::F32)
     }
 
     /// [`Self::configs`] for centroids of element type `centroid_dtype` (f32 or bf16).
@@ -437,12 +437,12 @@ impl CentroidTwoLevelDecode {
         coarse_cand: usize,
         keep: usize,
         max_fine: usize,
-        pack_slots: usize,
+        pack_programs: usize,
         centroid_dtype: DType,
     ) -> ([KernelConfig; 5], [KernelConfig; 3]) {
-        let mut one = CentroidDecode::configs_typed(p, keep_coarse, coarse_cand, pack_slots, centroid_dtype);
+        let mut one = CentroidDecode::configs_typed(p, keep_coarse, coarse_cand, pack_programs, centroid_dtype);
         // The packing expands the fine selection's `keep` slots.
-        one[3] = CentroidDecode::pack_config(keep, pack_slots);
+        one[3] = CentroidDecode::pack_config(keep, pack_programs);
         let g = p.group as i64;
         let max_tiles = one[1].get("MAX_TILES").unwrap_or(1);
         (
@@ -472,7 +472,7 @@ impl CentroidTwoLevelDecode {
         coarse_clusters: usize,
         keep: usize,
         max_fine: usize,
-        pack_slots: usize,
+        pack_programs: usize,
         centroid_dtype: DType,
         rt: Option<&Runtime>,
     ) -> Result<Self, KernelError> {
@@ -486,18 +486,18 @@ impl CentroidTwoLevelDecode {
             || max_fine == 0
             || keep == 0
             || keep > fine_cand
-            || pack_slots == 0
+            || pack_programs == 0
         {
             return Err(invalid(
                 Self::NAME,
                 format!(
                     "need 0 < keep_coarse {keep_coarse} <= coarse clusters (rounded up to {coarse_cand}), max_fine > \
-                     0, 0 < keep {keep} <= keep_coarse · max_fine (rounded up to {fine_cand}), pack_slots > 0"
+                     0, 0 < keep {keep} <= keep_coarse · max_fine (rounded up to {fine_cand}), pack_programs > 0"
                 ),
             ));
         }
         let ([t, s, cs, pack, a], [l, f, sel]) =
-            Self::configs_typed(&params, keep_coarse, coarse_cand, keep, max_fine, pack_slots, centroid_dtype);
+            Self::configs_typed(&params, keep_coarse, coarse_cand, keep, max_fine, pack_programs, centroid_dtype);
         let splits = CentroidDecode::combine_splits(&params);
         let kernels = match rt {
             None => TwoLevelKernels {
@@ -524,7 +524,7 @@ impl CentroidTwoLevelDecode {
             keep_coarse,
             keep,
             max_fine,
-            pack_slots,
+            pack_programs,
             centroid_dtype,
             coarse_cand,
             kernels,
@@ -538,9 +538,9 @@ impl CentroidTwoLevelDecode {
         coarse_clusters: usize,
         keep: usize,
         max_fine: usize,
-        pack_slots: usize,
+        pack_programs: usize,
     ) -> Result<Self, KernelError> {
-        Self::make(params, keep_coarse, coarse_clusters, keep, max_fine, pack_slots, DType::F32, None)
+        Self::make(params, keep_coarse, coarse_clusters, keep, max_fine, pack_programs, DType::F32, None)
     }
 
     /// GPU op.
@@ -552,16 +552,16 @@ impl CentroidTwoLevelDecode {
         coarse_clusters: usize,
         keep: usize,
         max_fine: usize,
-        pack_slots: usize,
+        pack_programs: usize,
     ) -> Result<Self, KernelError> {
-        Self::make(params, keep_coarse, coarse_clusters, keep, max_fine, pack_slots, DType::F32, Some(rt))
+        Self::make(params, keep_coarse, coarse_clusters, keep, max_fine, pack_programs, DType::F32, Some(rt))
     }
 
     /// The same op for fine and coarse centroids stored as `dtype` (f32 or bf16; on the
     /// interpreter when `rt` is `None`), as [`CentroidDecode::with_centroid_dtype`].
     pub fn with_centroid_dtype(self, rt: Option<&Runtime>, dtype: DType) -> Result<Self, KernelError> {
         let (p, kc, cc, k, mf, ps) =
-            (self.params, self.keep_coarse, self.coarse_cand, self.keep, self.max_fine, self.pack_slots);
+            (self.params, self.keep_coarse, self.coarse_cand, self.keep, self.max_fine, self.pack_programs);
         Self::make(p, kc, cc, k, mf, ps, dtype, rt)
     }
 

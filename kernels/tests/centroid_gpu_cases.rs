@@ -111,7 +111,7 @@ fn gpu_case_configs_compile_to_ptx() {
         ptx("centroid_scores", emit_cuda(&CentroidScores::build(&sc).unwrap()));
         let k = c(&[("KEEP", case.keep as i64), ("CAND", cand), ("WARPS", 4)]);
         ptx("centroid_select", emit_cuda(&CentroidSelect::build(&k).unwrap()));
-        let r = CentroidDecode::pack_config(case.keep, case.pack_slots);
+        let r = CentroidDecode::pack_config(case.keep, case.pack_programs);
         ptx("centroid_pack_rows", emit_cuda(&CentroidPackRows::build(&r).unwrap()));
     }
 }

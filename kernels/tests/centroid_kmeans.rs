@@ -94,7 +94,7 @@ fn run(c: &mut CentroidCase) {
 #[test]
 fn centroid_decode_matches_reference() {
     let inf = f32::NEG_INFINITY;
-    // (dims, fixed, seq, clusters, iters, keep, pack_slots, threshold)
+    // (dims, fixed, seq, clusters, iters, keep, pack_programs, threshold)
     run(&mut CentroidCase::new("centroid", dims(1, 2, 4, 700, 64), 600, 650, 30, 3, 5, 2, inf, 1));
     run(&mut CentroidCase::new("centroid", dims(2, 1, 3, 400, 128), 333, 399, 17, 2, 17, 4, inf, 2));
     run(&mut CentroidCase::new("centroid", dims(1, 3, 1, 300, 64), 300, 300, 20, 2, 7, 3, inf, 3)); // no recent rows
@@ -157,7 +157,7 @@ fn centroid_kernels_emit_cuda() {
             .unwrap(),
         CentroidScores::build(&c(&[("GROUP", 4), ("C_TILE", 512), ("MAX_TILES", 128), ("WARPS", 4)])).unwrap(),
         CentroidSelect::build(&c(&[("KEEP", 656), ("CAND", 8192), ("WARPS", 4)])).unwrap(),
-        CentroidPackRows::build(&c(&[("KEEP", 656), ("SLOTS", 16), ("ROWS", 32), ("WARPS", 4)])).unwrap(),
+        CentroidPackRows::build(&c(&[("KEEP", 656), ("PROGRAMS", 16), ("WARPS", 4)])).unwrap(),
     ] {
         let e = emit_cuda(&kern);
         assert!(!e.source.is_empty(), "{}", kern.name);

@@ -22,7 +22,7 @@ fn run(mut c: CentroidTwoLevelCase) {
 #[test]
 fn two_level_lookup_matches_reference() {
     let inf = f32::NEG_INFINITY;
-    // (dims, fixed, seq, fine, coarse, keep_coarse, keep, pack_slots, threshold, seed)
+    // (dims, fixed, seq, fine, coarse, keep_coarse, keep, pack_programs, threshold, seed)
     run(CentroidTwoLevelCase::new(dims(1, 2, 4, 700, 64), 600, 650, 30, 5, 2, 5, 2, inf, 1));
     run(CentroidTwoLevelCase::new(dims(2, 1, 3, 400, 32), 333, 399, 24, 4, 3, 24, 4, inf, 2)); // keep > explored
     run(CentroidTwoLevelCase::new(dims(1, 2, 2, 500, 64), 450, 499, 25, 5, 3, 15, 3, -8.5, 3)); // threshold: keeps some, not all

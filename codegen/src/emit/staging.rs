@@ -153,7 +153,7 @@ fn collect_pipelined(
 fn pure(k: &Kernel, op: &Op) -> bool {
     match op {
         Op::Load { tensor, .. } => matches!(k.param(*tensor).kind, ParamKind::Tensor { writable: false, .. }),
-        Op::Reduce { .. } | Op::Dot { .. } | Op::TopK { .. } | Op::Copy(_) => false,
+        Op::Reduce { .. } | Op::CumSum { .. } | Op::Dot { .. } | Op::TopK { .. } | Op::Copy(_) => false,
         _ => true,
     }
 }

@@ -336,27 +336,50 @@ __device__ __forceinline__ unsigned order_key(float v) {
 __device__ __forceinline__ unsigned order_key(int v) { return (unsigned)v ^ 0x80000000u; }
 template <typename T> __device__ __forceinline__ unsigned order_key(T v) { return order_key((float)v); }
 
-/// Block-wide exclusive prefix sum of one int per thread (in thread order) and the total.
-/// `red` holds TSR_THREADS / 32 ints no other call is using.
-__device__ __forceinline__ int block_exclusive_scan(int x, int* red, int& total) {
+/// Block-wide exclusive prefix sum of one value (int or float) per thread, in thread
+/// order, and the total. `red` holds TSR_THREADS / 32 values no other call is using.
+template <typename T> __device__ __forceinline__ T block_exclusive_scan(T x, T* red, T& total) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  int inc = x;
+  T inc = x;
 #pragma unroll
   for (int o = 1; o < 32; o <<= 1) {
-    const int y = __shfl_up_sync(0xffffffffu, inc, o);
+    const T y = __shfl_up_sync(0xffffffffu, inc, o);
     if (lane >= o) inc += y;
   }
   if (lane == 31) red[warp] = inc;
   __syncthreads();
-  int base = 0;
-  total = 0;
+  T base = T(0);
+  total = T(0);
 #pragma unroll
   for (int w = 0; w < TSR_THREADS / 32; ++w) {
-    const int s = red[w];
-    base += w < warp ? s : 0;
+    const T s = red[w];
+    base += w < warp ? s : T(0);
     total += s;
   }
   return base + inc - x;
+}
+
+/// Inclusive prefix sum, in place, of N values (int or float) in shared memory: each
+/// thread sums a contiguous run of them, one block scan of the runs' totals gives every
+/// run its base, and each thread rewrites its run. `red`: TSR_THREADS / 32 values no other
+/// call is using. Ends with a barrier.
+template <int N, typename T> __device__ __forceinline__ void scan_inplace(T* s, T* red) {
+  constexpr int E = (N + TSR_THREADS - 1) / TSR_THREADS;
+  const int first = threadIdx.x * E;
+  T run = T(0);
+#pragma unroll
+  for (int j = 0; j < E; ++j)
+    if (first + j < N) run += s[first + j];
+  T total;
+  T acc = block_exclusive_scan(run, red, total);
+#pragma unroll
+  for (int j = 0; j < E; ++j) {
+    if (first + j < N) {
+      acc += s[first + j];
+      s[first + j] = acc;
+    }
+  }
+  __syncthreads();
 }
 
 /// Sort slots of [`topk_row_block`]: the power of two ≥ K.

@@ -3,7 +3,7 @@
 use super::elementwise::{binary, cast, expand, select, unary};
 use super::error::InterpError;
 use super::memory::{atomic, load, store, Positions, Slot};
-use super::tile_ops::{dot, reduce, topk};
+use super::tile_ops::{cumsum, dot, reduce, topk};
 use super::value::{from_f64, Elem, Tile};
 use crate::host::ScalarValue;
 use crate::ir::{DType, Index, Kernel, Op, Stmt, ValueId};
@@ -151,6 +151,7 @@ impl<'k, 'a> Machine<'k, 'a> {
             }
             Op::Cast { value, dtype } => one(cast(self.val(*value), *dtype)),
             Op::Reduce { op, value, axis } => one(reduce(*op, self.val(*value), *axis)),
+            Op::CumSum { value, .. } => one(cumsum(self.val(*value))),
             Op::Dot { a, b, trans_b } => one(dot(self.val(*a), self.val(*b), *trans_b)),
             Op::TopK { value, k } => {
                 let (v, i) = topk(self.val(*value), *k);

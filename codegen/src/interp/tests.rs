@@ -482,3 +482,43 @@ fn unverified_kernels_are_refused() {
     let xt = HostTensor::full(DType::F32, &[1], 0.0);
     assert!(matches!(run(&k, [1, 1, 1], &mut [Arg::In(&xt)]), Err(InterpError::Verify(_))));
 }
+
+/// `out = cumsum(x)` over one 1-D tile.
+fn run_cumsum(d: DType, x: &[f64]) -> Vec<f64> {
+    let mut b = KernelBuilder::new("cumsum", 1);
+    let xt = b.tensor("x", d, 1);
+    let out = b.tensor_mut("out", d, 1);
+    let zero = b.const_i32(0);
+    let whole = || Index::Range { start: zero, len: x.len() };
+    let xs = b.load(xt, vec![whole()], None, 0.0);
+    let c = b.cumsum(xs, 0);
+    b.store(out, vec![whole()], c, None);
+    let k = b.finish().unwrap();
+    let xh = HostTensor::from_f64(d, &[x.len()], x);
+    let mut o = HostTensor::full(d, &[x.len()], -99.0);
+    run(&k, [1, 1, 1], &mut [Arg::In(&xh), Arg::Out(&mut o)]).unwrap();
+    o.to_f64()
+}
+
+#[test]
+fn cumsum_is_inclusive_in_index_order() {
+    assert_eq!(run_cumsum(DType::I32, &[3.0, 0.0, -1.0, 5.0]), vec![3.0, 3.0, 2.0, 7.0]);
+    assert_eq!(run_cumsum(DType::F32, &[0.5, 0.25, 2.0]), vec![0.5, 0.75, 2.75]);
+    assert_eq!(run_cumsum(DType::I32, &[i32::MAX as f64, 1.0]), vec![i32::MAX as f64, i32::MIN as f64]);
+}
+
+#[test]
+fn cumsum_refuses_2d_tiles_and_bool() {
+    let mut b = KernelBuilder::new("cumsum2d", 1);
+    let xt = b.tensor("x", DType::F32, 2);
+    let z = b.const_i32(0);
+    let xs = b.load(xt, vec![Index::Range { start: z, len: 2 }, Index::Range { start: z, len: 4 }], None, 0.0);
+    b.cumsum(xs, 1);
+    assert!(b.finish().unwrap_err().to_string().contains("1-D tile"));
+    let mut b = KernelBuilder::new("cumsum_bool", 1);
+    let xt = b.tensor("x", DType::Bool, 1);
+    let z = b.const_i32(0);
+    let xs = b.load(xt, vec![Index::Range { start: z, len: 4 }], None, 0.0);
+    b.cumsum(xs, 0);
+    assert!(b.finish().unwrap_err().to_string().contains("cast first"));
+}

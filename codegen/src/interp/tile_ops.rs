@@ -5,6 +5,40 @@ use std::cmp::Ordering;
 use super::value::{round_f, wrap_i, Buf, Tile};
 use crate::ir::{DType, ReduceOp};
 
+/// Inclusive prefix sum of a 1-D tile: f32 accumulates in index order (the GPU sums each
+/// thread's run, then the runs: the same up to f32 rounding), i32 wraps.
+pub(crate) fn cumsum(t: &Tile) -> Tile {
+    let d = t.dtype;
+    match &t.buf {
+        Buf::F(v) => {
+            let mut acc = 0.0f32;
+            Tile::floats(
+                d,
+                t.shape.clone(),
+                v.iter()
+                    .map(|&x| {
+                        acc += x;
+                        acc
+                    })
+                    .collect(),
+            )
+        }
+        Buf::I(v) => {
+            let mut acc = 0i64;
+            Tile::ints(
+                d,
+                t.shape.clone(),
+                v.iter()
+                    .map(|&x| {
+                        acc = wrap_i(d, acc.wrapping_add(x));
+                        acc
+                    })
+                    .collect(),
+            )
+        }
+    }
+}
+
 /// Reduction along `axis` (removed from the shape). Float sums accumulate in f32 in index
 /// order and round once to the dtype; Max/Min ignore NaN unless every element is NaN;
 /// Argmax gives the first index of the largest non-NaN element (0 if all are NaN).

@@ -202,6 +202,11 @@ impl KernelBuilder {
     pub fn reduce(&mut self, op: ReduceOp, value: ValueId, axis: usize) -> ValueId {
         self.op(Op::Reduce { op, value, axis })
     }
+
+    /// Inclusive prefix sum of a 1-D tile along `axis` (0).
+    pub fn cumsum(&mut self, value: ValueId, axis: usize) -> ValueId {
+        self.op(Op::CumSum { value, axis })
+    }
     pub fn dot(&mut self, a: ValueId, b: ValueId, trans_b: bool) -> ValueId {
         self.op(Op::Dot { a, b, trans_b })
     }

@@ -207,6 +207,12 @@ pub enum Op {
         value: ValueId,
         axis: usize,
     },
+    /// Inclusive prefix sum along `axis` of a 1-D i32 or f32 tile (same type): element `i`
+    /// is `x[0] + … + x[i]`, summed in index order (i32 wraps).
+    CumSum {
+        value: ValueId,
+        axis: usize,
+    },
     /// Tile matrix product with f32 accumulation: `[M,K] x [K,N]`, or `[M,K] x [N,K]^T`
     /// when `trans_b`. Operands must share a dtype.
     Dot {
@@ -269,6 +275,7 @@ impl Op {
             Op::Select { .. } => "select",
             Op::Cast { .. } => "cast",
             Op::Reduce { op, .. } => op.name(),
+            Op::CumSum { .. } => "cumsum",
             Op::Dot { .. } => "dot",
             Op::TopK { .. } => "topk",
             Op::Load { .. } => "load",
@@ -291,6 +298,7 @@ impl Op {
             | Op::Unary { value, .. }
             | Op::Cast { value, .. }
             | Op::Reduce { value, .. }
+            | Op::CumSum { value, .. }
             | Op::TopK { value, .. }
             | Op::Copy(value) => vec![*value],
             Op::Binary { lhs, rhs, .. } => vec![*lhs, *rhs],

@@ -170,6 +170,16 @@ pub fn infer(
             let dtype = if *op == ReduceOp::Argmax { DType::I32 } else { t.dtype };
             one(TileType { dtype, shape })
         }
+        Op::CumSum { value, axis } => {
+            let t = ty(*value)?;
+            if t.rank() != 1 || *axis != 0 {
+                return err(name, format!("takes a 1-D tile and axis 0, got {t} and axis {axis}"));
+            }
+            if !matches!(t.dtype, DType::I32 | DType::F32) {
+                return err(name, format!("sums i32 or f32 tiles, got {}; cast first", t.dtype));
+            }
+            one(t.clone())
+        }
         Op::Dot { a, b, trans_b } => {
             let (ta, tb) = (ty(*a)?, ty(*b)?);
             if ta.rank() != 2 || tb.rank() != 2 {

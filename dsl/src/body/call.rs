@@ -296,6 +296,11 @@ impl Tr {
                     format!("`.{name}(axis)` takes the axis to reduce; element-wise use `{name}(a, b)`"),
                 )
             }
+            "cumsum" => {
+                self.arity(&m.method, &name, n, 1, "x.cumsum(0)")?;
+                let a = self.comptime(args[0], "the axis of `.cumsum(axis)`", "write `0`")?;
+                (quote! {{ let __x = #x; let __a = #a; __cx.cumsum(__x, __a) }}, Kind::Runtime)
+            }
             "exp2" | "log2" | "exp" | "sqrt" | "rsqrt" | "abs" => {
                 self.arity(&m.method, &name, n, 0, &format!("x.{name}()"))?;
                 let op = un(&capitalise(&name));

@@ -13,7 +13,7 @@ pub struct CentroidCase {
     pub iters: usize,
     pub normalize: bool,
     pub keep: usize,
-    pub pack_slots: usize,
+    pub pack_programs: usize,
     pub threshold: f32,
     pub params: DecodeParams,
     pub q: HostTensor,
@@ -54,7 +54,7 @@ impl CentroidCase {
 
     /// The decode op for `rt` (interpreter when `None`) and [`Self::centroid_dtype`].
     fn decode_op(&self, rt: Option<&Runtime>) -> Result<CentroidDecode, KernelError> {
-        let (p, keep, c, slots) = (self.params.clone(), self.keep, self.num_clusters(), self.pack_slots);
+        let (p, keep, c, slots) = (self.params.clone(), self.keep, self.num_clusters(), self.pack_programs);
         let op = match rt {
             None => CentroidDecode::cpu(p, keep, c, slots)?,
             Some(rt) => CentroidDecode::new(rt, p, keep, c, slots)?,
@@ -74,7 +74,7 @@ impl CentroidCase {
         clusters: usize,
         iters: usize,
         keep: usize,
-        pack_slots: usize,
+        pack_programs: usize,
         threshold: f32,
         seed: u64,
     ) -> Self {
@@ -96,7 +96,7 @@ impl CentroidCase {
             iters,
             normalize: true,
             keep,
-            pack_slots,
+            pack_programs,
             threshold,
             params: lse_params(g, d),
             q: rand_bf16(&mut rng, &[b, h * g, d], 2.0),

@@ -29,7 +29,7 @@ pub struct CentroidTwoLevelCase {
     pub coarse: usize,
     pub keep_coarse: usize,
     pub keep: usize,
-    pub pack_slots: usize,
+    pub pack_programs: usize,
     pub threshold: f32,
     pub params: DecodeParams,
     pub seed: u64,
@@ -72,7 +72,7 @@ impl CentroidTwoLevelCase {
 
     /// The decode op for `rt` (interpreter when `None`) and [`Self::centroid_dtype`].
     fn decode_op(&self, rt: Option<&Runtime>, max_fine: usize) -> Result<CentroidTwoLevelDecode, KernelError> {
-        let (p, kc, c, k, slots) = (self.params.clone(), self.keep_coarse, self.coarse, self.keep, self.pack_slots);
+        let (p, kc, c, k, slots) = (self.params.clone(), self.keep_coarse, self.coarse, self.keep, self.pack_programs);
         let op = match rt {
             None => CentroidTwoLevelDecode::cpu(p, kc, c, k, max_fine, slots)?,
             Some(rt) => CentroidTwoLevelDecode::new(rt, p, kc, c, k, max_fine, slots)?,
@@ -92,7 +92,7 @@ impl CentroidTwoLevelCase {
         coarse: usize,
         keep_coarse: usize,
         keep: usize,
-        pack_slots: usize,
+        pack_programs: usize,
         threshold: f32,
         seed: u64,
     ) -> Self {
@@ -113,7 +113,7 @@ impl CentroidTwoLevelCase {
             coarse,
             keep_coarse,
             keep,
-            pack_slots,
+            pack_programs,
             threshold,
             params: lse_params(g, d),
             seed,

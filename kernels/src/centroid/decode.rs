@@ -110,45 +110,31 @@ pub fn centroid_select<const KEEP: usize, const CAND: usize, const WARPS: usize>
 
 /// Expands the kept row ranges into one packed row list per (batch, KV head): slot `j`'s
 /// rows `[keep_start[j], keep_start[j] + keep_len[j])` land at `rows[off_j ..]`, `off_j =
-/// Σ_{i<j} keep_len[i]`, and `n_rows = Σ keep_len`. The attention then reads whole tiles of
-/// kept rows ([`crate::block_sparse`] with one-row blocks) instead of one partly masked
-/// tile per short cluster (kept clusters average ~20 rows). Each program expands `SLOTS`
-/// slots at once: element `e` of a `[SLOTS · ROWS]` tile is row `e % ROWS` (+ a multiple
-/// of `ROWS`) of slot `e / ROWS`, its offset a masked sum over the chunk's earlier slots
-/// (slot by slot, the dependent loads and stores of each slot were ~21 µs at B8 by ncu).
-/// Unused slots have length 0. Grid `[ceil(KEEP / SLOTS), Hkv, B]`.
-#[kernel(tune(ROWS = [8, 16], WARPS = [4]), example(KEEP = 64, SLOTS = 16))]
-pub fn centroid_pack_rows<const KEEP: usize, const SLOTS: usize, const ROWS: usize, const WARPS: usize>(
+/// Σ_{i<j} keep_len[i]` (a prefix sum), and `n_rows = Σ keep_len`. The attention then reads
+/// whole tiles of kept rows ([`crate::block_sparse`] with one-row blocks) instead of one
+/// partly masked tile per short cluster (kept clusters average ~20 rows). Program `p` of
+/// `PROGRAMS` writes rows `p, p + PROGRAMS, …` of every slot, so the work splits evenly
+/// whatever the cluster sizes, each program with its own prefix sum of the lengths (a
+/// program per group of slots had to sum the lengths before them: ~22 µs at B8 by ncu).
+/// Grid `[PROGRAMS, Hkv, B]`.
+#[kernel(tune(WARPS = [4, 8]), example(KEEP = 64, PROGRAMS = 16))]
+pub fn centroid_pack_rows<const KEEP: usize, const PROGRAMS: usize, const WARPS: usize>(
     keep_start: Tensor<i32, 3>,  // [B, Hkv, KEEP]
     keep_len: Tensor<i32, 3>,    // [B, Hkv, KEEP]
     rows: &mut Tensor<i32, 3>,   // [B, Hkv, T_f]
     n_rows: &mut Tensor<i32, 2>, // [B, Hkv]
 ) {
-    let chunk = program_id(0);
+    let program = program_id(0);
     let kv_head = program_id(1);
     let batch = program_id(2);
-    let lens = max(keep_len.load([at(batch), at(kv_head), range(0, KEEP)]), 0);
-    if chunk == 0 {
-        n_rows.store([at(batch), at(kv_head)], lens.sum(0));
+    let len = max(keep_len.load([at(batch), at(kv_head), range(0, KEEP)]), 0);
+    let start = keep_start.load([at(batch), at(kv_head), range(0, KEEP)]);
+    let off = len.cumsum(0) - len;
+    if program == 0 {
+        n_rows.store([at(batch), at(kv_head)], len.sum(0));
     }
-    let first = chunk * SLOTS as i32;
-    let base = where_(arange(0, KEEP) < first, lens, 0).sum(0);
-    let slot = arange(0, SLOTS) + first;
-    let len = max(keep_len.load_masked([at(batch), at(kv_head), range(first, SLOTS)], slot < KEEP as i32, 0), 0);
-    let longest = len.max(0);
-    // Per element: its slot (local `j_e`), the slot's length, start and packed offset.
-    let e = arange(0, SLOTS * ROWS);
-    let j_e = e / ROWS as i32;
-    let r_e = e % ROWS as i32;
-    let j = arange(0, SLOTS).expand_dims(0);
-    let len_row = len.expand_dims(0);
-    let len_e = where_(j == j_e.expand_dims(1), len_row, 0).sum(1);
-    let off_e = where_(j < j_e.expand_dims(1), len_row, 0).sum(1) + base;
-    let slot_e = j_e + first;
-    let start_e = keep_start.load_masked([at(batch), at(kv_head), gather(slot_e)], slot_e < KEEP as i32, 0);
-    for r0 in (0..longest).step_by(ROWS) {
-        let r = r_e + r0;
-        rows.store_masked([at(batch), at(kv_head), gather(off_e + r)], start_e + r, r < len_e);
+    for r in (program..len.max(0)).step_by(PROGRAMS) {
+        rows.store_masked([at(batch), at(kv_head), gather(off + r)], start + r, r < len);
     }
 }
 
@@ -179,7 +165,7 @@ impl CentroidPlan {
 /// [`LseCombine`].
 pub(crate) struct KeptRangeAttention {
     pack: CentroidPackRowsKernel,
-    slots: usize,
+    programs: usize,
     attn: BlockSparseDecodeSplitKernel,
     combine: LseCombine,
 }
@@ -197,26 +183,26 @@ impl KeptRangeAttention {
         p: &DecodeParams,
         splits: usize,
     ) -> Result<Self, KernelError> {
-        let slots = pack.get("SLOTS").unwrap_or(1).max(1) as usize;
+        let programs = pack.get("PROGRAMS").unwrap_or(1).max(1) as usize;
         Ok(match rt {
             None => KeptRangeAttention {
                 pack: CentroidPackRows::cpu(pack)?,
-                slots,
+                programs,
                 attn: BlockSparseDecodeSplit::cpu(attn)?,
                 combine: p.combine(None, splits)?,
             },
             Some(rt) => KeptRangeAttention {
                 pack: CentroidPackRows::new(rt, pack)?,
-                slots,
+                programs,
                 attn: BlockSparseDecodeSplit::new(rt, attn)?,
                 combine: p.combine(Some(rt), splits)?,
             },
         })
     }
 
-    fn grids(&self, p: &CentroidPlan, keep: usize) -> ([u32; 3], [u32; 3]) {
+    fn grids(&self, p: &CentroidPlan) -> ([u32; 3], [u32; 3]) {
         let (h, b) = (p.kv_heads as u32, p.batch as u32);
-        ([keep.div_ceil(self.slots) as u32, h, b], [p.splits as u32, h, b])
+        ([self.programs as u32, h, b], [p.splits as u32, h, b])
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -234,7 +220,7 @@ impl KeptRangeAttention {
         lse: Option<&mut HostTensor>,
     ) -> Result<(), KernelError> {
         let [ks, kl, _] = kept;
-        let (pack_grid, grid) = self.grids(p, ks.shape[2]);
+        let (pack_grid, grid) = self.grids(p);
         let mut rows = HostTensor::full(DType::I32, &[p.batch, p.kv_heads, fixed_len.max(1)], -7.0);
         let mut n_rows = HostTensor::full(DType::I32, &[p.batch, p.kv_heads], -7.0);
         self.pack.run_cpu(pack_grid, ks, kl, &mut rows, &mut n_rows)?;
@@ -261,7 +247,7 @@ impl KeptRangeAttention {
         lse: Option<&DeviceTensor>,
     ) -> Result<(), KernelError> {
         let [ks, kl, _] = kept;
-        let (pack_grid, grid) = self.grids(p, ks.shape()[2]);
+        let (pack_grid, grid) = self.grids(p);
         let rows = scratch.get(rt, ROWS_SLOT, DType::I32, &[p.batch, p.kv_heads, fixed_len.max(1)])?;
         let n_rows = scratch.get(rt, ROWS_SLOT + 1, DType::I32, &[p.batch, p.kv_heads])?;
         let st = rt.stream();
@@ -275,15 +261,15 @@ impl KeptRangeAttention {
 }
 
 /// Host op: centroid lookup decode (scores, select, packed kept rows, attention over them
-/// and the recent rows, combine). `keep` = most clusters kept (top-k), `pack_slots` kept
-/// clusters expanded per program of [`centroid_pack_rows`](CentroidPackRows);
+/// and the recent rows, combine). `keep` = most clusters kept (top-k), `pack_programs`
+/// programs per (batch, KV head) of [`centroid_pack_rows`](CentroidPackRows);
 /// `params.max_splits` attention splits per (batch, KV head).
 pub struct CentroidDecode {
     pub params: DecodeParams,
     pub keep: usize,
     /// Power of two `>=` the number of clusters (the select kernel's `topk` width).
     pub cand: usize,
-    pub pack_slots: usize,
+    pub pack_programs: usize,
     /// Element type of `centroids`: f32 (default) or bf16 ([`Self::with_centroid_dtype`]).
     pub centroid_dtype: DType,
     tile_lse: CentroidTileLseKernel,
@@ -301,8 +287,8 @@ impl CentroidDecode {
     }
 
     /// The [`centroid_pack_rows`](CentroidPackRows) config for `keep` kept slots.
-    pub fn pack_config(keep: usize, pack_slots: usize) -> KernelConfig {
-        KernelConfig::from_pairs(&[("KEEP", keep as i64), ("SLOTS", pack_slots as i64), ("ROWS", 8), ("WARPS", 4)])
+    pub fn pack_config(keep: usize, pack_programs: usize) -> KernelConfig {
+        KernelConfig::from_pairs(&[("KEEP", keep as i64), ("PROGRAMS", pack_programs as i64), ("WARPS", 4)])
     }
 
     /// Clusters per scoring tile (of `centroid_tile_lse` / `centroid_scores`).
@@ -332,8 +318,8 @@ impl CentroidDecode {
     /// the attention: a block-sparse decode split with one-row blocks) for `cand` candidate
     /// clusters (the power of two ≥ the cluster count); the split bound of its combine is
     /// [`Self::combine_splits`]. Public so that tuning keys hash exactly what the op builds.
-    pub fn configs(p: &DecodeParams, keep: usize, cand: usize, pack_slots: usize) -> [KernelConfig; 5] {
-        Self::configs_typed(p, keep, cand, pack_slots, DType::F32)
+    pub fn configs(p: &DecodeParams, keep: usize, cand: usize, pack_programs: usize) -> [KernelConfig; 5] {
+        Self::configs_typed(p, keep, cand, pack_programs, DType::F32)
     }
 
     /// [`Self::configs`] for centroids of element type `centroid_dtype` (f32 or bf16).
@@ -341,7 +327,7 @@ impl CentroidDecode {
         p: &DecodeParams,
         keep: usize,
         cand: usize,
-        pack_slots: usize,
+        pack_programs: usize,
         centroid_dtype: DType,
     ) -> [KernelConfig; 5] {
         let (g, d) = (p.group as i64, p.head_dim as i64);
@@ -357,7 +343,7 @@ impl CentroidDecode {
                 ("WARPS", 4),
             ]),
             KernelConfig::from_pairs(&[("KEEP", keep as i64), ("CAND", cand as i64), ("WARPS", Self::SELECT_WARPS)]),
-            Self::pack_config(keep, pack_slots),
+            Self::pack_config(keep, pack_programs),
             BlockSparseDecode::config(p, 1, false),
         ]
     }
@@ -366,21 +352,21 @@ impl CentroidDecode {
         params: DecodeParams,
         keep: usize,
         clusters: usize,
-        pack_slots: usize,
+        pack_programs: usize,
         centroid_dtype: DType,
         rt: Option<&Runtime>,
     ) -> Result<Self, KernelError> {
         let cand = clusters.next_power_of_two();
-        if keep == 0 || pack_slots == 0 || keep > cand {
+        if keep == 0 || pack_programs == 0 || keep > cand {
             return Err(invalid(
                 Self::NAME,
-                format!("need 0 < keep {keep} <= clusters (rounded up to {cand}), pack_slots {pack_slots} > 0"),
+                format!("need 0 < keep {keep} <= clusters (rounded up to {cand}), pack_programs {pack_programs} > 0"),
             ));
         }
         if !matches!(centroid_dtype, DType::F32 | DType::BF16) {
             return Err(invalid(Self::NAME, format!("centroids must be f32 or bf16, not {centroid_dtype:?}")));
         }
-        let [t, a, b, pack, attn] = Self::configs_typed(&params, keep, cand, pack_slots, centroid_dtype);
+        let [t, a, b, pack, attn] = Self::configs_typed(&params, keep, cand, pack_programs, centroid_dtype);
         let ms = Self::combine_splits(&params);
         Ok(match rt {
             None => CentroidDecode {
@@ -391,7 +377,7 @@ impl CentroidDecode {
                 params,
                 keep,
                 cand,
-                pack_slots,
+                pack_programs,
                 centroid_dtype,
             },
             Some(rt) => CentroidDecode {
@@ -402,15 +388,15 @@ impl CentroidDecode {
                 params,
                 keep,
                 cand,
-                pack_slots,
+                pack_programs,
                 centroid_dtype,
             },
         })
     }
 
     /// Interpreter op for up to `clusters` clusters per KV head (f32 centroids).
-    pub fn cpu(params: DecodeParams, keep: usize, clusters: usize, pack_slots: usize) -> Result<Self, KernelError> {
-        Self::make(params, keep, clusters, pack_slots, DType::F32, None)
+    pub fn cpu(params: DecodeParams, keep: usize, clusters: usize, pack_programs: usize) -> Result<Self, KernelError> {
+        Self::make(params, keep, clusters, pack_programs, DType::F32, None)
     }
 
     /// GPU op (f32 centroids).
@@ -419,16 +405,16 @@ impl CentroidDecode {
         params: DecodeParams,
         keep: usize,
         clusters: usize,
-        pack_slots: usize,
+        pack_programs: usize,
     ) -> Result<Self, KernelError> {
-        Self::make(params, keep, clusters, pack_slots, DType::F32, Some(rt))
+        Self::make(params, keep, clusters, pack_programs, DType::F32, Some(rt))
     }
 
     /// The same op for centroids stored as `dtype` (f32 or bf16; on the interpreter when
     /// `rt` is `None`): bf16 halves the bytes the cluster scoring reads, and the selection
     /// is then the exact one of the rounded centroids.
     pub fn with_centroid_dtype(self, rt: Option<&Runtime>, dtype: DType) -> Result<Self, KernelError> {
-        Self::make(self.params, self.keep, self.cand, self.pack_slots, dtype, rt)
+        Self::make(self.params, self.keep, self.cand, self.pack_programs, dtype, rt)
     }
 
     /// Checks `q [B, Hkv·G, D]`, `k`/`v [B, Hkv, cap, D]` (fixed rows permuted by
@@ -618,9 +604,9 @@ mod tests {
         ranges.iter().flat_map(|&(s, l)| (s..s + l).map(f64::from)).collect()
     }
 
-    /// Ranges longer than a ROWS chunk, empty slots (also between full ones), KEEP not a
-    /// multiple of SLOTS, two heads with different counts: the row list is the ranges
-    /// concatenated, the count their total, rows past it untouched.
+    /// Ranges longer than the programs, empty slots (also between full ones), KEEP not a
+    /// multiple of the programs, two heads with different counts: the row list is the
+    /// ranges concatenated, the count their total, rows past it untouched.
     #[test]
     fn pack_rows_concatenates_the_kept_ranges() {
         let keep = 7;
@@ -638,7 +624,7 @@ mod tests {
         let mut rows = HostTensor::full(DType::I32, &[1, 2, cap], -7.0);
         let mut n_rows = HostTensor::full(DType::I32, &[1, 2], -7.0);
         let pack = CentroidPackRows::cpu(&CentroidDecode::pack_config(keep, 3)).unwrap();
-        pack.run_cpu([keep.div_ceil(3) as u32, 2, 1], &ks, &kl, &mut rows, &mut n_rows).unwrap();
+        pack.run_cpu([3, 2, 1], &ks, &kl, &mut rows, &mut n_rows).unwrap();
         let (rows, n_rows) = (rows.to_f64(), n_rows.to_f64());
         for (h, r) in heads.iter().enumerate() {
             let want = packed(r);

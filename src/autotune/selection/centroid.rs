@@ -56,7 +56,7 @@ impl fmt::Display for CentroidShape {
 /// per (batch, KV head) (they share the kept + recent rows evenly).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CentroidConfig {
-    pub pack_slots: usize,
+    pub pack_programs: usize,
     pub block_n: usize,
     pub warps: usize,
     pub max_splits: usize,
@@ -64,7 +64,11 @@ pub struct CentroidConfig {
 
 impl fmt::Display for CentroidConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SLOTS={} BLOCK_N={} WARPS={} splits={}", self.pack_slots, self.block_n, self.warps, self.max_splits)
+        write!(
+            f,
+            "PACK={} BLOCK_N={} WARPS={} splits={}",
+            self.pack_programs, self.block_n, self.warps, self.max_splits
+        )
     }
 }
 
@@ -154,7 +158,7 @@ impl TuneTarget for CentroidDecodeTarget {
         let mut out = Vec::new();
         for (block_n, warps, _) in tile_knobs(BlockSparseDecodeSplit::tune_space()) {
             for max_splits in [4, 8, 16, 32] {
-                let c = CentroidConfig { pack_slots: 16, block_n, warps, max_splits };
+                let c = CentroidConfig { pack_programs: 16, block_n, warps, max_splits };
                 if !out.contains(&c) {
                     out.push(c);
                 }
@@ -170,7 +174,7 @@ impl TuneTarget for CentroidDecodeTarget {
     fn heuristic(&self, s: &CentroidShape, sm_count: usize) -> CentroidConfig {
         let heads = (s.batch * s.kv_heads).max(1);
         let max_splits = (2 * sm_count).div_ceil(heads).next_power_of_two().clamp(4, 32);
-        CentroidConfig { pack_slots: 16, block_n: 32, warps: 4, max_splits }
+        CentroidConfig { pack_programs: 16, block_n: 32, warps: 4, max_splits }
     }
 
     /// The attention (the tuned knobs) and the combine its split count sizes, the row
@@ -178,7 +182,7 @@ impl TuneTarget for CentroidDecodeTarget {
     fn kernels(&self, s: &CentroidShape, c: &CentroidConfig) -> Result<Vec<Kernel>> {
         let cand = s.clusters.next_power_of_two();
         let p = c.params(s);
-        let [tile, scores, select, pack, attn] = CentroidDecode::configs(&p, s.keep, cand, c.pack_slots);
+        let [tile, scores, select, pack, attn] = CentroidDecode::configs(&p, s.keep, cand, c.pack_programs);
         let max_splits = CentroidDecode::combine_splits(&p);
         Ok(vec![
             BlockSparseDecodeSplit::build(&attn)?,
@@ -234,7 +238,7 @@ impl TuneTarget for CentroidDecodeTarget {
         iters: usize,
     ) -> Result<TimingStats, Failure> {
         let s = b.shape;
-        let op = CentroidDecode::new(rt, c.params(&s), s.keep, s.clusters, c.pack_slots).map_err(kerr)?;
+        let op = CentroidDecode::new(rt, c.params(&s), s.keep, s.clusters, c.pack_programs).map_err(kerr)?;
         let scratch = Scratch::new();
         let b = &*b;
         let launch = || {
@@ -404,7 +408,7 @@ mod tests {
         let (mut kp, mut vp) = (HostTensor::full(DType::BF16, &kv, 0.0), HostTensor::full(DType::BF16, &kv, 0.0));
         let co = km.run_cpu(&k, &v, s.fixed(), s.seq_len, &init_centroids(&k, &s, 9), 1, &mut kp, &mut vp).unwrap();
         let c = CentroidDecodeTarget.heuristic(&s, 132);
-        let op = CentroidDecode::cpu(c.params(&s), s.keep, s.clusters, c.pack_slots).unwrap();
+        let op = CentroidDecode::cpu(c.params(&s), s.keep, s.clusters, c.pack_programs).unwrap();
         let keep = [1, 2, s.keep];
         let mut ks = HostTensor::full(DType::I32, &keep, -1.0);
         let (mut kl, mut kc) = (ks.clone(), HostTensor::full(DType::I32, &[1, 2], -1.0));

@@ -108,7 +108,7 @@ pub(super) fn centroid(
         (16, 64, 4, 16, 2),
     ];
     let label = |p: &(usize, usize, usize, usize, usize)| {
-        format!("SLOTS={} BLOCK_N={} WARPS={} splits={} STAGES={}", p.0, p.1, p.2, p.3, p.4)
+        format!("PACK={} BLOCK_N={} WARPS={} splits={} STAGES={}", p.0, p.1, p.2, p.3, p.4)
     };
     let mut kept_rows = None;
     cx.sweep(&mut row, &configs, label, |p| {

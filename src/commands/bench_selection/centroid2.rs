@@ -136,7 +136,7 @@ pub(super) fn centroid2(
     let configs: Vec<(usize, usize, usize, usize, usize)> =
         vec![(16, 32, 4, 8, 2), (16, 32, 4, 8, 3), (16, 32, 4, 16, 2)];
     let label = |p: &(usize, usize, usize, usize, usize)| {
-        format!("SLOTS={} BLOCK_N={} WARPS={} splits={} STAGES={}", p.0, p.1, p.2, p.3, p.4)
+        format!("PACK={} BLOCK_N={} WARPS={} splits={} STAGES={}", p.0, p.1, p.2, p.3, p.4)
     };
     let us = |v: &[f64]| v.iter().map(|&x| x as usize).collect::<Vec<usize>>();
     let mut kept_rows = None;

@@ -479,6 +479,7 @@ impl<'a> BodyWriter<'a> {
                 self.elementwise(&name, &ty, |i| format!("tsr::cvt<{t}>({})", a(i)));
             }
             Op::Reduce { op, value, axis } => self.reduce(&name, &ty, *op, *value, *axis),
+            Op::CumSum { value, .. } => self.cumsum(&name, &ty, *value),
             Op::Dot { a, b, trans_b } => self.dot(&name, &ty, *a, *b, *trans_b),
             Op::TopK { value, k } => {
                 let idx = self.name(results[1]);

@@ -349,6 +349,25 @@ impl BodyWriter<'_> {
         }
     }
 
+    /// Inclusive prefix sum of a 1-D tile: through shared memory, where `tsr::scan_inplace`
+    /// has each thread scan a contiguous run (the register layout deals elements round
+    /// robin, so runs are not a thread's own slots).
+    pub(super) fn cumsum(&mut self, name: &str, ty: &TileType, v: ValueId) {
+        let n = ty.shape[0];
+        let red_off = align16(n * ty.dtype.size_bytes());
+        self.use_smem(red_off + 4 * 32);
+        self.pay_owed_barrier();
+        let (s, red) = (Self::smem_ptr(ty.dtype, 0), Self::smem_ptr(ty.dtype, red_off));
+        let src_l = self.layout(&self.ty(v));
+        self.line(format!("tsr::stash<{}>({s}, {});", src_l.targs(), self.name(v)));
+        self.sync();
+        self.line(format!("tsr::scan_inplace<{n}>({s}, {red});"));
+        let l = self.layout(ty);
+        self.declare(name, ty);
+        self.line(format!("tsr::unstash<{}>({name}, {s});", l.targs()));
+        self.sync();
+    }
+
     pub(super) fn topk(&mut self, vals: &str, idx: &str, ty: &TileType, v: ValueId, k: usize) {
         let src_ty = self.ty(v);
         let sl = self.layout(&src_ty);
