@@ -369,9 +369,17 @@ impl Ctx<'_> {
     }
 
     pub fn topk(&mut self, a: Val, k: Val) -> (Val, Val) {
+        self.topk_with(a, k, true)
+    }
+
+    pub fn topk_unsorted(&mut self, a: Val, k: Val) -> (Val, Val) {
+        self.topk_with(a, k, false)
+    }
+
+    fn topk_with(&mut self, a: Val, k: Val, sorted: bool) -> (Val, Val) {
         let k = self.usize(k, "the k of `topk`");
         let x = self.value(a, None);
-        let (v, i) = self.b.topk(x, k);
+        let (v, i) = self.b.topk_with(x, k, sorted);
         (Val::Tile(v), Val::Tile(i))
     }
 

@@ -21,7 +21,7 @@
 //!    ranges only (the coarse normalizer estimates the one-level one, so a threshold keeps
 //!    its meaning: log2 of the estimated per-key probability);
 //! 4. [`centroid_select_ids`](CentroidSelectIds): the top-`keep` fine clusters above `threshold`
-//!    as row ranges (descending score);
+//!    as row ranges (in no particular order);
 //! 5. the packed-row attention + [`crate::LseCombine`] of the one-level
 //!    [`crate::CentroidDecode`].
 
@@ -322,7 +322,7 @@ pub fn centroid_fine_scores<
 }
 
 /// The top-`KEEP` candidates (ties: the earlier slot) with score `> threshold`, as row
-/// ranges `keep_start`/`keep_len [B, Hkv, KEEP]` in descending score order (the first
+/// ranges `keep_start`/`keep_len [B, Hkv, KEEP]` in no particular order (the first
 /// `keep_count` slots; unused slots 0/0), as [`centroid_select`](crate::centroid::CentroidSelect).
 /// Grid `[Hkv, B]`.
 #[kernel(example(KEEP = 64, CAND = 1024))]
@@ -338,8 +338,8 @@ pub fn centroid_select_ids<const KEEP: usize, const CAND: usize, const WARPS: us
     let kv_head = program_id(0);
     let batch = program_id(1);
     let s = cand_score.load_or([at(batch), at(kv_head), range(0, CAND)], f32::NEG_INFINITY);
-    let (v, slot) = topk(s, KEEP);
-    let live = v > threshold && v > f32::NEG_INFINITY;
+    let (v, slot) = topk_unsorted(where_(s > threshold, s, f32::NEG_INFINITY), KEEP);
+    let live = v > f32::NEG_INFINITY;
     let fid = where_(live, cand_id.load([at(batch), at(kv_head), gather(slot)]), 0);
     let st = starts.load([at(batch), at(kv_head), gather(fid)]);
     let en = starts.load([at(batch), at(kv_head), gather(fid + 1)]);

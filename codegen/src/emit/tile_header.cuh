@@ -394,10 +394,12 @@ template <int K> __host__ __device__ constexpr int topk_sort_slots() {
 ///    shared-memory histogram of the keys that match the digits found so far);
 /// 2. every key > t and the first (K − #greater) keys == t in index order are compacted
 ///    as 64-bit sort words (key, ~index) with block prefix sums over per-thread chunks;
-/// 3. a bitonic sort of the words (descending: value, then lower index) orders them.
+/// 3. a bitonic sort of the words (descending: value, then lower index) orders them;
+///    unless SORTED is false: then the compaction's order stands (keys > t, then keys == t,
+///    each in index order).
 /// ~4·2 + 2 + log²(K)/2 barriers and O(L + K log² K) work (a rank sort was O(K²)).
 /// `scratch`: 8 · topk_sort_slots<K>() bytes + 256 + 4 · (TSR_THREADS / 32) + 2 ints.
-template <int L, int K, typename T>
+template <int L, int K, bool SORTED = true, typename T>
 __device__ __forceinline__ void topk_row_block(T* vals, int* idx, const T* src, unsigned char* scratch) {
   constexpr int NW = TSR_THREADS / 32;
   constexpr int P = topk_sort_slots<K>();
@@ -487,7 +489,7 @@ __device__ __forceinline__ void topk_row_block(T* vals, int* idx, const T* src, 
   for (int s = K + threadIdx.x; s < P; s += TSR_THREADS) word[s] = 0ull;
   __syncthreads();
   // 3. Bitonic sort, descending.
-  for (int k = 2; k <= P; k <<= 1) {
+  for (int k = 2; SORTED && k <= P; k <<= 1) {
     for (int j = k >> 1; j > 0; j >>= 1) {
       for (int i = threadIdx.x; i < P / 2; i += TSR_THREADS) {
         const int a = 2 * i - (i & (j - 1));
@@ -511,13 +513,14 @@ __device__ __forceinline__ void topk_row_block(T* vals, int* idx, const T* src, 
 /// Top-K along the last axis of `src` viewed as [R][L]: values (descending, ties to the
 /// smaller index, NaN last) and indices into vals/idx [R][K]. `scratch` holds
 /// max(R · L, 8 · topk_sort_slots<K>() + 4 · (256 + 2 · 32 + 2)) bytes.
-/// Few long rows (fewer rows than warps, or L ≥ 1024): each row by the whole block
+/// Few long rows (fewer rows than warps, or L ≥ 1024), or unsorted (SORTED false, the
+/// order of [`topk_row_block`] without its sort): each row by the whole block
 /// ([`topk_row_block`]: ~10 + log²(K)/2 barriers). Otherwise one warp per row, K rounds
 /// of a warp-wide arg-best (cheap for short rows, no barriers).
-template <int R, int L, int K, typename T>
+template <int R, int L, int K, bool SORTED = true, typename T>
 __device__ __forceinline__ void topk_rows(T* vals, int* idx, const T* src, unsigned char* scratch) {
-  if constexpr (R < TSR_THREADS / 32 || L >= 1024) {
-    for (int r = 0; r < R; ++r) topk_row_block<L, K>(vals + r * K, idx + r * K, src + r * L, scratch);
+  if constexpr (!SORTED || R < TSR_THREADS / 32 || L >= 1024) {
+    for (int r = 0; r < R; ++r) topk_row_block<L, K, SORTED>(vals + r * K, idx + r * K, src + r * L, scratch);
     return;
   }
   unsigned char* taken = scratch;

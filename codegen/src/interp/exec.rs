@@ -153,8 +153,8 @@ impl<'k, 'a> Machine<'k, 'a> {
             Op::Reduce { op, value, axis } => one(reduce(*op, self.val(*value), *axis)),
             Op::CumSum { value, .. } => one(cumsum(self.val(*value))),
             Op::Dot { a, b, trans_b } => one(dot(self.val(*a), self.val(*b), *trans_b)),
-            Op::TopK { value, k } => {
-                let (v, i) = topk(self.val(*value), *k);
+            Op::TopK { value, k, sorted } => {
+                let (v, i) = topk(self.val(*value), *k, *sorted);
                 Ok(vec![v, i])
             }
             Op::Load { tensor, index, mask, other } => {

@@ -522,3 +522,21 @@ fn cumsum_refuses_2d_tiles_and_bool() {
     b.cumsum(xs, 0);
     assert!(b.finish().unwrap_err().to_string().contains("cast first"));
 }
+
+#[test]
+fn unsorted_topk_puts_values_above_the_kth_first_in_index_order() {
+    let mut b = KernelBuilder::new("topk_unsorted", 1);
+    let xt = b.tensor("x", DType::F32, 1);
+    let idx = b.tensor_mut("idx", DType::I32, 1);
+    let z = b.const_i32(0);
+    let xs = b.load(xt, vec![Index::Range { start: z, len: 7 }], None, 0.0);
+    let (_, i) = b.topk_with(xs, 4, false);
+    b.store(idx, vec![Index::Range { start: z, len: 4 }], i, None);
+    let k = b.finish().unwrap();
+    // The 4th largest is 2.0 (indices 1, 3, 6): 5.0 and 3.0 first by index, then the
+    // first two 2.0s.
+    let x = HostTensor::from_f64(DType::F32, &[7], &[1.0, 2.0, 5.0, 2.0, 0.0, 3.0, 2.0]);
+    let mut o = HostTensor::full(DType::I32, &[4], -1.0);
+    run(&k, [1, 1, 1], &mut [Arg::In(&x), Arg::Out(&mut o)]).unwrap();
+    assert_eq!(o.to_f64(), vec![2.0, 5.0, 1.0, 3.0]);
+}

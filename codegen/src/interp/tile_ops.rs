@@ -164,19 +164,26 @@ fn desc_f(a: f32, b: f32) -> Ordering {
 
 /// The `k` largest elements along the last axis, descending; ties (and -0.0 vs 0.0) go to
 /// the smaller index first; NaN ranks below every number. Returns (values, i32 indices).
-pub(crate) fn topk(t: &Tile, k: usize) -> (Tile, Tile) {
+pub(crate) fn topk(t: &Tile, k: usize, sorted: bool) -> (Tile, Tile) {
     let len = *t.shape.last().unwrap();
     let rows = t.numel() / len;
     let mut shape = t.shape.clone();
     *shape.last_mut().unwrap() = k;
     let mut idx_out = Vec::with_capacity(rows * k);
     for r in 0..rows {
+        let cmp = |i: usize, j: usize| match &t.buf {
+            Buf::F(v) => desc_f(v[r * len + i], v[r * len + j]),
+            Buf::I(v) => v[r * len + j].cmp(&v[r * len + i]),
+        };
         let mut order: Vec<usize> = (0..len).collect();
-        match &t.buf {
-            Buf::F(v) => order.sort_by(|&i, &j| desc_f(v[r * len + i], v[r * len + j]).then(i.cmp(&j))),
-            Buf::I(v) => order.sort_by(|&i, &j| v[r * len + j].cmp(&v[r * len + i]).then(i.cmp(&j))),
+        order.sort_by(|&i, &j| cmp(i, j).then(i.cmp(&j)));
+        order.truncate(k);
+        if !sorted {
+            // Greater than the k-th largest first, then equal to it, each in index order.
+            let kth = order[k - 1];
+            order.sort_by_key(|&i| (cmp(i, kth) == Ordering::Equal, i));
         }
-        idx_out.extend(order[..k].iter().map(|&i| i as i64));
+        idx_out.extend(order.iter().map(|&i| i as i64));
     }
     let flat = |q: usize| (q / k) * len + idx_out[q] as usize;
     let values = match &t.buf {

@@ -212,7 +212,12 @@ impl KernelBuilder {
     }
     /// Top-k along the last axis: (values, indices).
     pub fn topk(&mut self, value: ValueId, k: usize) -> (ValueId, ValueId) {
-        let r = self.op_multi(Op::TopK { value, k });
+        self.topk_with(value, k, true)
+    }
+
+    /// [`Self::topk`], sorted or not (see [`Op::TopK`]).
+    pub fn topk_with(&mut self, value: ValueId, k: usize, sorted: bool) -> (ValueId, ValueId) {
+        let r = self.op_multi(Op::TopK { value, k, sorted });
         (r[0], *r.get(1).unwrap_or(&r[0]))
     }
 

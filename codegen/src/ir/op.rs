@@ -220,11 +220,14 @@ pub enum Op {
         b: ValueId,
         trans_b: bool,
     },
-    /// The `k` largest elements along the last axis, in descending order (ties: smaller
-    /// index first). Results: values (input dtype) and indices (i32), shape `[.., k]`.
+    /// The `k` largest elements along the last axis. Sorted: in descending order (ties:
+    /// smaller index first). Unsorted: those greater than the k-th largest value first,
+    /// then those equal to it, each group in index order (no sort pass: the selection
+    /// only). Results: values (input dtype) and indices (i32), shape `[.., k]`.
     TopK {
         value: ValueId,
         k: usize,
+        sorted: bool,
     },
     /// A tile from a global tensor; masked-off or out-of-bounds elements read `other`.
     Load {

@@ -202,7 +202,7 @@ pub fn infer(
             }
             one(TileType::tile(DType::F32, &[m, n]))
         }
-        Op::TopK { value, k } => {
+        Op::TopK { value, k, .. } => {
             let t = ty(*value)?;
             if t.rank() != 1 && t.rank() != 2 {
                 return err(name, format!("takes a 1-D or 2-D tile, got {t}"));

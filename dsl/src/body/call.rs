@@ -126,11 +126,12 @@ impl Tr {
                 let t = name == "dot_t";
                 (quote! {{ let __a = #a; let __b = #b; __cx.dot(__a, __b, #t) }}, Kind::Runtime)
             }
-            "topk" => {
-                self.arity(c, &name, n, 2, "topk(x, K)")?;
+            "topk" | "topk_unsorted" => {
+                self.arity(c, &name, n, 2, &format!("{name}(x, K)"))?;
                 let (v, _) = self.value(args[0])?;
                 let k = self.comptime(args[1], "the k of `topk`", "write a literal or a const generic")?;
-                (quote! {{ let __v = #v; let __k = #k; __cx.topk(__v, __k) }}, Kind::Pair)
+                let f = format_ident!("{name}");
+                (quote! {{ let __v = #v; let __k = #k; __cx.#f(__v, __k) }}, Kind::Pair)
             }
             "range" | "at" | "gather" => {
                 return err(

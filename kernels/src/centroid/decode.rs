@@ -81,10 +81,10 @@ pub fn centroid_scores<const GROUP: usize, const C_TILE: usize, const MAX_TILES:
 }
 
 /// The top-`KEEP` clusters (ties: lower id) with score `> threshold`, as row ranges
-/// `keep_start`/`keep_len [B, Hkv, KEEP]` in descending score order (the kept ones are
-/// the first `keep_count` slots; unused slots 0/0). The order only decides where a
-/// cluster's rows land in the packed list, so there is no second sort by id (it cost a
-/// second radix select and bitonic sort: ~40 % of this kernel at B8). Grid `[Hkv, B]`.
+/// `keep_start`/`keep_len [B, Hkv, KEEP]` (the kept ones are the first `keep_count`
+/// slots; unused slots 0/0). The order only decides where a cluster's rows land in the
+/// packed list, so the selection is not sorted at all (`topk_unsorted`; a second top-k
+/// that sorted the kept ids was 14 of this kernel's 45 µs at B8 by ncu). Grid `[Hkv, B]`.
 #[kernel(example(KEEP = 64, CAND = 1024))]
 pub fn centroid_select<const KEEP: usize, const CAND: usize, const WARPS: usize>(
     scores: Tensor<f32, 3>,          // [B, Hkv, C]
@@ -97,9 +97,10 @@ pub fn centroid_select<const KEEP: usize, const CAND: usize, const WARPS: usize>
     let kv_head = program_id(0);
     let batch = program_id(1);
     let s = scores.load_or([at(batch), at(kv_head), range(0, CAND)], f32::NEG_INFINITY);
-    let (v, cl) = topk(s, KEEP);
-    // `v` descends, so the live slots are a prefix.
-    let live = v > threshold && v > f32::NEG_INFINITY;
+    // Scores at or below the threshold become -inf first, so the kept ones come before
+    // the -inf fill (`topk_unsorted` puts values above the k-th largest first).
+    let (v, cl) = topk_unsorted(where_(s > threshold, s, f32::NEG_INFINITY), KEEP);
+    let live = v > f32::NEG_INFINITY;
     let id = where_(live, cl, 0);
     let st = starts.load([at(batch), at(kv_head), gather(id)]);
     let en = starts.load([at(batch), at(kv_head), gather(id + 1)]);

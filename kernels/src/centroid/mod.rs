@@ -25,7 +25,7 @@
 //!    tiles' partial log-sum-exps of the denominator, then (merging them) the scores;
 //! 2. [`centroid_select`](CentroidSelect) — the top-`KEEP` clusters, of those the ones with
 //!    `log2 P̂ > threshold` (threshold variant; `-inf` = pure top-k), as contiguous row
-//!    ranges (descending score);
+//!    ranges (in no particular order);
 //! 3. [`centroid_pack_rows`](CentroidPackRows) — the kept ranges expanded into one packed
 //!    row list per head (offsets = prefix sums of the kept lengths);
 //! 4. [`crate::block_sparse`]'s split kernel with one-row blocks — attention over the

@@ -98,9 +98,10 @@ pub(super) fn centroid(
     let kc = DeviceTensor::poisoned(st, DType::I32, &[b, HKV])?;
     let out = DeviceTensor::poisoned(st, DType::BF16, &[b, HQ, D])?;
     let host_shape = |s: &[usize], dt| HostTensor::full(dt, s, 0.0);
-    // (SLOTS, BLOCK_N, WARPS, attention splits per head, STAGES)
+    // (pack programs, BLOCK_N, WARPS, attention splits per head, STAGES)
     let configs: Vec<(usize, usize, usize, usize, usize)> = vec![
         (16, 32, 4, 8, 2),
+        (64, 32, 4, 8, 2),
         (16, 32, 4, 8, 3),
         (16, 32, 4, 16, 2),
         (16, 32, 4, 4, 2),

@@ -131,7 +131,7 @@ pub(super) fn centroid2(
     let kc = DeviceTensor::poisoned(st, DType::I32, &[b, HKV])?;
     let out = DeviceTensor::poisoned(st, DType::BF16, &[b, HQ, D])?;
     let kept_ranges = KeptRanges { keep_start: &ks, keep_len: &kl, keep_count: &kc };
-    // (SLOTS, BLOCK_N, WARPS, attention splits per head, STAGES): the one-level lookup's
+    // (pack programs, BLOCK_N, WARPS, attention splits per head, STAGES): the one-level lookup's
     // best first.
     let configs: Vec<(usize, usize, usize, usize, usize)> =
         vec![(16, 32, 4, 8, 2), (16, 32, 4, 8, 3), (16, 32, 4, 16, 2)];

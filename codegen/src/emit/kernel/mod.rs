@@ -388,7 +388,9 @@ impl<'a> BodyWriter<'a> {
             }
             Op::Reduce { op, axis, .. } => format!("{}({}, axis {axis})", op.name(), args.join(", ")),
             Op::Dot { trans_b, .. } => format!("dot({}{})", args.join(", "), if *trans_b { "^T" } else { "" }),
-            Op::TopK { k, .. } => format!("topk({}, k {k})", args.join(", ")),
+            Op::TopK { k, sorted, .. } => {
+                format!("topk({}, k {k}{})", args.join(", "), if *sorted { "" } else { ", unsorted" })
+            }
             Op::Cast { dtype, .. } => format!("cast({}, {dtype})", args.join(", ")),
             other => format!("{}({})", other.name(), args.join(", ")),
         }
@@ -481,9 +483,9 @@ impl<'a> BodyWriter<'a> {
             Op::Reduce { op, value, axis } => self.reduce(&name, &ty, *op, *value, *axis),
             Op::CumSum { value, .. } => self.cumsum(&name, &ty, *value),
             Op::Dot { a, b, trans_b } => self.dot(&name, &ty, *a, *b, *trans_b),
-            Op::TopK { value, k } => {
+            Op::TopK { value, k, sorted } => {
                 let idx = self.name(results[1]);
-                self.topk(&name, &idx, &ty, *value, *k)
+                self.topk(&name, &idx, &ty, *value, *k, *sorted)
             }
             Op::Load { tensor, index, mask, other } => self.load(r, &ty, *tensor, index, *mask, *other),
         }

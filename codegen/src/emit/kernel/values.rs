@@ -368,7 +368,7 @@ impl BodyWriter<'_> {
         self.sync();
     }
 
-    pub(super) fn topk(&mut self, vals: &str, idx: &str, ty: &TileType, v: ValueId, k: usize) {
+    pub(super) fn topk(&mut self, vals: &str, idx: &str, ty: &TileType, v: ValueId, k: usize, sorted: bool) {
         let src_ty = self.ty(v);
         let sl = self.layout(&src_ty);
         let len = *src_ty.shape.last().unwrap();
@@ -386,7 +386,7 @@ impl BodyWriter<'_> {
         let (sv, si) = (Self::smem_ptr(c, vals_off), Self::smem_ptr(DType::I32, idx_off));
         self.line(format!("tsr::stash<{}>({s}, {});", sl.targs(), self.name(v)));
         self.sync();
-        self.line(format!("tsr::topk_rows<{rows}, {len}, {k}>({sv}, {si}, {s}, tsr_scratch + {taken_off});"));
+        self.line(format!("tsr::topk_rows<{rows}, {len}, {k}, {sorted}>({sv}, {si}, {s}, tsr_scratch + {taken_off});"));
         self.sync();
         let l = self.layout(ty);
         self.declare(vals, ty);
