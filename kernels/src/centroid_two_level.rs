@@ -412,8 +412,15 @@ impl CentroidTwoLevelDecode {
     const NAME: &'static str = "centroid_two_level_decode";
 
     /// Candidate slots of the fine selection.
+    /// Candidate slots per kept coarse cluster: `max_fine` rounded up to a multiple of 8, so
+    /// bf16 fine centroids take the tensor-core product (an `[G, 33]` score tile fell back
+    /// to the CUDA cores and made the bf16 two-level lookup slower than the f32 one).
+    pub fn fine_slots(max_fine: usize) -> usize {
+        max_fine.next_multiple_of(8)
+    }
+
     fn fine_cand(keep_coarse: usize, max_fine: usize) -> usize {
-        (keep_coarse * max_fine).next_power_of_two()
+        (keep_coarse * Self::fine_slots(max_fine)).next_power_of_two()
     }
 
     /// Configs: `[tile LSE, scores, coarse select, row packing, attention]` (those of
@@ -452,7 +459,7 @@ impl CentroidTwoLevelDecode {
                 KernelConfig::from_pairs(&[
                     ("GROUP", g),
                     ("HEAD_DIM", p.head_dim as i64),
-                    ("MAX_FINE", max_fine as i64),
+                    ("MAX_FINE", Self::fine_slots(max_fine) as i64),
                     ("WARPS", 4),
                     ("CT", tessera_dsl_support::elem_code(centroid_dtype).unwrap_or(-1)),
                 ]),
@@ -676,7 +683,7 @@ impl CentroidTwoLevelDecode {
         let kc_shape = [b, h, self.keep_coarse];
         let (mut cks, mut ckl, mut ckc) = (i32t(&kc_shape), i32t(&kc_shape), i32t(&[b, h]));
         kn.coarse_select.run_cpu(hg, &cs, x.coarse_starts, &mut cks, &mut ckl, &mut ckc, f32::NEG_INFINITY)?;
-        let slots = [b, h, self.keep_coarse * self.max_fine];
+        let slots = [b, h, self.keep_coarse * Self::fine_slots(self.max_fine)];
         let (mut cand_s, mut cand_i) = (f32t(&slots), i32t(&slots));
         kn.fine_scores.run_cpu(
             fg,
@@ -738,7 +745,7 @@ impl CentroidTwoLevelDecode {
         let cks = scratch.get(rt, 7, DType::I32, &kc_shape)?;
         let ckl = scratch.get(rt, 8, DType::I32, &kc_shape)?;
         let ckc = scratch.get(rt, 9, DType::I32, &[b, h])?;
-        let slots = [b, h, self.keep_coarse * self.max_fine];
+        let slots = [b, h, self.keep_coarse * Self::fine_slots(self.max_fine)];
         let (cand_s, cand_i) = (scratch.get(rt, 10, DType::F32, &slots)?, scratch.get(rt, 11, DType::I32, &slots)?);
         let raw = scratch.get(rt, 12, DType::F32, &[b, h, g, cc])?;
         kn.tile_lse.launch(st, tg, q, x.coarse_centroids, x.coarse_counts, &pm, &pl, &raw, sc)?;

@@ -72,7 +72,8 @@ fn two_level_refuses_bad_configs() {
     let p = DecodeParams::new(4, 64);
     assert!(CentroidTwoLevelDecode::cpu(p.clone(), 0, 8, 4, 4, 2).is_err()); // no coarse cluster explored
     assert!(CentroidTwoLevelDecode::cpu(p.clone(), 9, 8, 4, 4, 2).is_err()); // more than there are
-    assert!(CentroidTwoLevelDecode::cpu(p.clone(), 2, 8, 9, 4, 2).is_err()); // keep > 2 x 4 slots
+                                                                             // keep > 2 x 8 candidate slots (max_fine 4 rounded up to a multiple of 8)
+    assert!(CentroidTwoLevelDecode::cpu(p.clone(), 2, 8, 17, 4, 2).is_err());
     assert!(CentroidTwoLevelDecode::cpu(p, 2, 8, 8, 4, 2).is_ok());
 }
 
