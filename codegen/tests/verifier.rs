@@ -680,7 +680,7 @@ fn multi_result_op_binding_a_mutable_variable() {
         ],
         vec![
             let1(0, Op::Arange { start: 0, len: 16 }),
-            Stmt::Let { results: vec![ValueId(1), ValueId(2)], op: Op::TopK { value: ValueId(0), k: 4 } },
+            Stmt::Let { results: vec![ValueId(1), ValueId(2)], op: Op::TopK { value: ValueId(0), k: 4, sorted: true } },
         ],
     );
     assert_eq!(ir::verify(&k), Err(verr("topk", "multi-result ops cannot bind mutable variables")));

@@ -12,11 +12,11 @@
 //!
 //! **Decode** ([`CentroidTwoLevelDecode`]):
 //!
-//! 1. [`centroid_tile_lse`](crate::centroid::CentroidTileLse) + [`centroid_scores`](crate::centroid::CentroidScores) over
-//!    the coarse centroids, and [`centroid_lse`](CentroidLse): the coarse scores and the per-query
-//!    normalizer `lse_g = log2 Σ_C n_C 2^{s_gC}`;
-//! 2. [`centroid_select`](crate::centroid::CentroidSelect) with the coarse clusters' fine-id ranges as
-//!    `starts`: the top-`keep_coarse` coarse clusters as ranges of fine ids;
+//! 1. [`centroid_tile_lse`](crate::centroid::CentroidTileLse) over the coarse centroids, and
+//!    [`centroid_lse`](CentroidLse): the per-query normalizer `lse_g = log2 Σ_C n_C 2^{s_gC}`;
+//! 2. [`centroid_select`](crate::centroid::CentroidSelect) (the coarse scores and their top-k)
+//!    with the coarse clusters' fine-id ranges as `starts`: the top-`keep_coarse` coarse
+//!    clusters as ranges of fine ids;
 //! 3. [`centroid_fine_scores`](CentroidFineScores): `max_g (s_gf − lse_g)` for the fine clusters of those
 //!    ranges only (the coarse normalizer estimates the one-level one, so a threshold keeps
 //!    its meaning: log2 of the estimated per-key probability);
@@ -32,8 +32,7 @@ use tessera_runtime::DeviceTensor;
 
 use crate::centroid::{
     cluster_layout, init_centroids, kmeans_reference, score_clusters, select_clusters, CentroidDecode, CentroidPlan,
-    CentroidScores, CentroidScoresKernel, CentroidSelect, CentroidSelectKernel, CentroidTileLse, CentroidTileLseKernel,
-    KeptRangeAttention,
+    CentroidSelect, CentroidSelectKernel, CentroidTileLse, CentroidTileLseKernel, KeptRangeAttention,
 };
 use crate::dense::DecodeParams;
 use crate::error::{expect, invalid, KernelError, TensorMeta};
@@ -383,7 +382,6 @@ impl<'a, T: TensorMeta + 'a> TwoLevelInputs<'a, T> {
 
 struct TwoLevelKernels {
     tile_lse: CentroidTileLseKernel,
-    scores: CentroidScoresKernel,
     lse: CentroidLseKernel,
     coarse_select: CentroidSelectKernel,
     fine_scores: CentroidFineScoresKernel,
@@ -433,7 +431,7 @@ impl CentroidTwoLevelDecode {
         keep: usize,
         max_fine: usize,
         pack_programs: usize,
-    ) -> ([KernelConfig; 5], [KernelConfig; 3]) {
+    ) -> ([KernelConfig; 4], [KernelConfig; 3]) {
         Self::configs_typed(p, keep_coarse, coarse_cand, keep, max_fine, pack_programs, DType::F32)
     }
 
@@ -446,10 +444,10 @@ impl CentroidTwoLevelDecode {
         max_fine: usize,
         pack_programs: usize,
         centroid_dtype: DType,
-    ) -> ([KernelConfig; 5], [KernelConfig; 3]) {
+    ) -> ([KernelConfig; 4], [KernelConfig; 3]) {
         let mut one = CentroidDecode::configs_typed(p, keep_coarse, coarse_cand, pack_programs, centroid_dtype);
         // The packing expands the fine selection's `keep` slots.
-        one[3] = CentroidDecode::pack_config(keep, pack_programs);
+        one[2] = CentroidDecode::pack_config(keep, pack_programs);
         let g = p.group as i64;
         let max_tiles = one[1].get("MAX_TILES").unwrap_or(1);
         (
@@ -503,13 +501,12 @@ impl CentroidTwoLevelDecode {
                 ),
             ));
         }
-        let ([t, s, cs, pack, a], [l, f, sel]) =
+        let ([t, cs, pack, a], [l, f, sel]) =
             Self::configs_typed(&params, keep_coarse, coarse_cand, keep, max_fine, pack_programs, centroid_dtype);
         let splits = CentroidDecode::combine_splits(&params);
         let kernels = match rt {
             None => TwoLevelKernels {
                 tile_lse: CentroidTileLse::cpu(&t)?,
-                scores: CentroidScores::cpu(&s)?,
                 lse: CentroidLse::cpu(&l)?,
                 coarse_select: CentroidSelect::cpu(&cs)?,
                 fine_scores: CentroidFineScores::cpu(&f)?,
@@ -518,7 +515,6 @@ impl CentroidTwoLevelDecode {
             },
             Some(rt) => TwoLevelKernels {
                 tile_lse: CentroidTileLse::new(rt, &t)?,
-                scores: CentroidScores::new(rt, &s)?,
                 lse: CentroidLse::new(rt, &l)?,
                 coarse_select: CentroidSelect::new(rt, &cs)?,
                 fine_scores: CentroidFineScores::new(rt, &f)?,
@@ -674,15 +670,14 @@ impl CentroidTwoLevelDecode {
         let f32t = |shape: &[usize]| HostTensor::full(DType::F32, shape, f64::NAN);
         let i32t = |shape: &[usize]| HostTensor::full(DType::I32, shape, -7.0);
         let part = [b, h, tg[0] as usize, g];
-        let (mut pm, mut pl, mut cs, mut nl) = (f32t(&part), f32t(&part), f32t(&[b, h, cc]), f32t(&[b, h, g]));
+        let (mut pm, mut pl, mut nl) = (f32t(&part), f32t(&part), f32t(&[b, h, g]));
         let mut raw = f32t(&[b, h, g, cc]);
         kn.tile_lse.run_cpu(tg, q, x.coarse_centroids, x.coarse_counts, &mut pm, &mut pl, &mut raw, sc)?;
-        let sg = CentroidDecode::score_grid(cc, tg[1], tg[2]);
-        kn.scores.run_cpu(sg, &raw, x.coarse_counts, &pm, &pl, &mut cs)?;
         kn.lse.run_cpu(hg, &pm, &pl, &mut nl)?;
         let kc_shape = [b, h, self.keep_coarse];
         let (mut cks, mut ckl, mut ckc) = (i32t(&kc_shape), i32t(&kc_shape), i32t(&[b, h]));
-        kn.coarse_select.run_cpu(hg, &cs, x.coarse_starts, &mut cks, &mut ckl, &mut ckc, f32::NEG_INFINITY)?;
+        let (cn, cst, inf) = (x.coarse_counts, x.coarse_starts, f32::NEG_INFINITY);
+        kn.coarse_select.run_cpu(hg, &raw, cn, &pm, &pl, cst, &mut cks, &mut ckl, &mut ckc, inf)?;
         let slots = [b, h, self.keep_coarse * Self::fine_slots(self.max_fine)];
         let (mut cand_s, mut cand_i) = (f32t(&slots), i32t(&slots));
         kn.fine_scores.run_cpu(
@@ -739,7 +734,6 @@ impl CentroidTwoLevelDecode {
         // Slots 0–2 hold the split partials (`split_combine_gpu_with`).
         let part = [b, h, tg[0] as usize, g];
         let (pm, pl) = (scratch.get(rt, 3, DType::F32, &part)?, scratch.get(rt, 4, DType::F32, &part)?);
-        let cs = scratch.get(rt, 5, DType::F32, &[b, h, cc])?;
         let nl = scratch.get(rt, 6, DType::F32, &[b, h, g])?;
         let kc_shape = [b, h, self.keep_coarse];
         let cks = scratch.get(rt, 7, DType::I32, &kc_shape)?;
@@ -749,10 +743,9 @@ impl CentroidTwoLevelDecode {
         let (cand_s, cand_i) = (scratch.get(rt, 10, DType::F32, &slots)?, scratch.get(rt, 11, DType::I32, &slots)?);
         let raw = scratch.get(rt, 12, DType::F32, &[b, h, g, cc])?;
         kn.tile_lse.launch(st, tg, q, x.coarse_centroids, x.coarse_counts, &pm, &pl, &raw, sc)?;
-        let sg = CentroidDecode::score_grid(cc, tg[1], tg[2]);
-        kn.scores.launch(st, sg, &raw, x.coarse_counts, &pm, &pl, &cs)?;
         kn.lse.launch(st, hg, &pm, &pl, &nl)?;
-        kn.coarse_select.launch(st, hg, &cs, x.coarse_starts, &cks, &ckl, &ckc, f32::NEG_INFINITY)?;
+        let inf = f32::NEG_INFINITY;
+        kn.coarse_select.launch(st, hg, &raw, x.coarse_counts, &pm, &pl, x.coarse_starts, &cks, &ckl, &ckc, inf)?;
         kn.fine_scores.launch(
             st,
             fg,

@@ -13,7 +13,6 @@ pub fn registry() -> Vec<KernelEntry> {
         crate::centroid::KmeansFinalize::ENTRY,
         crate::centroid::CentroidPermute::ENTRY,
         crate::centroid::CentroidTileLse::ENTRY,
-        crate::centroid::CentroidScores::ENTRY,
         crate::centroid::CentroidSelect::ENTRY,
         crate::centroid::CentroidPackRows::ENTRY,
         crate::centroid_two_level::CentroidLse::ENTRY,

@@ -107,9 +107,7 @@ fn gpu_case_configs_compile_to_ptx() {
         ptx("centroid_permute", emit_cuda(&CentroidPermute::build(&p).unwrap()));
         let s = c(&[("GROUP", g), ("HEAD_DIM", hd), ("C_TILE", 64), ("WARPS", 4), ("CT", 2)]);
         ptx("centroid_tile_lse", emit_cuda(&CentroidTileLse::build(&s).unwrap()));
-        let sc = c(&[("GROUP", g), ("C_TILE", 512), ("MAX_TILES", 128), ("WARPS", 4)]);
-        ptx("centroid_scores", emit_cuda(&CentroidScores::build(&sc).unwrap()));
-        let k = c(&[("KEEP", case.keep as i64), ("CAND", cand), ("WARPS", 4)]);
+        let k = c(&[("KEEP", case.keep as i64), ("CAND", cand), ("GROUP", g), ("MAX_TILES", 128), ("WARPS", 4)]);
         ptx("centroid_select", emit_cuda(&CentroidSelect::build(&k).unwrap()));
         let r = CentroidDecode::pack_config(case.keep, case.pack_programs);
         ptx("centroid_pack_rows", emit_cuda(&CentroidPackRows::build(&r).unwrap()));

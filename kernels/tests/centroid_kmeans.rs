@@ -155,8 +155,8 @@ fn centroid_kernels_emit_cuda() {
         // bf16 centroids (`CentroidDecode::with_centroid_dtype`): staged, tensor-core `q · c`.
         CentroidTileLse::build(&c(&[("GROUP", 4), ("HEAD_DIM", 128), ("C_TILE", 64), ("WARPS", 4), ("CT", 0)]))
             .unwrap(),
-        CentroidScores::build(&c(&[("GROUP", 4), ("C_TILE", 512), ("MAX_TILES", 128), ("WARPS", 4)])).unwrap(),
-        CentroidSelect::build(&c(&[("KEEP", 656), ("CAND", 8192), ("WARPS", 4)])).unwrap(),
+        CentroidSelect::build(&c(&[("KEEP", 656), ("CAND", 8192), ("GROUP", 4), ("MAX_TILES", 128), ("WARPS", 4)]))
+            .unwrap(),
         CentroidPackRows::build(&c(&[("KEEP", 656), ("PROGRAMS", 16), ("WARPS", 4)])).unwrap(),
     ] {
         let e = emit_cuda(&kern);

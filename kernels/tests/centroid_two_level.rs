@@ -84,13 +84,13 @@ fn two_level_refuses_bad_configs() {
 fn two_level_kernels_compile_for_sm90a() {
     use tessera_codegen::emit::emit_cuda;
     use tessera_kernels::block_sparse::BlockSparseDecodeSplit;
-    use tessera_kernels::centroid::{CentroidPackRows, CentroidScores, CentroidSelect, CentroidTileLse};
+    use tessera_kernels::centroid::{CentroidPackRows, CentroidSelect, CentroidTileLse};
     use tessera_kernels::centroid_two_level::{CentroidFineScores, CentroidLse, CentroidSelectIds};
     for (g, d, coarse, keep_coarse, keep, max_fine) in
         [(4, 128, 34, 9, 56, 40), (3, 64, 14, 4, 30, 32), (4, 128, 406, 102, 650, 64)]
     {
         let p = DecodeParams::new(g, d);
-        let ([t, s, cs, pack, a], [l, f, sel]) =
+        let ([t, cs, pack, a], [l, f, sel]) =
             CentroidTwoLevelDecode::configs(&p, keep_coarse, (coarse as usize).next_power_of_two(), keep, max_fine, 8);
         // The bf16-centroid variants of the two scoring kernels.
         let ([tb, ..], [_, fb, _]) = CentroidTwoLevelDecode::configs_typed(
@@ -106,7 +106,6 @@ fn two_level_kernels_compile_for_sm90a() {
             CentroidTileLse::build(&tb).unwrap(),
             CentroidFineScores::build(&fb).unwrap(),
             CentroidTileLse::build(&t).unwrap(),
-            CentroidScores::build(&s).unwrap(),
             CentroidSelect::build(&cs).unwrap(),
             CentroidPackRows::build(&pack).unwrap(),
             BlockSparseDecodeSplit::build(&a).unwrap(),

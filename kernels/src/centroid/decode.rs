@@ -14,7 +14,7 @@ use crate::error::{expect, invalid, KernelError, TensorMeta};
 /// Per tile of `C_TILE` clusters, the partial log2-sum-exp of `s_gc + log2 n_c`
 /// (`s = scale_log2 · q_g · c`) for each query head `g` of the group: `part_m` (the tile's
 /// maximum, -inf when every cluster of the tile is empty) and `part_l` (`Σ 2^{x − m}`),
-/// and the scores `s` themselves (`s_raw`, so [`centroid_scores`](CentroidScores) reads `G` floats per
+/// and the scores `s` themselves (`s_raw`, so [`centroid_select`](CentroidSelect) reads `G` floats per
 /// cluster instead of its `D`-float centroid a second time). Grid `[tiles, Hkv, B]`:
 /// every tile of every head at once, so the centroids stream through all SMs. `CT` is the
 /// centroids' element type: f32 (`q · c` on the CUDA cores) or bf16 (half the bytes, the
@@ -50,44 +50,28 @@ pub fn centroid_tile_lse<CT, const GROUP: usize, const HEAD_DIM: usize, const C_
     part_l.store([at(batch), at(kv_head), at(tile), range(0, GROUP)], l);
 }
 
-/// `scores[c] = max_g (s_gc − log2 Σ_k n_k 2^{s_gk})`, `s = scale_log2 · q_g · c` (empty
-/// clusters -inf): the paper's estimated per-key probability in log2, the normalizer merged
-/// from the `≤ MAX_TILES` partials of [`centroid_tile_lse`](CentroidTileLse), `s` as it stored it. Grid
-/// `[tiles, Hkv, B]`.
-#[kernel(tune(C_TILE = [64, 128, 32], WARPS = [4, 8]), example(GROUP = 4, MAX_TILES = 128))]
-pub fn centroid_scores<const GROUP: usize, const C_TILE: usize, const MAX_TILES: usize, const WARPS: usize>(
-    s_raw: Tensor<f32, 4>,       // [B, Hkv, GROUP, C]
-    counts: Tensor<i32, 3>,      // [B, Hkv, C]
-    part_m: Tensor<f32, 4>,      // [B, Hkv, T, GROUP]
-    part_l: Tensor<f32, 4>,      // [B, Hkv, T, GROUP]
-    scores: &mut Tensor<f32, 3>, // [B, Hkv, C]
-) {
-    let tile = program_id(0);
-    let kv_head = program_id(1);
-    let batch = program_id(2);
-    let pm = part_m.load_or([at(batch), at(kv_head), range(0, MAX_TILES), range(0, GROUP)], f32::NEG_INFINITY);
-    let pl = part_l.load_or([at(batch), at(kv_head), range(0, MAX_TILES), range(0, GROUP)], 0.0);
-    let m = pm.max(0);
-    let m_use = where_(m == f32::NEG_INFINITY, 0.0, m);
-    let l = (pl * exp2(pm - m_use.expand_dims(0))).sum(0);
-    let lse = m_use + log2(where_(l > 0.0, l, 1.0));
-    let cb = tile * C_TILE as i32;
-    let nc = counts.dim(2).cast::<i32>();
-    let cv = arange(0, C_TILE) + cb < nc;
-    let raw = s_raw.load_masked([at(batch), at(kv_head), range(0, GROUP), range(cb, C_TILE)], cv.expand_dims(0), 0.0);
-    let n = counts.load_masked([at(batch), at(kv_head), range(cb, C_TILE)], cv, 0);
-    let s = (raw - lse.expand_dims(1)).max(0);
-    scores.store_masked([at(batch), at(kv_head), range(cb, C_TILE)], where_(n > 0, s, f32::NEG_INFINITY), cv);
-}
-
-/// The top-`KEEP` clusters (ties: lower id) with score `> threshold`, as row ranges
-/// `keep_start`/`keep_len [B, Hkv, KEEP]` (the kept ones are the first `keep_count`
-/// slots; unused slots 0/0). The order only decides where a cluster's rows land in the
-/// packed list, so the selection is not sorted at all (`topk_unsorted`; a second top-k
-/// that sorted the kept ids was 14 of this kernel's 45 µs at B8 by ncu). Grid `[Hkv, B]`.
-#[kernel(example(KEEP = 64, CAND = 1024))]
-pub fn centroid_select<const KEEP: usize, const CAND: usize, const WARPS: usize>(
-    scores: Tensor<f32, 3>,          // [B, Hkv, C]
+/// The top-`KEEP` clusters (ties: lower id) by score `max_g (s_gc − log2 Σ_k n_k 2^{s_gk})`
+/// (`s = scale_log2 · q_g · c` as [`centroid_tile_lse`](CentroidTileLse) stored it, the
+/// normalizer merged from its `≤ MAX_TILES` partials; empty clusters -inf): the paper's
+/// estimated per-key probability in log2, kept when `> threshold`. Output: row ranges
+/// `keep_start`/`keep_len [B, Hkv, KEEP]` (the kept ones are the first `keep_count` slots;
+/// unused slots 0/0). The order only decides where a cluster's rows land in the packed
+/// list, so the selection is not sorted (`topk_unsorted`; a second top-k that sorted the
+/// kept ids was 14 of this kernel's 45 µs at B8 by ncu). The scores are computed here, not
+/// by a kernel of their own (9 µs at B8 for one pass over `G` floats per cluster). Grid
+/// `[Hkv, B]`.
+#[kernel(example(KEEP = 64, CAND = 1024, GROUP = 4, MAX_TILES = 16))]
+pub fn centroid_select<
+    const KEEP: usize,
+    const CAND: usize,
+    const GROUP: usize,
+    const MAX_TILES: usize,
+    const WARPS: usize,
+>(
+    s_raw: Tensor<f32, 4>,           // [B, Hkv, GROUP, C]
+    counts: Tensor<i32, 3>,          // [B, Hkv, C]
+    part_m: Tensor<f32, 4>,          // [B, Hkv, T, GROUP]
+    part_l: Tensor<f32, 4>,          // [B, Hkv, T, GROUP]
     starts: Tensor<i32, 3>,          // [B, Hkv, C + 1]
     keep_start: &mut Tensor<i32, 3>, // [B, Hkv, KEEP]
     keep_len: &mut Tensor<i32, 3>,   // [B, Hkv, KEEP]
@@ -96,10 +80,19 @@ pub fn centroid_select<const KEEP: usize, const CAND: usize, const WARPS: usize>
 ) {
     let kv_head = program_id(0);
     let batch = program_id(1);
-    let s = scores.load_or([at(batch), at(kv_head), range(0, CAND)], f32::NEG_INFINITY);
-    // Scores at or below the threshold become -inf first, so the kept ones come before
-    // the -inf fill (`topk_unsorted` puts values above the k-th largest first).
-    let (v, cl) = topk_unsorted(where_(s > threshold, s, f32::NEG_INFINITY), KEEP);
+    let pm = part_m.load_or([at(batch), at(kv_head), range(0, MAX_TILES), range(0, GROUP)], f32::NEG_INFINITY);
+    let pl = part_l.load_or([at(batch), at(kv_head), range(0, MAX_TILES), range(0, GROUP)], 0.0);
+    let m = pm.max(0);
+    let m_use = where_(m == f32::NEG_INFINITY, 0.0, m);
+    let l = (pl * exp2(pm - m_use.expand_dims(0))).sum(0);
+    let lse = m_use + log2(where_(l > 0.0, l, 1.0));
+    let raw = s_raw.load_or([at(batch), at(kv_head), range(0, GROUP), range(0, CAND)], f32::NEG_INFINITY);
+    let n = counts.load_or([at(batch), at(kv_head), range(0, CAND)], 0);
+    let best = (raw - lse.expand_dims(1)).max(0);
+    // Empty clusters and scores at or below the threshold become -inf, so the kept ones
+    // come before the -inf fill (`topk_unsorted` puts values above the k-th largest first).
+    let s = where_(n > 0 && best > threshold, best, f32::NEG_INFINITY);
+    let (v, cl) = topk_unsorted(s, KEEP);
     let live = v > f32::NEG_INFINITY;
     let id = where_(live, cl, 0);
     let st = starts.load([at(batch), at(kv_head), gather(id)]);
@@ -274,7 +267,6 @@ pub struct CentroidDecode {
     /// Element type of `centroids`: f32 (default) or bf16 ([`Self::with_centroid_dtype`]).
     pub centroid_dtype: DType,
     tile_lse: CentroidTileLseKernel,
-    scores: CentroidScoresKernel,
     select: CentroidSelectKernel,
     attention: KeptRangeAttention,
 }
@@ -292,7 +284,7 @@ impl CentroidDecode {
         KernelConfig::from_pairs(&[("KEEP", keep as i64), ("PROGRAMS", pack_programs as i64), ("WARPS", 4)])
     }
 
-    /// Clusters per scoring tile (of `centroid_tile_lse` / `centroid_scores`).
+    /// Clusters per scoring tile of `centroid_tile_lse`.
     pub const C_TILE: usize = 64;
 
     /// Warps of the select kernels: one program per (batch, KV head) is fewer programs
@@ -300,26 +292,16 @@ impl CentroidDecode {
     /// split over the threads (16 warps: 40 registers, no spills at CAND 8192).
     pub const SELECT_WARPS: i64 = 16;
 
-    /// Clusters per program of `centroid_scores`: each program first merges all the
-    /// partial LSEs, so a wide tile amortizes that (H200, B8 N128K by ncu: 32 µs at 64
-    /// clusters per program, 28.7 µs at 512).
-    pub const SCORE_TILE: usize = 512;
-
     /// Scoring tiles for `clusters` clusters (the partial-LSE rows).
     fn tiles(clusters: usize) -> usize {
         clusters.div_ceil(Self::C_TILE).max(1)
     }
 
-    /// The grid of `centroid_scores` for `clusters` clusters.
-    pub(crate) fn score_grid(clusters: usize, h: u32, b: u32) -> [u32; 3] {
-        [clusters.div_ceil(Self::SCORE_TILE).max(1) as u32, h, b]
-    }
-
-    /// The configs of the op's five kernels (tile LSE, scores, select, row packing, and
+    /// The configs of the op's four kernels (tile LSE, scores + select, row packing, and
     /// the attention: a block-sparse decode split with one-row blocks) for `cand` candidate
     /// clusters (the power of two ≥ the cluster count); the split bound of its combine is
     /// [`Self::combine_splits`]. Public so that tuning keys hash exactly what the op builds.
-    pub fn configs(p: &DecodeParams, keep: usize, cand: usize, pack_programs: usize) -> [KernelConfig; 5] {
+    pub fn configs(p: &DecodeParams, keep: usize, cand: usize, pack_programs: usize) -> [KernelConfig; 4] {
         Self::configs_typed(p, keep, cand, pack_programs, DType::F32)
     }
 
@@ -330,7 +312,7 @@ impl CentroidDecode {
         cand: usize,
         pack_programs: usize,
         centroid_dtype: DType,
-    ) -> [KernelConfig; 5] {
+    ) -> [KernelConfig; 4] {
         let (g, d) = (p.group as i64, p.head_dim as i64);
         let tile = Self::C_TILE as i64;
         let max_tiles = Self::tiles(cand).next_power_of_two() as i64;
@@ -338,12 +320,12 @@ impl CentroidDecode {
         [
             KernelConfig::from_pairs(&[("GROUP", g), ("HEAD_DIM", d), ("C_TILE", tile), ("WARPS", 4), ("CT", ct)]),
             KernelConfig::from_pairs(&[
+                ("KEEP", keep as i64),
+                ("CAND", cand as i64),
                 ("GROUP", g),
-                ("C_TILE", Self::SCORE_TILE as i64),
                 ("MAX_TILES", max_tiles),
-                ("WARPS", 4),
+                ("WARPS", Self::SELECT_WARPS),
             ]),
-            KernelConfig::from_pairs(&[("KEEP", keep as i64), ("CAND", cand as i64), ("WARPS", Self::SELECT_WARPS)]),
             Self::pack_config(keep, pack_programs),
             BlockSparseDecode::config(p, 1, false),
         ]
@@ -367,12 +349,11 @@ impl CentroidDecode {
         if !matches!(centroid_dtype, DType::F32 | DType::BF16) {
             return Err(invalid(Self::NAME, format!("centroids must be f32 or bf16, not {centroid_dtype:?}")));
         }
-        let [t, a, b, pack, attn] = Self::configs_typed(&params, keep, cand, pack_programs, centroid_dtype);
+        let [t, b, pack, attn] = Self::configs_typed(&params, keep, cand, pack_programs, centroid_dtype);
         let ms = Self::combine_splits(&params);
         Ok(match rt {
             None => CentroidDecode {
                 tile_lse: CentroidTileLse::cpu(&t)?,
-                scores: CentroidScores::cpu(&a)?,
                 select: CentroidSelect::cpu(&b)?,
                 attention: KeptRangeAttention::new(None, &pack, &attn, &params, ms)?,
                 params,
@@ -383,7 +364,6 @@ impl CentroidDecode {
             },
             Some(rt) => CentroidDecode {
                 tile_lse: CentroidTileLse::new(rt, &t)?,
-                scores: CentroidScores::new(rt, &a)?,
                 select: CentroidSelect::new(rt, &b)?,
                 attention: KeptRangeAttention::new(Some(rt), &pack, &attn, &params, ms)?,
                 params,
@@ -493,7 +473,6 @@ impl CentroidDecode {
         )?;
         let (b, h) = (p.batch as u32, p.kv_heads as u32);
         let sc = self.params.scale_log2;
-        let mut scores = HostTensor::full(DType::F32, &[p.batch, p.kv_heads, p.clusters], f64::NAN);
         let tiles = Self::tiles(p.clusters);
         let part = [p.batch, p.kv_heads, tiles, self.params.group];
         let (mut pm, mut pl) =
@@ -501,8 +480,7 @@ impl CentroidDecode {
         let tg = [tiles as u32, h, b];
         let mut raw = HostTensor::full(DType::F32, &[p.batch, p.kv_heads, self.params.group, p.clusters], f64::NAN);
         self.tile_lse.run_cpu(tg, q, centroids, counts, &mut pm, &mut pl, &mut raw, sc)?;
-        self.scores.run_cpu(Self::score_grid(p.clusters, h, b), &raw, counts, &pm, &pl, &mut scores)?;
-        self.select.run_cpu([h, b, 1], &scores, starts, keep_start, keep_len, keep_count, threshold)?;
+        self.select.run_cpu([h, b, 1], &raw, counts, &pm, &pl, starts, keep_start, keep_len, keep_count, threshold)?;
         let kept = [&*keep_start, &*keep_len, &*keep_count];
         self.attention.run_cpu(&p, q, k, v, kept, sc, fixed_len, seq_len, out, lse)?;
         Ok(p)
@@ -580,15 +558,25 @@ impl CentroidDecode {
         let (b, h) = (p.batch as u32, p.kv_heads as u32);
         let sc = self.params.scale_log2;
         let st = rt.stream();
-        let scores = scratch.get(rt, 3, DType::F32, &[p.batch, p.kv_heads, p.clusters])?;
         let tiles = Self::tiles(p.clusters);
         let part = [p.batch, p.kv_heads, tiles, self.params.group];
         let (pm, pl) = (scratch.get(rt, 4, DType::F32, &part)?, scratch.get(rt, 5, DType::F32, &part)?);
         let tg = [tiles as u32, h, b];
         let raw = scratch.get(rt, 6, DType::F32, &[p.batch, p.kv_heads, self.params.group, p.clusters])?;
         self.tile_lse.launch(st, tg, q, centroids, counts, &pm, &pl, &raw, sc)?;
-        self.scores.launch(st, Self::score_grid(p.clusters, h, b), &raw, counts, &pm, &pl, &scores)?;
-        self.select.launch(st, [h, b, 1], &scores, starts, keep_start, keep_len, keep_count, threshold)?;
+        self.select.launch(
+            st,
+            [h, b, 1],
+            &raw,
+            counts,
+            &pm,
+            &pl,
+            starts,
+            keep_start,
+            keep_len,
+            keep_count,
+            threshold,
+        )?;
         let kept = [keep_start, keep_len, keep_count];
         self.attention.launch_with(rt, scratch, &p, q, k, v, kept, sc, fixed_len, seq_len, out, lse)?;
         Ok(p)

@@ -19,11 +19,12 @@
 //!
 //! **Decode** ([`CentroidDecode`]):
 //!
-//! 1. [`centroid_tile_lse`](CentroidTileLse) then [`centroid_scores`](CentroidScores) — per cluster the log2 of the paper's
-//!    estimated per-key probability `P̂_c = exp(q·c/√d) / Σ_k n_k exp(q·c_k/√d)`, maximum
-//!    over the GQA group: every tile of 64 centroids of every head in parallel, first the
-//!    tiles' partial log-sum-exps of the denominator, then (merging them) the scores;
-//! 2. [`centroid_select`](CentroidSelect) — the top-`KEEP` clusters, of those the ones with
+//! 1. [`centroid_tile_lse`](CentroidTileLse) — per cluster `q_g · c` for the GQA group, and
+//!    per tile of 64 centroids (every tile of every head in parallel) the partial
+//!    log-sum-exps of the paper's denominator `Σ_k n_k exp(q·c_k/√d)`;
+//! 2. [`centroid_select`](CentroidSelect) — merging the partials, per cluster the log2 of
+//!    the estimated per-key probability `P̂_c = exp(q·c/√d) / Σ_k n_k exp(q·c_k/√d)`
+//!    (maximum over the group), then the top-`KEEP` clusters, of those the ones with
 //!    `log2 P̂ > threshold` (threshold variant; `-inf` = pure top-k), as contiguous row
 //!    ranges (in no particular order);
 //! 3. [`centroid_pack_rows`](CentroidPackRows) — the kept ranges expanded into one packed

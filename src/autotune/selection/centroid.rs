@@ -10,8 +10,8 @@ use tessera_codegen::host::HostTensor;
 use tessera_codegen::ir::{DType, Kernel};
 use tessera_kernels::block_sparse::BlockSparseDecodeSplit;
 use tessera_kernels::centroid::{
-    init_indices, kept_clusters, layout_tensors, score_clusters, select_clusters, CentroidPackRows, CentroidScores,
-    CentroidSelect, CentroidTileLse,
+    init_indices, kept_clusters, layout_tensors, score_clusters, select_clusters, CentroidPackRows, CentroidSelect,
+    CentroidTileLse,
 };
 use tessera_kernels::{CentroidDecode, DecodeParams, KMeansCluster, Scratch};
 use tessera_runtime::{DeviceTensor, Runtime, TimingStats};
@@ -182,14 +182,13 @@ impl TuneTarget for CentroidDecodeTarget {
     fn kernels(&self, s: &CentroidShape, c: &CentroidConfig) -> Result<Vec<Kernel>> {
         let cand = s.clusters.next_power_of_two();
         let p = c.params(s);
-        let [tile, scores, select, pack, attn] = CentroidDecode::configs(&p, s.keep, cand, c.pack_programs);
+        let [tile, select, pack, attn] = CentroidDecode::configs(&p, s.keep, cand, c.pack_programs);
         let max_splits = CentroidDecode::combine_splits(&p);
         Ok(vec![
             BlockSparseDecodeSplit::build(&attn)?,
             combine_kernel(s.head_dim, max_splits)?,
             CentroidPackRows::build(&pack)?,
             CentroidTileLse::build(&tile)?,
-            CentroidScores::build(&scores)?,
             CentroidSelect::build(&select)?,
         ])
     }

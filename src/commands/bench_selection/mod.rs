@@ -285,8 +285,8 @@ mod tests {
     use tessera_codegen::emit::{emit_cuda, EmittedKernel};
     use tessera_dsl_support::KernelConfig;
     use tessera_kernels::centroid::{
-        CentroidPackRows, CentroidPermute, CentroidScores, CentroidSelect, CentroidTileLse, KmeansAccumulate,
-        KmeansAssign, KmeansFinalize,
+        CentroidPackRows, CentroidPermute, CentroidSelect, CentroidTileLse, KmeansAccumulate, KmeansAssign,
+        KmeansFinalize,
     };
     use tessera_kernels::hip::{HipFinalize, HipInitNodes, HipScoreChildren, HipSelectChildren};
     use tessera_kernels::snapkv::{
@@ -416,12 +416,11 @@ mod tests {
         let s = c(&[("GROUP", g), ("HEAD_DIM", d), ("C_TILE", 64), ("WARPS", 4), ("CT", 2)]);
         smem.push(("centroid_tile_lse", ptx("centroid_tile_lse", emit_cuda(&CentroidTileLse::build(&s).unwrap()))));
         let max_tiles = cl.next_power_of_two().div_ceil(64).next_power_of_two() as i64;
-        let s =
-            c(&[("GROUP", g), ("C_TILE", CentroidDecode::SCORE_TILE as i64), ("MAX_TILES", max_tiles), ("WARPS", 4)]);
-        smem.push(("centroid_scores", ptx("centroid_scores", emit_cuda(&CentroidScores::build(&s).unwrap()))));
         let sel = c(&[
             ("KEEP", keep as i64),
             ("CAND", cl.next_power_of_two() as i64),
+            ("GROUP", g),
+            ("MAX_TILES", max_tiles),
             ("WARPS", CentroidDecode::SELECT_WARPS),
         ]);
         smem.push(("centroid_select", ptx("centroid_select", emit_cuda(&CentroidSelect::build(&sel).unwrap()))));
