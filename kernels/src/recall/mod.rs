@@ -475,7 +475,7 @@ pub fn cluster_head(p: &Synthetic, cfg: &RecallConfig, m: &Method, h: usize) -> 
 }
 
 /// Per cluster `max_g (s_gc − lse_g)`, `s = scale · q_g · c`, with `lse_g` the log2 of
-/// `Σ_k n_k 2^{s_gk}` over `sizes` (the estimated per-key probability of `centroid_scores`);
+/// `Σ_k n_k 2^{s_gk}` over `sizes` (the estimated per-key probability `centroid_select` ranks by);
 /// `norm` replaces that normalizer (the coarse level's, for the fine scores of the
 /// two-level lookup). Returns the scores and the per-query normalizers.
 fn cluster_scores(qs: &[f32], cents: &[f32], sizes: &[usize], d: usize, norm: Option<&[f32]>) -> (Vec<f32>, Vec<f32>) {
@@ -501,7 +501,7 @@ fn cluster_scores(qs: &[f32], cents: &[f32], sizes: &[usize], d: usize, norm: Op
     (score, lses)
 }
 
-/// Window + clusters by descending group-max `log2 P̂` (as `centroid_scores`) while they
+/// Window + clusters by descending group-max `log2 P̂` (as `centroid_select`) while they
 /// fit in `budget − window` keys (a cluster that does not fit is skipped). Two-level: the
 /// coarse clusters by their score until they hold 4× that many keys, then their fine
 /// clusters the same way (scored against the coarse normalizer).
