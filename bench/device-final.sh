@@ -9,7 +9,7 @@
 # Logs under $OUT/logs, packed into one archive; a short summary last. Budgets are env knobs;
 # SKIP (comma list of check, kernels, selection, autotune) leaves steps out; CHECK_ONLY
 # restricts the checks (`tessera check --only`); KERNELS_ONLY
-# restricts bench-kernels (`--only`); RECALL=1 runs `tessera recall` (CPU) in the background.
+# restricts bench-kernels (`--only`), KERNELS_FLAGS adds flags to it (e.g. `--min-blocks 3`); RECALL=1 runs `tessera recall` (CPU) in the background.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 L="$OUT/logs"
@@ -33,7 +33,7 @@ grep -hE "^FAIL" "$L"/check-*.log | head
 fi
 if want kernels; then
 timeout $(( ${KERNELS_BUDGET:-100} + 60 )) $BIN bench-kernels --budget-s "${KERNELS_BUDGET:-100}" --iters 30 \
-    ${KERNELS_ONLY:+--only "$KERNELS_ONLY"} \
+    ${KERNELS_ONLY:+--only "$KERNELS_ONLY"} ${KERNELS_FLAGS:-} \
     --json "$L/kernels.json" > "$L/kernels.log" 2> "$L/kernels.err"
 echo "== bench-kernels: rc $?"
 fi
