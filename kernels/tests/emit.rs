@@ -20,7 +20,8 @@ fn all_kernels_emit_cuda() {
     let kernels = vec![
         DenseDecodeSplit::build(&cfg(&dec)).unwrap(),
         SinkWindowDecodeSplit::build(&cfg(&dec)).unwrap(),
-        BlockSparseDecodeSplit::build(&cfg(&dec).with("BLOCK_SIZE", 128).with("KV_SHARE", 1)).unwrap(),
+        BlockSparseDecodeSplit::build(&cfg(&dec).with("BLOCK_SIZE", 128).with("KV_SHARE", 1).with("MIN_BLOCKS", 0))
+            .unwrap(),
         AttnCombine::build(&cfg(&[("HEAD_DIM", 128), ("MAX_SPLITS", 16), ("WRITE_LSE", 1)])).unwrap(),
         BlockScoresTopk::build(&cfg(&[
             ("GROUP", 4),
@@ -51,6 +52,7 @@ fn one_row_block_sparse_cuda() -> String {
         ("HEAD_DIM", 128),
         ("BLOCK_SIZE", 1),
         ("KV_SHARE", 1),
+        ("MIN_BLOCKS", 0),
         ("BLOCK_N", 32),
         ("WARPS", 4),
         ("STAGES", 2),

@@ -83,7 +83,7 @@ fn decode_kernels_compile_at_head_dims_96_and_256() {
         let dec = cfg(&[("GROUP", 4), ("HEAD_DIM", d), ("BLOCK_N", 64), ("WARPS", 4), ("STAGES", 2)]);
         let mut kernels = vec![DenseDecodeSplit::build(&dec).unwrap(), SinkWindowDecodeSplit::build(&dec).unwrap()];
         for bs in [8, 128] {
-            let c = dec.clone().with("BLOCK_SIZE", bs).with("KV_SHARE", 1);
+            let c = dec.clone().with("BLOCK_SIZE", bs).with("KV_SHARE", 1).with("MIN_BLOCKS", 0);
             kernels.push(BlockSparseDecodeSplit::build(&c).unwrap());
         }
         for k in kernels {

@@ -28,7 +28,7 @@ fn padded_decode_fragments_compile() {
                 ]);
                 kernels.push(DenseDecodeSplit::build(&c).unwrap());
                 kernels.push(SinkWindowDecodeSplit::build(&c).unwrap());
-                let bs = c.with("BLOCK_SIZE", 128).with("KV_SHARE", 1);
+                let bs = c.with("BLOCK_SIZE", 128).with("KV_SHARE", 1).with("MIN_BLOCKS", 0);
                 kernels.push(BlockSparseDecodeSplit::build(&bs).unwrap());
             }
         }

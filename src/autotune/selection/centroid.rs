@@ -452,11 +452,13 @@ mod tests {
         let mut bad = klf.clone();
         bad[0] += 1.0;
         assert!(check_centroid(&s, (&ksf, &bad, &kcf), &starts, &scores).unwrap_err().contains("no cluster"));
-        // Two slots swapped.
+        // Two slots swapped: any order is fine; the same cluster twice is not.
         let (mut s2, mut l2) = (ksf.clone(), klf.clone());
         s2.swap(5, 6);
         l2.swap(5, 6);
-        assert!(check_centroid(&s, (&s2, &l2, &kcf), &starts, &scores).unwrap_err().contains("ascending"));
+        assert!(check_centroid(&s, (&s2, &l2, &kcf), &starts, &scores).is_ok());
+        (s2[6], l2[6]) = (s2[5], l2[5]);
+        assert!(check_centroid(&s, (&s2, &l2, &kcf), &starts, &scores).unwrap_err().contains("kept twice"));
         // The last slice's best cluster replaced by its worst non-empty one.
         let sc = &scores[1].1;
         let best = *kept[1].iter().max_by(|&&a, &&b| sc[a].total_cmp(&sc[b])).unwrap();
