@@ -58,6 +58,19 @@ pub(super) fn cluster(cx: &Ctx, x: &Inputs, setup_iters: usize) -> Result<Cluste
     })
 }
 
+/// A centroid decode config of the bench: (packing programs, BLOCK_N, WARPS, attention
+/// splits per head, STAGES).
+pub(super) type CentroidKnobs = (usize, usize, usize, usize, usize);
+
+pub(super) fn centroid_label(p: &CentroidKnobs) -> String {
+    format!("PACK={} BLOCK_N={} WARPS={} splits={} STAGES={}", p.0, p.1, p.2, p.3, p.4)
+}
+
+/// The attention's decode params of a config (with `--min-blocks`).
+pub(super) fn centroid_params(args: &BenchArgs, p: &CentroidKnobs) -> DecodeParams {
+    sparse_decode_params(args, &(p.1, p.2, p.3, p.4))
+}
+
 /// The centroid decode row: `centroid_B8` on the k-means' f32 centroids, or
 /// `centroid_B8_bf16c` on a bf16 copy of them (`centroid_dtype`; the selection checked
 /// against the rounded centroids).
@@ -99,7 +112,7 @@ pub(super) fn centroid(
     let out = DeviceTensor::poisoned(st, DType::BF16, &[b, HQ, D])?;
     let host_shape = |s: &[usize], dt| HostTensor::full(dt, s, 0.0);
     // (pack programs, BLOCK_N, WARPS, attention splits per head, STAGES)
-    let configs: Vec<(usize, usize, usize, usize, usize)> = vec![
+    let configs: Vec<CentroidKnobs> = vec![
         (16, 32, 4, 8, 2),
         (64, 32, 4, 8, 2),
         (16, 32, 4, 8, 3),
@@ -108,19 +121,10 @@ pub(super) fn centroid(
         (16, 32, 8, 8, 2),
         (16, 64, 4, 16, 2),
     ];
-    let label = |p: &(usize, usize, usize, usize, usize)| {
-        format!("PACK={} BLOCK_N={} WARPS={} splits={} STAGES={}", p.0, p.1, p.2, p.3, p.4)
-    };
+    let label = centroid_label;
     let mut kept_rows = None;
     cx.sweep(&mut row, &configs, label, |p| {
-        let params = DecodeParams {
-            block_n: p.1,
-            warps: p.2,
-            max_splits: p.3,
-            stages: p.4,
-            min_blocks: cx.args.min_blocks,
-            ..DecodeParams::new(G, D)
-        };
+        let params = centroid_params(cx.args, p);
         let mut op = CentroidDecode::new(cx.rt, params, keep, c, p.0)?;
         if bf16 {
             op = op.with_centroid_dtype(Some(cx.rt), centroid_dtype)?;

@@ -16,11 +16,14 @@ use tessera_kernels::centroid::CentroidPermute;
 use tessera_kernels::centroid_two_level::{
     select_two_level, CentroidTwoLevelDecode, KeptRanges, TwoLevelInputs, TwoLevelLayout,
 };
-use tessera_kernels::{DecodeParams, Scratch};
+use tessera_kernels::Scratch;
 use tessera_runtime::DeviceTensor;
 
-use super::{centroid_sizes, check_centroid, median, Clustered, CENTROID_KEEP_FRACTION, CENTROID_RECENT};
-use crate::commands::bench_common::{kv_bytes, round2, scale_log2, Ctx, Inputs, Row, Trial, D, G, HKV, HQ, N};
+use super::{
+    centroid_label, centroid_params, centroid_sizes, check_centroid, median, CentroidKnobs, Clustered,
+    CENTROID_KEEP_FRACTION, CENTROID_RECENT,
+};
+use crate::commands::bench_common::{kv_bytes, round2, scale_log2, Ctx, Inputs, Row, Trial, D, HKV, HQ, N};
 
 /// Fine clusters per coarse cluster (the recall study's `centroid2 T/64/16`).
 const FINE_PER_COARSE: usize = 16;
@@ -133,22 +136,12 @@ pub(super) fn centroid2(
     let kept_ranges = KeptRanges { keep_start: &ks, keep_len: &kl, keep_count: &kc };
     // (pack programs, BLOCK_N, WARPS, attention splits per head, STAGES): the one-level lookup's
     // best first.
-    let configs: Vec<(usize, usize, usize, usize, usize)> =
-        vec![(16, 32, 4, 8, 2), (16, 32, 4, 8, 3), (16, 32, 4, 16, 2)];
-    let label = |p: &(usize, usize, usize, usize, usize)| {
-        format!("PACK={} BLOCK_N={} WARPS={} splits={} STAGES={}", p.0, p.1, p.2, p.3, p.4)
-    };
+    let configs: Vec<CentroidKnobs> = vec![(16, 32, 4, 8, 2), (16, 32, 4, 8, 3), (16, 32, 4, 16, 2)];
+    let label = centroid_label;
     let us = |v: &[f64]| v.iter().map(|&x| x as usize).collect::<Vec<usize>>();
     let mut kept_rows = None;
     cx.sweep(&mut row, &configs, label, |p| {
-        let params = DecodeParams {
-            block_n: p.1,
-            warps: p.2,
-            max_splits: p.3,
-            stages: p.4,
-            min_blocks: cx.args.min_blocks,
-            ..DecodeParams::new(G, D)
-        };
+        let params = centroid_params(cx.args, p);
         let mut op = CentroidTwoLevelDecode::new(cx.rt, params, keep_coarse, coarse, keep, layout.max_fine, p.0)?;
         if bf16 {
             op = op.with_centroid_dtype(Some(cx.rt), centroid_dtype)?;
