@@ -49,7 +49,7 @@ pub fn find(name: &str) -> Option<&'static Sample> {
     SAMPLES.iter().find(|s| s.name == name)
 }
 
-static SAMPLES: [Sample; 7] = [
+static SAMPLES: [Sample; 8] = [
     Sample {
         name: "vector_add",
         description: "out[i] = x[i] + y[i] (f32), BLOCK elements per program",
@@ -76,9 +76,16 @@ static SAMPLES: [Sample; 7] = [
     },
     Sample {
         name: "topk",
-        description: "the K largest scores of each row and their positions",
-        defaults: &[("BLOCK_N", 256), ("K", 16), ("WARPS", 4)],
+        description: "the K largest scores of each row and their positions (SORTED 0: the set, \
+                      unsorted: above the K-th largest first, then equal to it, in index order)",
+        defaults: &[("BLOCK_N", 256), ("K", 16), ("SORTED", 1), ("WARPS", 4)],
         build: topk,
+    },
+    Sample {
+        name: "prefix_sum",
+        description: "inclusive prefix sum (cumsum) of each row of an f32 matrix, one row per program",
+        defaults: &[("BLOCK_N", 1024), ("WARPS", 4)],
+        build: prefix_sum,
     },
     Sample {
         name: "flash_decode",
@@ -211,10 +218,27 @@ pub fn topk(c: &Config) -> Result<Kernel, VerifyError> {
     let row = b.program_id(0);
     let zero = b.const_i32(0);
     let s = b.load(scores, vec![Index::At(row), Index::Range { start: zero, len: bn }], None, f64::NEG_INFINITY);
-    let (v, i) = b.topk(s, k);
+    let (v, i) = b.topk_with(s, k, c["SORTED"] != 0);
     let out_idx = vec![Index::At(row), Index::Range { start: zero, len: k }];
     b.store(values, out_idx.clone(), v, None);
     b.store(indices, out_idx, i, None);
+    b.finish()
+}
+
+/// Inclusive prefix sum of each row of an f32 `[rows, n]` matrix, `n <= BLOCK_N`: elements
+/// past the row end load as 0 and are not stored. (The i32 scan runs on the GPU in the
+/// centroid packing's checks.)
+pub fn prefix_sum(c: &Config) -> Result<Kernel, VerifyError> {
+    let bn = get(c, "BLOCK_N");
+    let mut b = builder("prefix_sum", c);
+    let x = b.tensor("x", DType::F32, 2);
+    let out = b.tensor_mut("out", DType::F32, 2);
+    let row = b.program_id(0);
+    let zero = b.const_i32(0);
+    let index = vec![Index::At(row), Index::Range { start: zero, len: bn }];
+    let xs = b.load(x, index.clone(), None, 0.0);
+    let sums = b.cumsum(xs, 0);
+    b.store(out, index, sums, None);
     b.finish()
 }
 

@@ -17,6 +17,7 @@ fn dsl_kernel(sample: &str, config: &KernelConfig) -> Result<Kernel, BuildError>
         "matmul" => matmul::Matmul::build(config),
         "gather_rows" => gather_rows::GatherRows::build(config),
         "topk" => row_topk::RowTopk::build(config),
+        "prefix_sum" => prefix_sum::PrefixSum::build(config),
         "flash_decode" => flash_decode::FlashDecode::build(config),
         "flash_decode_combine" => flash_decode::FlashDecodeCombine::build(config),
         other => panic!("no DSL twin of `{other}`"),
@@ -24,7 +25,7 @@ fn dsl_kernel(sample: &str, config: &KernelConfig) -> Result<Kernel, BuildError>
 }
 
 /// Every hand-built sample of `tessera_codegen::samples` has a DSL twin.
-const TWINS: [&str; 6] = ["vector_add", "row_softmax", "matmul", "gather_rows", "topk", "flash_decode"];
+const TWINS: [&str; 7] = ["vector_add", "row_softmax", "matmul", "gather_rows", "topk", "prefix_sum", "flash_decode"];
 
 #[test]
 fn dsl_kernels_match_the_hand_built_samples_in_the_interpreter() {

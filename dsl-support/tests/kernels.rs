@@ -7,6 +7,8 @@ pub mod flash_decode;
 pub mod gather_rows;
 #[path = "../../examples/kernels/matmul.rs"]
 pub mod matmul;
+#[path = "../../examples/kernels/prefix_sum.rs"]
+pub mod prefix_sum;
 #[path = "../../examples/kernels/row_softmax.rs"]
 pub mod row_softmax;
 #[path = "../../examples/kernels/row_topk.rs"]

@@ -151,8 +151,23 @@ pub fn topk(rows: usize, n: usize, k: usize, overrides: &[(&str, i64)], seed: u6
         t.output("values", DType::F32, &[rows, k]),
         t.output("indices", DType::I32, &[rows, k]),
     ];
-    let name = format!("topk rows={rows} N={n} K={k}");
-    single("topk", name, c, [rows as u32, 1, 1], t, args, Reference::TopK { rows, n, k })
+    let sorted = c["SORTED"] != 0;
+    let name = format!("topk rows={rows} N={n} K={k}{}", if sorted { "" } else { " unsorted" });
+    single("topk", name, c, [rows as u32, 1, 1], t, args, Reference::TopK { rows, n, k, sorted })
+}
+
+/// `prefix_sum` of each row of a `[rows, n]` matrix (`n <= BLOCK_N`) of small integers,
+/// negative too, so f32 sums are exact.
+pub fn prefix_sum(rows: usize, n: usize, overrides: &[(&str, i64)], seed: u64) -> Problem {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let c = config("prefix_sum", overrides);
+    assert!(n <= c["BLOCK_N"] as usize, "prefix_sum: N {n} > BLOCK_N {}", c["BLOCK_N"]);
+    let x: Vec<f64> = (0..rows * n).map(|_| rng.random_range(-50..100) as f64).collect();
+    let mut t = Tensors(Vec::new());
+    let args =
+        vec![t.input("x", HostTensor::from_f64(DType::F32, &[rows, n], &x)), t.output("out", DType::F32, &[rows, n])];
+    let name = format!("prefix_sum rows={rows} N={n}");
+    single("prefix_sum", name, c, [rows as u32, 1, 1], t, args, Reference::PrefixSum { rows, n })
 }
 
 /// Sizes of a flash-decode problem.

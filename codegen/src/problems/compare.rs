@@ -91,10 +91,11 @@ pub(crate) fn check(p: &Problem) -> Result<CheckReport, String> {
             // 2 * x is exact in bf16, so the output must match exactly.
             vec![("out", reference::gather_rows(&input("table"), *rows, *d, &idx, 2.0), 0.0)]
         }
-        Reference::TopK { rows, n, k } => {
-            let (v, i) = reference::topk_rows(&input("scores"), *rows, *n, *k);
+        Reference::TopK { rows, n, k, sorted } => {
+            let (v, i) = reference::topk_rows(&input("scores"), *rows, *n, *k, *sorted);
             vec![("values", v, 0.0), ("indices", i.iter().map(|&x| x as f64).collect(), 0.0)]
         }
+        Reference::PrefixSum { rows, n } => vec![("out", reference::prefix_sums(&input("x"), *rows, *n), 0.0)],
         Reference::FlashDecode { size: s } => {
             let o = reference::attention_decode(
                 &input("q"),

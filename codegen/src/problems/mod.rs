@@ -17,7 +17,7 @@ mod compare;
 pub mod reference;
 mod suites;
 
-pub use build::{flash_decode, gather_rows, matmul, row_softmax, topk, vector_add, FlashDecodeSize};
+pub use build::{flash_decode, gather_rows, matmul, prefix_sum, row_softmax, topk, vector_add, FlashDecodeSize};
 pub use compare::{CheckReport, OutputCheck};
 pub use suites::{gpu_suite, problems_for, small_suite, Suite};
 
@@ -74,7 +74,8 @@ pub(crate) enum Reference {
     RowSoftmax { rows: usize, cols: usize },
     Matmul { m: usize, n: usize, k: usize },
     GatherRows { rows: usize, d: usize },
-    TopK { rows: usize, n: usize, k: usize },
+    TopK { rows: usize, n: usize, k: usize, sorted: bool },
+    PrefixSum { rows: usize, n: usize },
     FlashDecode { size: FlashDecodeSize },
 }
 

@@ -49,20 +49,38 @@ pub fn gather_rows(table: &[f64], rows: usize, d: usize, idx: &[i64], scale: f64
     out
 }
 
-/// The `k` largest values of each row of a `[rows, n]` matrix, descending, ties to the
-/// smaller index first; returns (values, indices), each `[rows, k]`.
-pub fn topk_rows(x: &[f64], rows: usize, n: usize, k: usize) -> (Vec<f64>, Vec<i64>) {
+/// The `k` largest values of each row of a `[rows, n]` matrix, ties to the smaller index
+/// first; sorted: descending; unsorted: those above the k-th largest value, then those
+/// equal to it, each in index order. Returns (values, indices), each `[rows, k]`.
+pub fn topk_rows(x: &[f64], rows: usize, n: usize, k: usize, sorted: bool) -> (Vec<f64>, Vec<i64>) {
     let (mut vals, mut idx) = (Vec::with_capacity(rows * k), Vec::with_capacity(rows * k));
     for r in 0..rows {
         let row = &x[r * n..(r + 1) * n];
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by(|&i, &j| row[j].total_cmp(&row[i]).then(i.cmp(&j)));
-        for &i in &order[..k] {
+        order.truncate(k);
+        if !sorted {
+            let kth = row[order[k - 1]];
+            order.sort_by_key(|&i| (row[i] == kth, i));
+        }
+        for &i in &order {
             vals.push(row[i]);
             idx.push(i as i64);
         }
     }
     (vals, idx)
+}
+
+/// Inclusive prefix sums of each row of a `[rows, n]` matrix.
+pub fn prefix_sums(x: &[f64], rows: usize, n: usize) -> Vec<f64> {
+    (0..rows)
+        .flat_map(|r| {
+            x[r * n..(r + 1) * n].iter().scan(0.0, |acc, &v| {
+                *acc += v;
+                Some(*acc)
+            })
+        })
+        .collect()
 }
 
 /// Single-query attention with grouped KV heads: `q [b, hq, d]`, `k`/`v [b, hkv, n, d]`;
@@ -117,7 +135,8 @@ mod tests {
         assert_eq!(softmax_rows(&[0.0, 0.0], 1, 2), vec![0.5, 0.5]);
         assert_eq!(matmul(&[1., 2., 3., 4.], &[1., 0., 0., 1.], 2, 2, 2), vec![1., 2., 3., 4.]);
         assert_eq!(gather_rows(&[1., 2., 3., 4.], 2, 2, &[1, -1, 2, 0], 2.0), vec![6., 8., 0., 0., 0., 0., 2., 4.]);
-        assert_eq!(topk_rows(&[1., 3., 3., 2.], 1, 4, 3), (vec![3., 3., 2.], vec![1, 2, 3]));
+        assert_eq!(topk_rows(&[1., 3., 3., 2.], 1, 4, 3, true), (vec![3., 3., 2.], vec![1, 2, 3]));
+        assert_eq!(topk_rows(&[2., 3., 2., 2., 5.], 1, 5, 3, false), (vec![3., 5., 2.], vec![1, 4, 0]));
         // One key: the output is that value row; GQA maps heads 0,1 -> kv 0.
         let o = attention_decode(&[1., 0., 0., 1.], &[5., 5.], &[2., 3.], 1, 2, 1, 1, 2, 0.7);
         assert_eq!(o, vec![2., 3., 2., 3.]);
