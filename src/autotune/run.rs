@@ -81,6 +81,8 @@ pub struct Ctx<'a> {
     started: Instant,
     budget: Option<Duration>,
     summaries: Vec<Summary>,
+    /// Keys (`kernel shape`) left untuned because `--budget` was spent.
+    over_budget: Vec<String>,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -119,13 +121,32 @@ pub fn run(a: Args) -> Result<()> {
             .progress_chars("=> "),
     );
     overall.set_prefix("overall");
-    let mut cx =
-        Ctx { a: &a, rt: &rt, db: &db, run_id, multi, overall, started: Instant::now(), budget, summaries: Vec::new() };
+    let mut cx = Ctx {
+        a: &a,
+        rt: &rt,
+        db: &db,
+        run_id,
+        multi,
+        overall,
+        started: Instant::now(),
+        budget,
+        summaries: Vec::new(),
+        over_budget: Vec::new(),
+    };
     for t in &targets {
         t.tune(&mut cx)?;
     }
     cx.overall.finish();
     print_summary(&cx.summaries);
+    // Said after the table too: with no terminal the progress bars' log lines are not
+    // drawn at all, and a partial run must not look complete.
+    if !cx.over_budget.is_empty() {
+        println!(
+            "budget spent: {} key(s) not tuned ({}); run the same command again to tune them (fresh keys are skipped)",
+            cx.over_budget.len(),
+            cx.over_budget.join(", ")
+        );
+    }
     Ok(())
 }
 
@@ -143,6 +164,7 @@ pub(super) fn tune_target<T: TuneTarget>(t: &T, cx: &mut Ctx) -> Result<()> {
         }
         if cx.budget.is_some_and(|b| cx.started.elapsed() > b) {
             cx.multi.println(format!("budget spent: {} {} not tuned", key.kernel, key.shape_bucket))?;
+            cx.over_budget.push(format!("{} {}", key.kernel, key.shape_bucket));
             continue;
         }
         let bar = cx.multi.add(ProgressBar::new(candidates.len() as u64));
