@@ -421,7 +421,7 @@ impl CentroidTwoLevelDecode {
         (keep_coarse * Self::fine_slots(max_fine)).next_power_of_two()
     }
 
-    /// Configs: `[tile LSE, scores, coarse select, row packing, attention]` (those of
+    /// Configs: `[tile LSE, coarse scores + select, row packing, attention]` (those of
     /// [`CentroidDecode::configs`] at the coarse level, the packing sized for the fine
     /// `keep`), then `[normalizer, fine scores, fine select]`.
     pub fn configs(

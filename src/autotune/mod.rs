@@ -7,7 +7,7 @@
 //! a full run tunes them (cheapest first, so a `--budget` run gets through most keys):
 //!
 //! * `hip_select`, `centroid_decode`, `snapkv`: the selection methods ([`selection`]):
-//!   HiP's CHILD_TILE; centroid decode's SLOTS × BLOCK_N × WARPS × recent splits;
+//!   HiP's CHILD_TILE; centroid decode's BLOCK_N × WARPS × splits (16 packing programs);
 //!   SnapKV's POOL_TILE;
 //! * `topk_select`, `sink_window`, `block_sparse`, `tree_verify`: the `tessera-kernels`
 //!   ops ([`ops`]), over their declared tune spaces (BLOCK_N, WARPS, STAGES, LM_TILE, ROWS)

@@ -149,7 +149,8 @@ pub fn score_clusters(qs: &[f64], centroids: &[f64], counts: &[usize], d: usize,
 }
 
 /// The clusters [`centroid_select`](super::CentroidSelect) keeps: the top-`keep` scores (ties: lower id) above
-/// `threshold` (and finite), as a set (ascending ids; the kernel emits them by score).
+/// `threshold` (and finite), as a set (ascending ids; the kernel emits them in no
+/// particular order).
 pub fn select_clusters(scores: &[f64], keep: usize, threshold: f64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));

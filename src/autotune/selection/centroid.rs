@@ -56,6 +56,9 @@ impl fmt::Display for CentroidShape {
 /// per (batch, KV head) (they share the kept + recent rows evenly).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CentroidConfig {
+    /// Programs per (batch, KV head) of the row packing (`pack_slots` in databases written
+    /// before it became a program count; such entries are stale by their source hash).
+    #[serde(alias = "pack_slots")]
     pub pack_programs: usize,
     pub block_n: usize,
     pub warps: usize,
@@ -152,8 +155,8 @@ impl TuneTarget for CentroidDecodeTarget {
             .build()
     }
 
-    /// The attention kernel's tile space (BLOCK_N × WARPS) × splits {4, 8, 16, 32}, SLOTS
-    /// 16 (the packing is a few µs whatever its slots).
+    /// The attention kernel's tile space (BLOCK_N × WARPS) × splits {4, 8, 16, 32}, 16
+    /// packing programs (64 measured the same on the H200).
     fn candidates(&self, _s: &CentroidShape) -> Vec<CentroidConfig> {
         let mut out = Vec::new();
         for (block_n, warps, _) in tile_knobs(BlockSparseDecodeSplit::tune_space()) {
