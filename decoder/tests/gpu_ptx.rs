@@ -63,6 +63,7 @@ fn forward_pass_kernels_compile_to_ptx() {
                 ("BLOCK_SIZE", 64),
                 ("UPDATE_LANDMARKS", 0),
                 ("WARPS", 4),
+                ("LM", 2),
             ])),
         );
         ptx(

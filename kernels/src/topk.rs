@@ -6,7 +6,9 @@
 //! Aggregation over the group: **max** by default (ShadowKV, algorithms.md §5: "max over
 //! the GQA group", so a block one head needs is kept), or **sum** (`sum_heads`, InfLLM §7
 //! sums q̄·r over heads); no softmax: ranking per KV head only needs the raw scores.
-//! Ties go to the smaller block index (IR TopK). Fewer than `k` blocks: the list is
+//! Landmarks are f32 or bf16 ([`TopkBlockSelect::with_landmark_dtype`]): bf16 halves
+//! the bytes this memory-bound pass reads and puts `q · landmark` on the tensor cores
+//! (scores still accumulate in f32). Ties go to the smaller block index (IR TopK). Fewer than `k` blocks: the list is
 //! padded with -1 and `block_count = num_blocks`. Selected indices are sorted by
 //! descending score, never duplicated, always in `[0, num_blocks)`.
 //!
@@ -30,6 +32,7 @@ use crate::scratch::Scratch;
 /// programs; a larger tile keeps only its own top `TOPK`.
 #[kernel(tune(LM_TILE = [64, 32, 128, 256], WARPS = [4, 8]), example(GROUP = 4, HEAD_DIM = 128, TOPK = 64, SUM_HEADS = 0))]
 pub fn block_scores_topk<
+    LM,
     const GROUP: usize,
     const HEAD_DIM: usize,
     const LM_TILE: usize,
@@ -38,7 +41,7 @@ pub fn block_scores_topk<
     const WARPS: usize,
 >(
     q: Tensor<bf16, 3>,            // [B, Hq, D]
-    landmarks: Tensor<f32, 4>,     // [B, Hkv, NB_cap, D]
+    landmarks: Tensor<LM, 4>,      // [B, Hkv, NB_cap, D]
     cand_val: &mut Tensor<f32, 3>, // [B, Hkv, tiles * min(TOPK, LM_TILE)]
     cand_idx: &mut Tensor<i32, 3>, // [B, Hkv, tiles * min(TOPK, LM_TILE)]
     num_blocks: i32,
@@ -47,7 +50,9 @@ pub fn block_scores_topk<
     let kv_head = program_id(1);
     let batch = program_id(2);
     let blk0 = tile * LM_TILE as i32;
-    let q_tile = q.load([at(batch), range(kv_head * GROUP as i32, GROUP), range(0, HEAD_DIM)]).cast::<f32>();
+    // q in the landmarks' type: an f32 product on f32 landmarks, bf16 operands (tensor
+    // cores, f32 accumulation) on bf16 ones.
+    let q_tile = q.load([at(batch), range(kv_head * GROUP as i32, GROUP), range(0, HEAD_DIM)]).cast::<LM>();
     let lm = landmarks.load([at(batch), at(kv_head), range(blk0, LM_TILE), range(0, HEAD_DIM)]);
     let s = dot_t(q_tile, lm);
     let mut agg = s.max(0);
@@ -96,6 +101,8 @@ pub struct TopkBlockSelect {
     /// WARPS of `block_scores_topk` (4 or 8, its tune space); `topk_merge` runs
     /// [`Self::MERGE_WARPS`].
     pub warps: usize,
+    /// Element type of `landmarks`: f32 (default) or bf16 ([`Self::with_landmark_dtype`]).
+    pub landmark_dtype: DType,
     scores: BlockScoresTopkKernel,
     merge: TopkMergeKernel,
 }
@@ -113,6 +120,7 @@ impl TopkBlockSelect {
         num_blocks.div_ceil(lm_tile).max(1) * k.min(lm_tile)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn configs(
         group: usize,
         head_dim: usize,
@@ -121,9 +129,11 @@ impl TopkBlockSelect {
         sum_heads: bool,
         max_cand: usize,
         warps: usize,
+        lm_code: i64,
     ) -> [KernelConfig; 2] {
         [
             KernelConfig::from_pairs(&[
+                ("LM", lm_code),
                 ("GROUP", group as i64),
                 ("HEAD_DIM", head_dim as i64),
                 ("LM_TILE", lm_tile as i64),
@@ -139,8 +149,39 @@ impl TopkBlockSelect {
         ]
     }
 
+    /// The selection over landmarks stored as `landmark_dtype` (f32 or bf16, as
+    /// [`crate::Landmarks::typed`] / [`crate::KvAppend::typed`] write them); on the
+    /// interpreter when `rt` is `None`. Arguments as [`Self::cpu`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn typed(
+        rt: Option<&Runtime>,
+        group: usize,
+        head_dim: usize,
+        k: usize,
+        lm_tile: usize,
+        sum_heads: bool,
+        max_cand: usize,
+        warps: usize,
+        landmark_dtype: DType,
+    ) -> Result<Self, KernelError> {
+        if k == 0 || k > max_cand || lm_tile == 0 {
+            return Err(invalid(
+                Self::NAME,
+                format!("need 0 < k <= max_cand and lm_tile > 0 (k {k}, lm_tile {lm_tile}, max_cand {max_cand})"),
+            ));
+        }
+        let code = crate::append::landmark_code(Self::NAME, landmark_dtype)?;
+        let [a, b] = Self::configs(group, head_dim, k, lm_tile, sum_heads, max_cand, warps, code);
+        let (scores, merge) = match rt {
+            Some(rt) => (BlockScoresTopk::new(rt, &a)?, TopkMerge::new(rt, &b)?),
+            None => (BlockScoresTopk::cpu(&a)?, TopkMerge::cpu(&b)?),
+        };
+        Ok(TopkBlockSelect { group, head_dim, k, lm_tile, sum_heads, max_cand, warps, landmark_dtype, scores, merge })
+    }
+
     /// `max_cand >= k` and `>= candidates(num_blocks, lm_tile, k)` for every launch;
-    /// `warps` is `block_scores_topk`'s WARPS (4 or 8; 4 is the untuned default).
+    /// `warps` is `block_scores_topk`'s WARPS (4 or 8; 4 is the untuned default). f32
+    /// landmarks, on the interpreter.
     pub fn cpu(
         group: usize,
         head_dim: usize,
@@ -150,17 +191,10 @@ impl TopkBlockSelect {
         max_cand: usize,
         warps: usize,
     ) -> Result<Self, KernelError> {
-        if k == 0 || k > max_cand || lm_tile == 0 {
-            return Err(invalid(
-                Self::NAME,
-                format!("need 0 < k <= max_cand and lm_tile > 0 (k {k}, lm_tile {lm_tile}, max_cand {max_cand})"),
-            ));
-        }
-        let [a, b] = Self::configs(group, head_dim, k, lm_tile, sum_heads, max_cand, warps);
-        let (scores, merge) = (BlockScoresTopk::cpu(&a)?, TopkMerge::cpu(&b)?);
-        Ok(TopkBlockSelect { group, head_dim, k, lm_tile, sum_heads, max_cand, warps, scores, merge })
+        Self::typed(None, group, head_dim, k, lm_tile, sum_heads, max_cand, warps, DType::F32)
     }
 
+    /// [`Self::cpu`] compiled and loaded on `rt`'s GPU.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         rt: &Runtime,
@@ -172,18 +206,17 @@ impl TopkBlockSelect {
         max_cand: usize,
         warps: usize,
     ) -> Result<Self, KernelError> {
-        if k == 0 || k > max_cand || lm_tile == 0 {
-            return Err(invalid(
-                Self::NAME,
-                format!("need 0 < k <= max_cand and lm_tile > 0 (k {k}, lm_tile {lm_tile}, max_cand {max_cand})"),
-            ));
-        }
-        let [a, b] = Self::configs(group, head_dim, k, lm_tile, sum_heads, max_cand, warps);
-        let (scores, merge) = (BlockScoresTopk::new(rt, &a)?, TopkMerge::new(rt, &b)?);
-        Ok(TopkBlockSelect { group, head_dim, k, lm_tile, sum_heads, max_cand, warps, scores, merge })
+        Self::typed(Some(rt), group, head_dim, k, lm_tile, sum_heads, max_cand, warps, DType::F32)
     }
 
-    /// Checks `q [B, Hkv·G, D] bf16`, `landmarks [B, Hkv, NB_cap, D] f32`,
+    /// The same selection over landmarks stored as `dtype` ([`Self::typed`]), recompiled
+    /// (on the interpreter when `rt` is `None`).
+    pub fn with_landmark_dtype(self, rt: Option<&Runtime>, dtype: DType) -> Result<Self, KernelError> {
+        let s = self;
+        Self::typed(rt, s.group, s.head_dim, s.k, s.lm_tile, s.sum_heads, s.max_cand, s.warps, dtype)
+    }
+
+    /// Checks `q [B, Hkv·G, D] bf16`, `landmarks [B, Hkv, NB_cap, D]` ([`Self::landmark_dtype`]),
     /// `num_blocks <= NB_cap`, `block_idx [B, Hkv, k] i32`, `block_count [B, Hkv] i32`.
     /// Returns the two grids and the candidate count.
     pub fn check_args(
@@ -195,7 +228,7 @@ impl TopkBlockSelect {
         block_count: &dyn TensorMeta,
     ) -> Result<([u32; 3], [u32; 3], usize), KernelError> {
         let n = Self::NAME;
-        expect(n, "landmarks", landmarks, DType::F32, &[None, None, None, Some(self.head_dim)])?;
+        expect(n, "landmarks", landmarks, self.landmark_dtype, &[None, None, None, Some(self.head_dim)])?;
         let s = landmarks.shape();
         let (b, hkv, cap) = (s[0], s[1], s[2]);
         expect(n, "q", q, DType::BF16, &[Some(b), Some(hkv * self.group), Some(self.head_dim)])?;

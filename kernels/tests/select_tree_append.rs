@@ -47,6 +47,33 @@ fn topk_selection_with_eight_warps() {
 }
 
 #[test]
+fn topk_selection_on_bf16_landmarks() {
+    // bf16 landmarks (tensor-core scores), max and sum over the group, tiles above and
+    // below k; scores checked against the rounded landmarks the kernel wrote.
+    for (i, &(g, n, bs, k, lt, sum)) in [(4, 599, 16, 8, 16, false), (2, 777, 8, 20, 8, true)].iter().enumerate() {
+        let c = TopkCase::new("topk bf16 lm", dims(2, 2, g, n + 7, 64), n, bs, k, lt, sum, 80 + i as u64)
+            .with_landmark_dtype(DType::BF16);
+        let c = run(c);
+        assert_eq!(c.landmarks.dtype(), DType::BF16);
+    }
+    run(TopkCase::new("topk bf16 lm d128", dims(1, 2, 4, 300, 128), 290, 32, 4, 8, false, 82)
+        .with_landmark_dtype(DType::BF16));
+}
+
+#[test]
+fn landmarks_refuse_other_dtypes_and_mismatches() {
+    assert!(matches!(tessera_kernels::Landmarks::typed(None, 64, 16, DType::F16), Err(KernelError::Invalid { .. })));
+    assert!(matches!(KvAppend::typed(None, 64, 16, true, DType::I32), Err(KernelError::Invalid { .. })));
+    // An f32 selection refuses bf16 landmarks before running.
+    let op = TopkBlockSelect::cpu(2, 64, 4, 8, false, 16, 4).unwrap();
+    let q = HostTensor::full(DType::BF16, &[1, 4, 64], 0.5);
+    let lm = HostTensor::full(DType::BF16, &[1, 2, 10, 64], 0.5);
+    let (mut bi, mut bc) = (HostTensor::full(DType::I32, &[1, 2, 4], 0.0), HostTensor::full(DType::I32, &[1, 2], 0.0));
+    let e = op.run_cpu(&q, &lm, 10, &mut bi, &mut bc).unwrap_err();
+    assert!(matches!(e, KernelError::DType { arg: "landmarks", expected: DType::F32, got: DType::BF16, .. }), "{e}");
+}
+
+#[test]
 fn topk_more_blocks_requested_than_exist() {
     // 5 blocks, k = 8: count 5, slots 5..8 are -1.
     let c = run(TopkCase::new("topk k>nb", dims(1, 2, 2, 80, 64), 77, 16, 8, 8, false, 56));
@@ -184,13 +211,16 @@ fn kv_append_writes_rows_and_updates_landmarks() {
     run(AppendCase::new("append", dims(3, 2, 1, 120, 64), 16, &[0, 15, 100], 1, 70));
     run(AppendCase::new("append", dims(2, 2, 1, 120, 64), 16, &[13, 48], 37, 71));
     run(AppendCase::new("append d128", dims(1, 1, 1, 64, 128), 8, &[5], 20, 72));
+    run(AppendCase::new("append bf16 lm", dims(2, 2, 1, 120, 64), 16, &[13, 48], 37, 74)
+        .with_landmark_dtype(DType::BF16));
 }
 
-#[test]
-fn kv_append_token_by_token_matches_from_scratch() {
-    let mut c = AppendCase::new("append", dims(1, 2, 1, 64, 64), 16, &[0], 1, 73);
-    let op = KvAppend::cpu(64, 16, true).unwrap();
-    let full = AppendCase::new("append", dims(1, 2, 1, 64, 64), 16, &[0], 37, 73);
+/// Appends 37 rows one at a time into `dtype` landmarks; returns (token by token, from
+/// scratch in one append) landmarks of the first 3 blocks of 16, and checks the caches agree.
+fn append_token_by_token(dtype: DType) -> (Vec<f64>, Vec<f64>) {
+    let mut c = AppendCase::new("append", dims(1, 2, 1, 64, 64), 16, &[0], 1, 73).with_landmark_dtype(dtype);
+    let op = KvAppend::typed(None, 64, 16, true, dtype).unwrap();
+    let full = AppendCase::new("append", dims(1, 2, 1, 64, 64), 16, &[0], 37, 73).with_landmark_dtype(dtype);
     for i in 0..37 {
         let row = |t: &HostTensor| {
             let v = t.to_f64();
@@ -208,13 +238,21 @@ fn kv_append_token_by_token_matches_from_scratch() {
         f
     };
     assert_eq!(c.k_cache, scratch.k_cache);
-    let lm = c.landmarks.to_f64();
-    let want = scratch.landmarks.to_f64();
-    for blk in 0..3 {
-        for h in 0..2 {
-            let at = (h * 4 + blk) * 64;
-            let err = tessera_kernels::reference::rel_err(&lm[at..at + 64], &want[at..at + 64]).unwrap();
-            assert!(err < 1e-5, "block {blk} head {h}: {err}");
+    (c.landmarks.to_f64(), scratch.landmarks.to_f64())
+}
+
+#[test]
+fn kv_append_token_by_token_matches_from_scratch() {
+    // f32: equal up to f32 summation order. bf16: each landmark is the block's f32 sum
+    // rounded once (recomputed from the rows), so 37 appends do not accumulate rounding.
+    for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 4e-3)] {
+        let (lm, want) = append_token_by_token(dtype);
+        for blk in 0..3 {
+            for h in 0..2 {
+                let at = (h * 4 + blk) * 64;
+                let err = tessera_kernels::reference::rel_err(&lm[at..at + 64], &want[at..at + 64]).unwrap();
+                assert!(err < tol, "{dtype:?} block {blk} head {h}: {err}");
+            }
         }
     }
 }

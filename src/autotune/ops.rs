@@ -592,6 +592,7 @@ impl TuneTarget for TopkSelectTarget {
 
     fn kernels(&self, s: &TopkShape, c: &TopkConfig) -> Result<Vec<Kernel>> {
         let scores = KernelConfig::from_pairs(&[
+            ("LM", tessera_dsl_support::elem_code(DType::F32).expect("f32 has a code")),
             ("GROUP", s.group as i64),
             ("HEAD_DIM", s.head_dim as i64),
             ("LM_TILE", c.lm_tile as i64),

@@ -68,6 +68,10 @@ pub struct BenchArgs {
     /// programs per SM the compiler must fit in registers (0: its choice).
     #[arg(long, default_value_t = 0)]
     pub min_blocks: usize,
+    /// Replaces the split decoders' split-count sweep (`max_splits` values, any count,
+    /// not only powers of two), e.g. `6,12`: for sizing the grid to the resident programs.
+    #[arg(long, value_delimiter = ',')]
+    pub splits: Option<Vec<usize>>,
 }
 
 /// `BLOCK_N/WARPS/STAGES`, e.g. `64/4/2`.
@@ -443,7 +447,7 @@ pub fn decode_configs(args: &BenchArgs, splits: &[usize]) -> Vec<DecodeKnobs> {
         [(64, 4, 2), (64, 8, 3), (32, 4, 3), (64, 8, 2), (32, 4, 2), (64, 4, 3), (128, 8, 2)];
     let mut v = Vec::new();
     for &(bn, w, st) in args.decode_tiles.as_deref().unwrap_or(&DEFAULT) {
-        for &s in splits {
+        for &s in args.splits.as_deref().unwrap_or(splits) {
             v.push((bn, w, s, st));
         }
     }

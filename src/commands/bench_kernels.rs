@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use anyhow::{anyhow, bail, Context, Result};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use tessera::inputs::{bf16s, f32s, random_bf16, random_f32};
+use tessera::inputs::{bf16s, random_bf16, random_f32};
 use tessera_codegen::host::{HostData, HostTensor};
 use tessera_codegen::ir::DType;
 use tessera_kernels::cases::{random_selection, random_trees};
@@ -167,16 +167,17 @@ fn block_sparse_trial(
     Ok(Trial { config: format!("{label} (splits={}, split_len={split_len})", grid[0]), stats, check })
 }
 
-/// Landmark sets rotated through while timing (together > 2x the L2), so each launch
-/// reads its landmarks from HBM as a decode step would.
-fn landmark_sets(rt: &Runtime, b: usize, nb: usize) -> Result<(Vec<DeviceTensor>, HostTensor)> {
-    let one = (b * HKV * nb * D * 4) as f64;
+/// Landmark sets (`dtype`: f32 or bf16) rotated through while timing (together > 2x the
+/// L2), so each launch reads its landmarks from HBM as a decode step would.
+fn landmark_sets(rt: &Runtime, b: usize, nb: usize, dtype: DType) -> Result<(Vec<DeviceTensor>, HostTensor)> {
+    let one = (b * HKV * nb * D * dtype.size_bytes()) as f64;
     let l2 = rt.info().l2_bytes.max(1) as f64;
     let sets = ((2.0 * l2 / one).ceil() as usize).clamp(1, 8);
     let mut dev = Vec::new();
     let mut first = None;
     for s in 0..sets {
-        let h = random_f32(&[b, HKV, nb, D], 100 + s as u64);
+        let f = random_f32(&[b, HKV, nb, D], 100 + s as u64);
+        let h = if dtype == DType::F32 { f } else { HostTensor::from_f64(dtype, &f.shape, &f.to_f64()) };
         dev.push(DeviceTensor::upload(rt.stream(), &h)?.read_only());
         if s == 0 {
             first = Some(h);
@@ -213,7 +214,7 @@ fn check_topk(
     if !reference {
         return Ok("valid selection".into());
     }
-    let (qs, ls) = (bf16s(q), f32s(lm));
+    let (qs, ls) = (bf16s(q), lm.to_f64());
     let mut worst: f64 = 0.0;
     for (bb, h) in check_pairs(b) {
         let bh = bb * HKV + h;
@@ -223,7 +224,7 @@ fn check_topk(
                 (0..G)
                     .map(|g| {
                         let qr = &qs[(bb * HQ + h * G + g) * D..(bb * HQ + h * G + g + 1) * D];
-                        qr.iter().zip(l).map(|(a, c)| a.to_f64() * *c as f64).sum::<f64>()
+                        qr.iter().zip(l).map(|(a, c)| a.to_f64() * c).sum::<f64>()
                     })
                     .fold(f64::NEG_INFINITY, f64::max)
             })
@@ -247,23 +248,25 @@ struct TopkBest {
     lm_tile: usize,
 }
 
-fn topk(cx: &Ctx, x: &Inputs, workload: &'static str, bs: usize) -> Result<(Row, Option<TopkBest>)> {
+/// Top-k selection over `N / bs` landmarks stored as `lm` (f32 or bf16).
+fn topk(cx: &Ctx, x: &Inputs, workload: &'static str, bs: usize, lm: DType) -> Result<(Row, Option<TopkBest>)> {
     let (b, k) = (x.batch, NBLK);
     let nb = N / bs;
+    let name = if lm == DType::F32 { "f32" } else { "bf16" };
     let mut row = Row::new(
         workload,
-        format!("top-{k} block selection over {nb} blocks of {bs} (landmarks precomputed, f32), B{b} N={N}"),
-        (b * HKV * nb * D * 4) as u64,
+        format!("top-{k} block selection over {nb} blocks of {bs} (landmarks precomputed, {name}), B{b} N={N}"),
+        (b * HKV * nb * D * lm.size_bytes()) as u64,
         Some(30.0),
     );
-    let (sets, lm0) = landmark_sets(cx.rt, b, nb)?;
-    let _ = write!(row.note, "bytes = landmarks read (f32); {} landmark sets rotated (cold L2). ", sets.len());
+    let (sets, lm0) = landmark_sets(cx.rt, b, nb, lm)?;
+    let _ = write!(row.note, "bytes = landmarks read ({name}); {} landmark sets rotated (cold L2). ", sets.len());
     let bi = DeviceTensor::poisoned(cx.rt.stream(), DType::I32, &[b, HKV, k])?;
     let bc = DeviceTensor::poisoned(cx.rt.stream(), DType::I32, &[b, HKV])?;
     let label = |t: &usize| format!("LM_TILE={t} WARPS=4 max over group");
     let best = cx.sweep(&mut row, &[64usize, 32, 128, 256], label, |&lm_tile| {
         let max_cand = TopkBlockSelect::candidates(nb, lm_tile, k).max(k).next_power_of_two();
-        let op = TopkBlockSelect::new(cx.rt, G, D, k, lm_tile, false, max_cand, 4)?;
+        let op = TopkBlockSelect::typed(Some(cx.rt), G, D, k, lm_tile, false, max_cand, 4, lm)?;
         let scratch = Scratch::new();
         bi.poison()?;
         bc.poison()?;
@@ -287,7 +290,7 @@ fn topk_pipeline(cx: &Ctx, x: &Inputs, tk: &TopkBest, bsp: &BlockSparseBest) -> 
         None,
     );
     row.note = "bytes = selected KV + landmarks. ".into();
-    let (sets, _) = landmark_sets(cx.rt, b, nb)?;
+    let (sets, _) = landmark_sets(cx.rt, b, nb, DType::F32)?;
     let bi = DeviceTensor::poisoned(cx.rt.stream(), DType::I32, &[b, HKV, k])?;
     let bc = DeviceTensor::poisoned(cx.rt.stream(), DType::I32, &[b, HKV])?;
     let out = DeviceTensor::poisoned(cx.rt.stream(), DType::BF16, &[b, HQ, D])?;
@@ -401,6 +404,8 @@ pub fn run(a: Args) -> Result<()> {
         "block_sparse_qh_B8",
         "topk_select_B8_bs128",
         "topk_select_B8_bs64",
+        "topk_select_B8_bs128_bf16lm",
+        "topk_select_B8_bs64_bf16lm",
         "dense_B8",
     ];
     if b8_workloads.iter().any(|w| cx.wanted(w)) || cx.wanted("topk_then_block_sparse_B8") {
@@ -427,7 +432,7 @@ pub fn run(a: Args) -> Result<()> {
         }
         let mut tk_best = None;
         if cx.wanted("topk_select_B8_bs128") || cx.wanted("topk_then_block_sparse_B8") {
-            match topk(&cx, &x, "topk_select_B8_bs128", BS) {
+            match topk(&cx, &x, "topk_select_B8_bs128", BS, DType::F32) {
                 Ok((row, best)) => {
                     rows.push(row);
                     tk_best = best;
@@ -435,8 +440,14 @@ pub fn run(a: Args) -> Result<()> {
                 Err(e) => rows.push(guarded("topk_select_B8_bs128", "top-k", Err(e))),
             }
         }
-        if cx.wanted("topk_select_B8_bs64") {
-            rows.push(guarded("topk_select_B8_bs64", "top-k", topk(&cx, &x, "topk_select_B8_bs64", 64).map(|r| r.0)));
+        for (w, bs, lm) in [
+            ("topk_select_B8_bs64", 64, DType::F32),
+            ("topk_select_B8_bs128_bf16lm", BS, DType::BF16),
+            ("topk_select_B8_bs64_bf16lm", 64, DType::BF16),
+        ] {
+            if cx.wanted(w) {
+                rows.push(guarded(w, "top-k", topk(&cx, &x, w, bs, lm).map(|r| r.0)));
+            }
         }
         if cx.wanted("topk_then_block_sparse_B8") {
             match (&tk_best, &bs_best) {

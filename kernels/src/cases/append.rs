@@ -1,8 +1,8 @@
-//! KV append cases ([`AppendCase`]): rows written and landmarks updated incrementally.
+//! KV append cases ([`AppendCase`]): rows written and the touched blocks' landmarks recomputed.
 
 use super::*;
 
-/// KV append with incremental landmark update, starting from a cache whose first
+/// KV append with the landmark update, starting from a cache whose first
 /// `pos[b]` rows are filled and whose landmarks are exact for them.
 pub struct AppendCase {
     pub name: String,
@@ -14,6 +14,8 @@ pub struct AppendCase {
     pub k_cache: HostTensor,
     pub v_cache: HostTensor,
     pub landmarks: HostTensor,
+    /// f32 (from [`AppendCase::new`]) or bf16 ([`AppendCase::with_landmark_dtype`]).
+    pub landmark_dtype: DType,
     k0: HostTensor,
     v0: HostTensor,
     lm0: HostTensor,
@@ -51,10 +53,32 @@ impl AppendCase {
             k_cache: k0.clone(),
             v_cache: v0.clone(),
             landmarks: lm0.clone(),
+            landmark_dtype: DType::F32,
             k0,
             v0,
             lm0,
         }
+    }
+
+    /// The same case with landmarks stored as `dtype` (the initial ones rounded to it).
+    pub fn with_landmark_dtype(mut self, dtype: DType) -> Self {
+        self.lm0 = HostTensor::from_f64(dtype, &self.lm0.shape, &self.lm0.to_f64());
+        self.landmarks = self.lm0.clone();
+        self.landmark_dtype = dtype;
+        self
+    }
+
+    /// Landmark tolerance: f32 sums, or one bf16 rounding (2^-9 relative, with margin).
+    fn landmark_tol(&self) -> f64 {
+        if self.landmark_dtype == DType::BF16 {
+            4e-3
+        } else {
+            1e-5
+        }
+    }
+
+    fn op(&self, rt: Option<&Runtime>) -> Result<KvAppend, KernelError> {
+        KvAppend::typed(rt, self.dims.head_dim, self.block_size, true, self.landmark_dtype)
     }
 
     fn reset(&mut self) {
@@ -68,8 +92,15 @@ impl KernelCase for AppendCase {
     fn name(&self) -> String {
         let d = self.dims;
         format!(
-            "{} B{} Hkv{} D{} N{} bs{} T{}",
-            self.name, d.batch, d.kv_heads, d.head_dim, d.cap, self.block_size, self.k_new.shape[2]
+            "{} B{} Hkv{} D{} N{} bs{} T{}{}",
+            self.name,
+            d.batch,
+            d.kv_heads,
+            d.head_dim,
+            d.cap,
+            self.block_size,
+            self.k_new.shape[2],
+            if self.landmark_dtype == DType::BF16 { " bf16 landmarks" } else { "" }
         )
     }
 
@@ -80,13 +111,13 @@ impl KernelCase for AppendCase {
 
     fn run_cpu(&mut self) -> Result<(), KernelError> {
         self.reset();
-        let op = KvAppend::cpu(self.dims.head_dim, self.block_size, true)?;
+        let op = self.op(None)?;
         op.run_cpu(&self.k_new, &self.v_new, &self.pos, &mut self.k_cache, &mut self.v_cache, &mut self.landmarks)
     }
 
     fn run_gpu(&mut self, rt: &Runtime) -> Result<(), KernelError> {
         self.reset();
-        let op = KvAppend::new(rt, self.dims.head_dim, self.block_size, true)?;
+        let op = self.op(Some(rt))?;
         let (kn, vn, pos) = (up(rt, &self.k_new)?, up(rt, &self.v_new)?, up(rt, &self.pos)?);
         let (kc, vc, lm) = (up(rt, &self.k_cache)?, up(rt, &self.v_cache)?, up(rt, &self.landmarks)?);
         op.check_args(&self.k_new, &self.v_new, &self.pos, &self.k_cache, &self.v_cache, &self.landmarks)?;
@@ -99,7 +130,8 @@ impl KernelCase for AppendCase {
     }
 
     /// Caches: exact (new rows in place, every other row untouched); landmarks of every
-    /// block below `ceil((pos + T) / bs)`: the from-scratch means within 1e-5.
+    /// block below `ceil((pos + T) / bs)`: the from-scratch means within 1e-5 (f32) or one
+    /// bf16 rounding.
     #[allow(clippy::needless_range_loop)]
     fn check(&self) -> Result<f64, String> {
         let DecodeDims { batch, kv_heads, cap, head_dim: d, .. } = self.dims;
@@ -131,7 +163,7 @@ impl KernelCase for AppendCase {
             for h in 0..kv_heads {
                 let g = &got[((b * kv_heads + h) * nb_cap) * d..][..nb * d];
                 let e = r::rel_err(g, &want[h * nb * d..(h + 1) * nb * d])?;
-                worst = worst.max(within("landmarks", e, 1e-5)?);
+                worst = worst.max(within("landmarks", e, self.landmark_tol())?);
             }
         }
         Ok(worst)
@@ -146,5 +178,7 @@ pub fn append_gpu_cases(seed: u64) -> Vec<AppendCase> {
     vec![
         AppendCase::new("kv_append", dims(2, 8, 1, 4096, 128), 64, &[1000, 4000], 17, seed),
         AppendCase::new("kv_append", dims(3, 2, 1, 600, 64), 16, &[0, 15, 577], 1, seed + 1),
+        AppendCase::new("kv_append", dims(2, 8, 1, 4096, 128), 64, &[1000, 4031], 33, seed + 2)
+            .with_landmark_dtype(DType::BF16),
     ]
 }
