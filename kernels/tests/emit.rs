@@ -143,14 +143,15 @@ fn gathered_rows_take_the_fast_path() {
 /// elements over 128 threads × 8 × 2 slots) must not zero-fill past its end: a masked-off
 /// `cp.async` still writes its 16 bytes, which landed past the shared-memory allocation
 /// (found by compute-sanitizer on the H200: two-level bf16 centroids, GROUP 3, D 64).
+/// The copy runs in rounds of 16 rows, and the second round's rows 24..32 skip the copy.
 /// Whole tiles (the decode kernels' K/V) keep the unguarded copy.
 #[test]
 fn ragged_staged_tile_copies_only_its_own_slots() {
     let c = cfg(&[("GROUP", 3), ("HEAD_DIM", 64), ("MAX_FINE", 24), ("WARPS", 4), ("CT", 0)]);
     let src = emit_cuda(&tessera_kernels::centroid_two_level::CentroidFineScores::build(&c).unwrap()).source;
-    assert!(src.contains("if (f < 1536) tsr::cp_async_chunks<16, 1>"), "ragged tile copies guarded:\n{src}");
+    assert!(src.contains("if (c0 < 24) tsr::cp_async_to<16, 1>"), "ragged tile copies guarded:\n{src}");
     let c = cfg(&[("GROUP", 4), ("HEAD_DIM", 128), ("BLOCK_N", 64), ("WARPS", 4), ("STAGES", 2)]);
     let src = emit_cuda(&DenseDecodeSplit::build(&c).unwrap()).source;
-    assert!(!src.contains("if (f < 8192) tsr::cp_async"), "whole tiles need no guard");
-    assert!(src.contains("tsr::cp_async_chunks<16, 1>(dst, on ? p"), "the fast-path copy is still there");
+    assert!(!src.contains("if (c0 < 64) tsr::cp_async"), "whole tiles need no guard");
+    assert!(src.contains("tsr::cp_async_to<16, 1>(s + k * 2176u, g, "), "the fast path copies rounds of 8 rows");
 }

@@ -569,6 +569,20 @@ template <int CHUNK, int COUNT> __device__ __forceinline__ void cp_async_chunks(
     }
   }
 }
+/// `cp_async_chunks` to the shared address `dst` (from `smem_addr`). A masked-off copy
+/// (source size 0) zero-fills without reading its source, so `src` need not be valid then.
+template <int CHUNK, int COUNT> __device__ __forceinline__ void cp_async_to(unsigned dst, const void* src, bool on) {
+#pragma unroll
+  for (int c = 0; c < COUNT; ++c) {
+    const char* g = reinterpret_cast<const char*>(src) + c * CHUNK;
+    if (CHUNK == 16) {
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst + c * CHUNK), "l"(g), "r"(on ? 16 : 0));
+    } else {
+      asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;" ::"r"(dst + c * CHUNK), "l"(g), "n"(CHUNK),
+                   "r"(on ? CHUNK : 0));
+    }
+  }
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
 /// Waits until at most N committed groups are still in flight (the prefetches of the

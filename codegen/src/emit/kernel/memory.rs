@@ -110,6 +110,12 @@ impl BodyWriter<'_> {
             }
             exists.extend(a.writer.clone());
             let guard = if exists.is_empty() { String::new() } else { format!("if ({}) ", exists.join(" && ")) };
+            if let Some(rows_per_round) = self.copy_rounds(a, ty) {
+                self.staged_rounds(name, ty, a, ld, rows_per_round, |w| {
+                    w.staged_general(name, ty, a, ld, other, false)
+                });
+                return self.finish_staged(r);
+            }
             self.affine_or_general(
                 a,
                 ty,
@@ -130,11 +136,96 @@ impl BodyWriter<'_> {
         } else {
             self.staged_general(name, ty, a, ld, other, true);
         }
-        // A prefetch commits all of its copies as one group (see `pipelined_loop`).
+        self.finish_staged(r);
+    }
+
+    /// After a staged load's copies: a prefetch commits all of its copies as one group
+    /// (see `pipelined_loop`), any other load commits its own.
+    fn finish_staged(&mut self, r: ValueId) {
         if self.prefetch_buffer.is_none() {
             self.line("tsr::cp_async_commit();");
             self.pending_copies.push(r);
         }
+    }
+
+    /// Rows per round when a staged copy can run as rounds of whole rows: a 2-D
+    /// round-robin tile, every vector a whole `cp.async` chunk, uniformly masked, no
+    /// gather, no writer condition, and one round (`threads × vec` elements) a whole
+    /// number of rows. Then each thread copies the same columns of rows `r0 + k · rows`.
+    fn copy_rounds(&self, a: &Access, ty: &TileType) -> Option<usize> {
+        let l = self.layout(ty);
+        let (vd, gather) = a.vector_dim?;
+        let plain = l.fragment.is_none() && !l.replicated && a.writer.is_none();
+        let uniform = a.mask.is_none() || a.mask_checks(l.vec) == 1;
+        let n = *ty.shape.last()?;
+        let per_round = self.threads * l.vec;
+        let two_d = ty.shape.len() == 2 && a.tile_axis[vd] == Some(1);
+        let row_dim = (0..a.rank).find(|&d| a.tile_axis[d] == Some(0));
+        (plain
+            && uniform
+            && two_d
+            && !gather
+            && !a.gather_dims.iter().any(|&g| g)
+            && row_dim.is_some()
+            && a.chunk * a.chunk_count == l.vec * a.elem_bytes
+            && n % l.vec == 0
+            && per_round % n == 0)
+            .then_some(per_round / n)
+    }
+
+    /// The affine fast path of a staged copy as rounds of whole rows ([`Self::copy_rounds`]):
+    /// this thread's first row, column, global pointer and shared address are computed
+    /// once; round `k` adds `k · rows` rows — a 32-bit compare for its row bound and mask,
+    /// one 64-bit pointer add, a shared address with an immediate offset. Masked-off
+    /// vectors zero-fill without reading (source size 0), so their pointer is not
+    /// replaced. `slow` emits the general loop for accesses the fast check refuses.
+    fn staged_rounds(
+        &mut self,
+        name: &str,
+        ty: &TileType,
+        a: &Access,
+        ld: usize,
+        rows_per_round: usize,
+        slow: impl FnOnce(&mut Self),
+    ) {
+        let l = self.layout(ty);
+        let (m, n) = (ty.shape[0], ty.shape[1]);
+        let rounds = l.slots / l.vec;
+        let row_dim = (0..a.rank).find(|&d| a.tile_axis[d] == Some(0)).expect("checked by copy_rounds");
+        self.open("");
+        let fast = self.affine_prelude(a);
+        self.open(format!("if ({})", fast.join(" && ")));
+        self.line(format!("const int f0 = (int)threadIdx.x * {};", l.vec));
+        self.line(format!("const int r0 = f0 / {n}, c1 = f0 % {n};"));
+        self.line(format!("const int span = hi{row_dim} - lo{row_dim};"));
+        self.line(format!("auto* g = origin + r0 * st{row_dim} + c1;"));
+        self.line(format!("const long long step = (long long){rows_per_round} * st{row_dim};"));
+        self.line(format!("const unsigned s = tsr::smem_addr({name} + r0 * {ld} + c1);"));
+        self.line("#pragma unroll");
+        self.open(format!("for (int k = 0; k < {rounds}; ++k, g += step)"));
+        self.line(format!("const int i = k * {}, f = f0 + k * {};", l.vec, self.threads * l.vec));
+        self.line(format!("const int c0 = r0 + k * {rows_per_round};"));
+        let mut on = vec![format!("(unsigned)(c0 - lo{row_dim}) < (unsigned)span")];
+        if let Some(mk) = &a.mask {
+            on.push(mk.replace("@E", "0"));
+        }
+        // Rounds past the tile's last row (a tile smaller than the last round) skip the
+        // copy: a zero-fill there would land past the tile.
+        let exists = if rounds * rows_per_round > m { format!("if (c0 < {m}) ") } else { String::new() };
+        let bytes = rows_per_round * ld * a.elem_bytes;
+        self.line(format!(
+            "{exists}tsr::cp_async_to<{}, {}>(s + k * {bytes}u, g, {});",
+            a.chunk,
+            a.chunk_count,
+            on.join(" && ")
+        ));
+        self.close();
+        self.depth -= 1;
+        self.line("} else {");
+        self.depth += 1;
+        slow(self);
+        self.close();
+        self.close();
     }
 
     /// The general (per-vector checked) loop of a staged load. As the rare fallback of an
@@ -458,8 +549,58 @@ impl BodyWriter<'_> {
         let l = self.layout(ty);
         let (vd, _) = a.vector_dim.unwrap();
         let ptr = &a.ptr;
-        let origin = |d: usize| a.position(d, |_| "0".to_string());
         self.open("");
+        let fast = self.affine_prelude(a);
+        self.open(format!("if ({})", fast.join(" && ")));
+        self.open_vector_loop(l, &ty.shape);
+        let mut on = vec![format!("f < {}", l.numel)];
+        if let Some(w) = &a.writer {
+            on.push(w.clone());
+        }
+        let mut addr = Vec::new();
+        for d in 0..a.rank {
+            if let Some(axis) = a.tile_axis[d] {
+                if d == vd {
+                    addr.push(format!("c{axis}"));
+                } else if a.gather_dims[d] {
+                    // An out-of-range row is masked off and addressed as row 0, so the
+                    // 32-bit product never overflows.
+                    let g = a.position(d, |k| format!("c{k}"));
+                    self.line(format!("const long long g{d} = {g};"));
+                    self.line(format!("const bool g{d}_ok = g{d} >= 0 && g{d} < {ptr}_size{d};"));
+                    on.push(format!("g{d}_ok"));
+                    addr.push(format!("(g{d}_ok ? (int)g{d} : 0) * st{d}"));
+                } else {
+                    on.push(format!("c{axis} >= lo{d} && c{axis} < hi{d}"));
+                    addr.push(format!("c{axis} * st{d}"));
+                }
+            }
+        }
+        self.line(format!("const bool row_ok = {};", on.join(" && ")));
+        self.line(format!("auto* p = origin + {};", addr.join(" + ")));
+        let uniform = a.mask.is_none() || a.mask_checks(l.vec) == 1;
+        match &a.mask {
+            Some(m) if uniform => self.line(format!("const bool on = row_ok && {};", m.replace("@E", "0"))),
+            _ => self.line("const bool on = row_ok;"),
+        }
+        action(self, "p", uniform);
+        self.close();
+        self.depth -= 1;
+        self.line("} else {");
+        self.depth += 1;
+        slow(self);
+        self.close();
+        self.close();
+    }
+
+    /// The checks and per-access values of an affine fast path: declares `o<d>` (the
+    /// tile origin's position), `origin` (its address), and for each non-innermost tile
+    /// axis `lo<d>`/`hi<d>` (its in-bounds range of tile coordinates) and `st<d>` (its
+    /// 32-bit stride); returns the conditions under which the fast path is valid.
+    fn affine_prelude(&mut self, a: &Access) -> Vec<String> {
+        let (vd, _) = a.vector_dim.unwrap();
+        let ptr = &a.ptr;
+        let origin = |d: usize| a.position(d, |_| "0".to_string());
         let mut fast = vec![format!("{ptr}_stride{vd} == 1")];
         let mut offset = Vec::new();
         for d in 0..a.rank {
@@ -502,46 +643,7 @@ impl BodyWriter<'_> {
                 }
             }
         }
-        self.open(format!("if ({})", fast.join(" && ")));
-        self.open_vector_loop(l, &ty.shape);
-        let mut on = vec![format!("f < {}", l.numel)];
-        if let Some(w) = &a.writer {
-            on.push(w.clone());
-        }
-        let mut addr = Vec::new();
-        for d in 0..a.rank {
-            if let Some(axis) = a.tile_axis[d] {
-                if d == vd {
-                    addr.push(format!("c{axis}"));
-                } else if a.gather_dims[d] {
-                    // An out-of-range row is masked off and addressed as row 0, so the
-                    // 32-bit product never overflows.
-                    let g = a.position(d, |k| format!("c{k}"));
-                    self.line(format!("const long long g{d} = {g};"));
-                    self.line(format!("const bool g{d}_ok = g{d} >= 0 && g{d} < {ptr}_size{d};"));
-                    on.push(format!("g{d}_ok"));
-                    addr.push(format!("(g{d}_ok ? (int)g{d} : 0) * st{d}"));
-                } else {
-                    on.push(format!("c{axis} >= lo{d} && c{axis} < hi{d}"));
-                    addr.push(format!("c{axis} * st{d}"));
-                }
-            }
-        }
-        self.line(format!("const bool row_ok = {};", on.join(" && ")));
-        self.line(format!("auto* p = origin + {};", addr.join(" + ")));
-        let uniform = a.mask.is_none() || a.mask_checks(l.vec) == 1;
-        match &a.mask {
-            Some(m) if uniform => self.line(format!("const bool on = row_ok && {};", m.replace("@E", "0"))),
-            _ => self.line("const bool on = row_ok;"),
-        }
-        action(self, "p", uniform);
-        self.close();
-        self.depth -= 1;
-        self.line("} else {");
-        self.depth += 1;
-        slow(self);
-        self.close();
-        self.close();
+        fast
     }
 
     /// Vector fast path when the whole vector is contiguous, aligned, in bounds and
