@@ -66,6 +66,10 @@ pub(super) struct BodyWriter<'a> {
     /// Staged tiles a `dot` read since the last barrier: paid before any staged load or
     /// loop writes staged buffers again (in a pipelined loop, at the end of the body).
     owed_staged: bool,
+    /// Scalar loads of a pipelined loop's slice read one iteration earlier (see
+    /// [`Self::pipelined_loop`]): while the prefetch is emitted, such a load takes the
+    /// value held in `<name>_ahead` instead of reading memory.
+    ahead_subst: Vec<ValueId>,
 }
 
 impl<'a> BodyWriter<'a> {
@@ -91,6 +95,7 @@ impl<'a> BodyWriter<'a> {
             held_stash: None,
             owed_scratch: 0,
             owed_staged: false,
+            ahead_subst: Vec::new(),
         }
     }
 
@@ -193,6 +198,19 @@ impl<'a> BodyWriter<'a> {
         }
     }
 
+    /// `dst = src` for a scalar or a tile (slot by slot, both in `ty`'s layout).
+    fn copy_value(&mut self, dst: &str, src: &str, ty: &TileType) {
+        if ty.is_scalar() {
+            self.line(format!("{dst} = {src};"));
+        } else {
+            let n = self.layout(ty).slots;
+            self.line(format!(
+                "#pragma unroll\n{}for (int i = 0; i < {n}; ++i) {dst}[i] = {src}[i];",
+                "  ".repeat(self.depth)
+            ));
+        }
+    }
+
     fn describe(&self, v: ValueId) -> String {
         let t = self.k.ty(v);
         format!("{}{:?}", t.dtype, t.shape)
@@ -242,6 +260,12 @@ impl<'a> BodyWriter<'a> {
             self.pay_owed_barrier();
         }
         match s {
+            Stmt::Let { results, .. } if self.ahead_subst.contains(&results[0]) => {
+                let (name, ty) = (self.name(results[0]), self.ty(results[0]));
+                self.line(format!("// {name} {}: read one iteration earlier", self.describe(results[0])));
+                self.declare(&name, &ty);
+                self.copy_value(&name, &format!("{name}_ahead"), &ty);
+            }
             Stmt::Let { results, op } => {
                 let names: Vec<String> =
                     results.iter().map(|r| format!("{} {}", self.name(*r), self.describe(*r))).collect();
@@ -250,16 +274,7 @@ impl<'a> BodyWriter<'a> {
             }
             Stmt::Assign { var, value } => {
                 let (dst, src) = (self.name(*var), self.name(*value));
-                let ty = self.ty(*var);
-                if ty.is_scalar() {
-                    self.line(format!("{dst} = {src};"));
-                } else {
-                    let n = self.layout(&ty).slots;
-                    self.line(format!(
-                        "#pragma unroll\n{}for (int i = 0; i < {n}; ++i) {dst}[i] = {src}[i];",
-                        "  ".repeat(self.depth)
-                    ));
-                }
+                self.copy_value(&dst, &src, &self.ty(*var));
             }
             Stmt::Store { tensor, index, value, mask } => {
                 self.line(format!("// store {} -> {}", self.name(*value), self.index_summary(*tensor, index)));
@@ -337,6 +352,18 @@ impl<'a> BodyWriter<'a> {
             self.close();
             self.line("tsr::cp_async_commit();");
         }
+        // Loads the copies' addresses depend on (block or row indices) are read one
+        // iteration before the prefetch that needs them: read there, the load's latency
+        // would stall every iteration before its copies could start.
+        let ahead = self.ahead_loads(body, p);
+        if !ahead.is_empty() {
+            for &r in &ahead {
+                let (name, ty) = (self.name(r), self.ty(r));
+                self.declare(&format!("{name}_ahead"), &ty);
+            }
+            // The first iteration's prefetch starts iteration `S − 1`.
+            self.read_ahead(body, p, &ahead, (v, &format!("(int){s}"), e, cmp), (stages - 1) * step);
+        }
         let advance = if stages == 2 {
             format!("{stage} ^= 1")
         } else {
@@ -353,11 +380,61 @@ impl<'a> BodyWriter<'a> {
         } else {
             format!("({stage} == 0 ? {} : {stage} - 1)", stages - 1)
         };
+        self.ahead_subst = ahead.clone();
         self.prefetch(body, p, &buffer);
+        self.ahead_subst.clear();
         self.close();
         self.close();
+        if !ahead.is_empty() {
+            // The next iteration's prefetch starts iteration `+ S`.
+            self.read_ahead(body, p, &ahead, (v, v, e, cmp), stages * step);
+        }
         self.line("tsr::cp_async_commit();");
         self.block(body);
+        self.close();
+    }
+
+    /// The register loads among a pipeline's slice statements (indices the copies'
+    /// addresses depend on) whose values the prefetch can take from registers read one
+    /// iteration earlier.
+    fn ahead_loads(&self, body: &[Stmt], p: &staging::Pipeline) -> Vec<ValueId> {
+        p.slice
+            .iter()
+            .filter_map(|&i| match &body[i] {
+                Stmt::Let { results, op: Op::Load { .. } }
+                    if results.len() == 1 && !self.plan.staged.contains_key(&results[0]) =>
+                {
+                    Some(results[0])
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Reads the `ahead` loads of iteration `from + offset` into their `_ahead` registers
+    /// (the slice re-evaluated with the loop variable shadowed), when that iteration runs.
+    fn read_ahead(
+        &mut self,
+        body: &[Stmt],
+        p: &staging::Pipeline,
+        ahead: &[ValueId],
+        (v, from, e, cmp): (&str, &str, &str, &str),
+        offset: i64,
+    ) {
+        self.open("");
+        self.line(format!("const int {v}_ahead_it = {from} + {offset};"));
+        self.open(format!("if ({v}_ahead_it {cmp} (int){e})"));
+        self.line(format!("const int {v} = {v}_ahead_it;"));
+        let mut idx = p.slice.clone();
+        idx.sort_unstable();
+        for i in idx {
+            self.stmt(&body[i]);
+        }
+        for &r in ahead {
+            let name = self.name(r);
+            self.copy_value(&format!("{name}_ahead"), &name, &self.ty(r));
+        }
+        self.close();
         self.close();
     }
 
