@@ -168,8 +168,8 @@ impl BodyWriter<'_> {
             && !a.gather_dims.iter().any(|&g| g)
             && row_dim.is_some()
             && a.chunk * a.chunk_count == l.vec * a.elem_bytes
-            && n % l.vec == 0
-            && per_round % n == 0)
+            && n.is_multiple_of(l.vec)
+            && per_round.is_multiple_of(n))
             .then_some(per_round / n)
     }
 
