@@ -170,7 +170,7 @@ impl BodyWriter<'_> {
             && a.chunk * a.chunk_count == l.vec * a.elem_bytes
             && n.is_multiple_of(l.vec)
             && per_round.is_multiple_of(n))
-            .then_some(per_round / n)
+        .then_some(per_round / n)
     }
 
     /// The affine fast path of a staged copy as rounds of whole rows ([`Self::copy_rounds`]):

@@ -41,6 +41,9 @@ pub(super) struct BodyWriter<'a> {
     stage_of: HashMap<ValueId, String>,
     /// Plain (not pipelined) staged loads whose copies nothing has waited for yet.
     pending_copies: Vec<ValueId>,
+    /// Plain staged loads issued before the pipelined loop being emitted: its waits
+    /// (`wait_pending<S − 1>`) complete them too, their groups being older.
+    loop_covered: Vec<ValueId>,
     /// `expand_dims` results that are never materialised: their source is stashed instead.
     expand_alias: HashMap<ValueId, ValueId>,
     /// Defining op of each immutable value (for recomputing broadcasts, see `remat`).
@@ -88,6 +91,7 @@ impl<'a> BodyWriter<'a> {
             prefetch_buffer: None,
             stage_of: HashMap::new(),
             pending_copies: Vec::new(),
+            loop_covered: Vec::new(),
             expand_alias: fusion::fusable_expand_dims(k),
             defs: remat::definitions(k),
             frags: fragments::plan(k, k.num_threads() as usize),
@@ -329,13 +333,11 @@ impl<'a> BodyWriter<'a> {
                 self.stage_of.insert(results[0], stage.clone());
             }
         }
-        if !self.pending_copies.is_empty() {
-            // Earlier copies complete here, so waits inside the loop need only skip the
-            // newest groups (the next iterations' prefetches).
-            self.line("tsr::cp_async_wait_all();");
-            self.sync();
-            self.pending_copies.clear();
-        }
+        // Copies started before the loop (the query tile) are older than the loop's
+        // groups, so its first wait completes them: no wait here, and their latency
+        // overlaps the prologue's copies instead of coming before them.
+        let older = std::mem::take(&mut self.pending_copies);
+        self.loop_covered.extend(&older);
         let ahead = if stages == 2 {
             "the first iteration's tiles are".to_string()
         } else {
@@ -392,6 +394,14 @@ impl<'a> BodyWriter<'a> {
         self.line("tsr::cp_async_commit();");
         self.block(body);
         self.close();
+        if !older.is_empty() {
+            // A loop that ran no iteration waited for nothing: complete the older copies
+            // here (done already otherwise); code after the loop still syncs before
+            // reading them.
+            self.line("tsr::cp_async_wait_all();");
+            self.loop_covered.retain(|v| !older.contains(v));
+            self.pending_copies.extend(older);
+        }
     }
 
     /// The register loads among a pipeline's slice statements (indices the copies'

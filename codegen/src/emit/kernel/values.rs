@@ -264,7 +264,7 @@ impl BodyWriter<'_> {
         let mut waits = 0;
         let mut operand = |w: &mut Self, v: ValueId, rows: usize, cols: usize| -> (String, usize) {
             if let Some(st) = w.plan.staged.get(&v).copied() {
-                let wait = if w.stage_of.contains_key(&v) {
+                let wait = if w.stage_of.contains_key(&v) || w.loop_covered.contains(&v) {
                     1
                 } else if w.pending_copies.contains(&v) {
                     2
