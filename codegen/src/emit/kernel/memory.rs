@@ -219,6 +219,12 @@ impl BodyWriter<'_> {
             a.chunk_count,
             on.join(" && ")
         ));
+        self.close_fast_path(slow);
+    }
+
+    /// Ends a fast path's vector loop, then its `if` with `else` + the general loop
+    /// (`slow`), then the access scope.
+    fn close_fast_path(&mut self, slow: impl FnOnce(&mut Self)) {
         self.close();
         self.depth -= 1;
         self.line("} else {");
@@ -584,13 +590,7 @@ impl BodyWriter<'_> {
             _ => self.line("const bool on = row_ok;"),
         }
         action(self, "p", uniform);
-        self.close();
-        self.depth -= 1;
-        self.line("} else {");
-        self.depth += 1;
-        slow(self);
-        self.close();
-        self.close();
+        self.close_fast_path(slow);
     }
 
     /// The checks and per-access values of an affine fast path: declares `o<d>` (the
