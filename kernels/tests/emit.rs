@@ -38,6 +38,28 @@ fn all_kernels_emit_cuda() {
         KvAppendRows::build(&cfg(&[("HEAD_DIM", 128), ("TILE_T", 16), ("BLOCK_SIZE", 64), ("UPDATE_LANDMARKS", 1)]))
             .unwrap(),
     ];
+    // Landmarks in f32 (LM = 2) as well as the default bf16.
+    let f32_landmarks = vec![
+        BlockScoresTopk::build(&cfg(&[
+            ("LM", 2),
+            ("GROUP", 4),
+            ("HEAD_DIM", 128),
+            ("LM_TILE", 32),
+            ("TOPK", 64),
+            ("SUM_HEADS", 0),
+        ]))
+        .unwrap(),
+        LandmarksMean::build(&cfg(&[("LM", 2), ("HEAD_DIM", 128), ("BLOCK_SIZE", 64)])).unwrap(),
+        KvAppendRows::build(&cfg(&[
+            ("LM", 2),
+            ("HEAD_DIM", 128),
+            ("TILE_T", 16),
+            ("BLOCK_SIZE", 64),
+            ("UPDATE_LANDMARKS", 1),
+        ]))
+        .unwrap(),
+    ];
+    let kernels: Vec<_> = kernels.into_iter().chain(f32_landmarks).collect();
     for k in &kernels {
         let e = emit_cuda(k);
         assert!(!format!("{e:?}").is_empty(), "{}", k.name);
@@ -154,4 +176,49 @@ fn ragged_staged_tile_copies_only_its_own_slots() {
     let src = emit_cuda(&DenseDecodeSplit::build(&c).unwrap()).source;
     assert!(!src.contains("if (c0 < 64) tsr::cp_async"), "whole tiles need no guard");
     assert!(src.contains("tsr::cp_async_to<16, 1>(s + k * 2176u, g, "), "the fast path copies rounds of 8 rows");
+}
+
+/// The block index a block-sparse tile's copies are addressed by is read one iteration
+/// ahead into a register (`<name>_ahead`) and taken from it by the prefetch, for the
+/// scalar index of contiguous blocks and the index tile of one-row blocks alike.
+#[test]
+fn block_indices_are_read_one_iteration_ahead() {
+    let c = cfg(&[
+        ("GROUP", 4),
+        ("HEAD_DIM", 128),
+        ("BLOCK_SIZE", 128),
+        ("KV_SHARE", 1),
+        ("MIN_BLOCKS", 0),
+        ("BLOCK_N", 64),
+        ("WARPS", 4),
+        ("STAGES", 2),
+    ]);
+    let contiguous = emit_cuda(&BlockSparseDecodeSplit::build(&c).unwrap()).source;
+    for src in [contiguous, one_row_block_sparse_cuda()] {
+        let read = src.lines().filter(|l| l.contains("_ahead = blk_") || l.contains("_ahead[i] = blk_")).count();
+        let taken = src
+            .lines()
+            .filter(|l| l.contains("= blk_") && (l.ends_with("_ahead;") || l.ends_with("_ahead[i];")))
+            .count();
+        assert!(read >= 2, "the index is read ahead before and inside the loop:\n{src}");
+        assert!(taken >= 1, "the prefetch takes the index read ahead");
+        assert!(src.contains("_ahead_it"), "read-ahead iterations are guarded by the loop bound");
+    }
+}
+
+/// The query tile's copy is not waited for before the K/V loop: its commit group is older
+/// than the loop's, so the loop's first `wait_pending` completes it and its latency
+/// overlaps the prologue's copies. A `wait_all` follows the loop (a loop that ran no
+/// iteration waited for nothing).
+#[test]
+fn query_copy_completes_under_the_loops_first_wait() {
+    let c = cfg(&[("GROUP", 4), ("HEAD_DIM", 128), ("BLOCK_N", 64), ("WARPS", 4), ("STAGES", 2)]);
+    let src = emit_cuda(&DenseDecodeSplit::build(&c).unwrap()).source;
+    let body = &src[src.find("extern \"C\"").expect("a kernel")..];
+    let (before, after) = body.split_at(body.find("// Pipelined loop").expect("a pipelined loop"));
+    assert!(!before.contains("tsr::cp_async_wait_all();"), "no wait before the loop:\n{before}");
+    let loop_start = after.find("for (int").unwrap();
+    let first_wait = after.find("tsr::cp_async_wait_pending<1>();").expect("the loop waits");
+    assert!(first_wait > loop_start, "the first wait is the loop's");
+    assert!(after.contains("tsr::cp_async_wait_all();"), "a wait_all after the loop");
 }
