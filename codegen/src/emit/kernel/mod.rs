@@ -431,6 +431,8 @@ impl<'a> BodyWriter<'a> {
         (v, from, e, cmp): (&str, &str, &str, &str),
         offset: i64,
     ) {
+        let names: Vec<String> = ahead.iter().map(|&r| self.name(r)).collect();
+        self.line(format!("// Read {} for the copies of a later iteration (`_ahead`).", names.join(", ")));
         self.open("");
         self.line(format!("const int {v}_ahead_it = {from} + {offset};"));
         self.open(format!("if ({v}_ahead_it {cmp} (int){e})"));
