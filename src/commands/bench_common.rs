@@ -643,7 +643,23 @@ fn time_cold(
 
 #[cfg(test)]
 mod tests {
-    use super::parse_decode_tile;
+    use super::{decode_configs, parse_decode_tile, BenchArgs};
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    #[test]
+    fn splits_replace_each_workloads_split_sweep() {
+        let a = Cli::try_parse_from(["t", "--decode-tiles", "64/4/2,32/4/4"]).unwrap().args;
+        assert_eq!(decode_configs(&a, &[4, 8]), vec![(64, 4, 4, 2), (64, 4, 8, 2), (32, 4, 4, 4), (32, 4, 8, 4)]);
+        let a = Cli::try_parse_from(["t", "--decode-tiles", "64/4/2", "--splits", "6,13"]).unwrap().args;
+        assert_eq!(decode_configs(&a, &[4, 8]), vec![(64, 4, 6, 2), (64, 4, 13, 2)]);
+        assert!(Cli::try_parse_from(["t", "--splits", "six"]).is_err());
+    }
 
     #[test]
     fn decode_tiles_parse_and_refuse_bad_triples() {
