@@ -69,9 +69,9 @@ pub(super) struct BodyWriter<'a> {
     /// Staged tiles a `dot` read since the last barrier: paid before any staged load or
     /// loop writes staged buffers again (in a pipelined loop, at the end of the body).
     owed_staged: bool,
-    /// Scalar loads of a pipelined loop's slice read one iteration earlier (see
-    /// [`Self::pipelined_loop`]): while the prefetch is emitted, such a load takes the
-    /// value held in `<name>_ahead` instead of reading memory.
+    /// Register loads of a pipelined loop's slice (block or row indices) read one
+    /// iteration earlier (see [`Self::pipelined_loop`]): while the prefetch is emitted,
+    /// such a load takes the value held in `<name>_ahead` instead of reading memory.
     ahead_subst: Vec<ValueId>,
 }
 
@@ -319,7 +319,10 @@ impl<'a> BodyWriter<'a> {
     /// each), each iteration first starts the copies of iteration `+ S − 1` (re-evaluating
     /// the loads' pure operands with the loop variable advanced, in a nested scope that
     /// shadows it) into the buffer the previous iteration used, then waits until at most
-    /// `S − 1` groups are in flight (its own tiles have landed) and works on them.
+    /// `S − 1` groups are in flight (its own tiles have landed) and works on them. The
+    /// register loads among those operands (block indices) are read one iteration before
+    /// the prefetch that uses them ([`Self::read_ahead`]); copies issued before the loop
+    /// complete under its first wait.
     fn pipelined_loop(
         &mut self,
         body: &[Stmt],
@@ -338,12 +341,12 @@ impl<'a> BodyWriter<'a> {
         // overlaps the prologue's copies instead of coming before them.
         let older = std::mem::take(&mut self.pending_copies);
         self.loop_covered.extend(&older);
-        let ahead = if stages == 2 {
+        let loaded = if stages == 2 {
             "the first iteration's tiles are".to_string()
         } else {
             format!("the first {} iterations' tiles are", stages - 1)
         };
-        self.line(format!("// Pipelined loop ({stages} buffers): {ahead} loaded ahead."));
+        self.line(format!("// Pipelined loop ({stages} buffers): {loaded} loaded ahead."));
         for i in 0..stages - 1 {
             self.open("");
             let offset = if i == 0 { String::new() } else { format!(" + {}", i * step) };
