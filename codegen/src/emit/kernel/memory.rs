@@ -96,7 +96,10 @@ impl BodyWriter<'_> {
         self.line(format!(
             "{cty}* {name} = reinterpret_cast<{cty}*>(tsr_smem + {base});  // staged tile, row stride {ld}"
         ));
-        if self.affine(a) {
+        let rounds = if self.affine(a) { self.copy_rounds(a, ty) } else { None };
+        if let Some(rows_per_round) = rounds {
+            self.staged_rounds(name, ty, a, ld, rows_per_round, |w| w.staged_general(name, ty, a, ld, other, false));
+        } else if self.affine(a) {
             let l = self.layout(ty);
             let (chunk, count, vec) = (a.chunk, a.chunk_count, l.vec);
             let (ptr, mask) = (a.ptr.clone(), a.mask.clone());
@@ -110,12 +113,6 @@ impl BodyWriter<'_> {
             }
             exists.extend(a.writer.clone());
             let guard = if exists.is_empty() { String::new() } else { format!("if ({}) ", exists.join(" && ")) };
-            if let Some(rows_per_round) = self.copy_rounds(a, ty) {
-                self.staged_rounds(name, ty, a, ld, rows_per_round, |w| {
-                    w.staged_general(name, ty, a, ld, other, false)
-                });
-                return self.finish_staged(r);
-            }
             self.affine_or_general(
                 a,
                 ty,
@@ -136,12 +133,7 @@ impl BodyWriter<'_> {
         } else {
             self.staged_general(name, ty, a, ld, other, true);
         }
-        self.finish_staged(r);
-    }
-
-    /// After a staged load's copies: a prefetch commits all of its copies as one group
-    /// (see `pipelined_loop`), any other load commits its own.
-    fn finish_staged(&mut self, r: ValueId) {
+        // A prefetch commits all of its copies as one group (see `pipelined_loop`).
         if self.prefetch_buffer.is_none() {
             self.line("tsr::cp_async_commit();");
             self.pending_copies.push(r);
