@@ -8,8 +8,8 @@
 //! sums q̄·r over heads); no softmax: ranking per KV head only needs the raw scores.
 //! Landmarks are f32 or bf16 ([`TopkBlockSelect::with_landmark_dtype`]): bf16 halves
 //! the bytes this memory-bound pass reads and puts `q · landmark` on the tensor cores
-//! (scores still accumulate in f32). Ties go to the smaller block index (IR TopK). Fewer than `k` blocks: the list is
-//! padded with -1 and `block_count = num_blocks`. Selected indices are sorted by
+//! (scores still accumulate in f32). Ties go to the smaller block index (IR TopK).
+//! Fewer than `k` blocks: the list is padded with -1 and `block_count = num_blocks`. Selected indices are sorted by
 //! descending score, never duplicated, always in `[0, num_blocks)`.
 //!
 //! Two launches: `block_scores_topk` (grid `[ceil(num_blocks / LM_TILE), Hkv, B]`: scores
